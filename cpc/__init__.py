@@ -1,0 +1,1 @@
+"""CPC-style self-supervised speech representation learning (CPC, CPC-CTC, PASE)."""

@@ -1,0 +1,9 @@
+"""User-facing errors: the message names the file or flag at fault and what was expected."""
+
+
+class CPCError(Exception):
+    """Base of the errors that command-line tools print as one line and exit non-zero on."""
+
+
+class ConfigError(CPCError):
+    """Flags that contradict each other, a saved run, or the data."""

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny LibriSpeech-style trees written on the fly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def ramp_signal(file_id: int, n_samples: int, channels: int = 1) -> np.ndarray:
+    """Samples that are exact in 16-bit PCM and differ between files and offsets."""
+    values = ((file_id * 7919 + np.arange(n_samples)) % 30000 - 15000) / 32768.0
+    if channels == 1:
+        return values.astype(np.float32)
+    return np.stack([values] * channels, axis=1).astype(np.float32)
+
+
+def write_tree(root: Path, layout: dict[str, list[int]], extension: str = ".flac",
+               sample_rate: int = 16000) -> list[str]:
+    """Write root/<speaker>/0/<speaker>-0-<i><ext> files of the given lengths; return stems."""
+    stems = []
+    file_id = 0
+    for speaker, lengths in layout.items():
+        chapter = root / speaker / "0"
+        chapter.mkdir(parents=True, exist_ok=True)
+        for i, n_samples in enumerate(lengths):
+            stem = f"{speaker}-0-{i:04d}"
+            sf.write(chapter / f"{stem}{extension}", ramp_signal(file_id, n_samples),
+                     sample_rate, subtype="PCM_16")
+            stems.append(stem)
+            file_id += 1
+    return stems
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep listing caches out of the user's home directory."""
+    monkeypatch.setenv("CPC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -1,0 +1,357 @@
+"""The data pipeline: listing, splits, labels, packs, samplers and batches."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from cpc import dataset as ds
+from cpc.dataset import (DOWNSAMPLING, AudioBatchData, DataError, attach_phone_labels,
+                         filterSeqs, findAllSeqs, make_batches, parseSeqLabels, plan_packs,
+                         read_audio, split_train_val)
+from tests.conftest import ramp_signal, write_tree
+
+S = 1600  # a small window: 10 frames
+
+
+@pytest.fixture
+def tree(tmp_path):
+    layout = {"11": [5000, 7000, 3300], "22": [9000, 4100], "33": [2000, 6400, 6400, 1700]}
+    stems = write_tree(tmp_path / "db", layout)
+    return tmp_path / "db", layout, stems
+
+
+# ---------------------------------------------------------------- listing
+def test_findAllSeqs_speakers_lengths_and_order(tree):
+    root, layout, stems = tree
+    seqs, speakers = findAllSeqs(root, ".flac")
+    assert speakers == ["11", "22", "33"]
+    assert [s.stem for s in seqs] == sorted(stems)
+    by_stem = {s.stem: s for s in seqs}
+    for speaker, lengths in layout.items():
+        for i, n in enumerate(lengths):
+            seq = by_stem[f"{speaker}-0-{i:04d}"]
+            assert seq.n_samples == n
+            assert speakers[seq.speaker] == speaker
+            assert seq.path == f"{speaker}/0/{speaker}-0-{i:04d}.flac"
+
+
+def test_listing_cache_follows_the_tree(tree, monkeypatch):
+    root, _, _ = tree
+    findAllSeqs(root, ".flac")
+    probed = []
+    real_probe = ds._probe
+    monkeypatch.setattr(ds, "_probe", lambda p: probed.append(p.name) or real_probe(p))
+    findAllSeqs(root, ".flac")
+    assert probed == []  # everything came from the cache
+    sf.write(root / "22" / "0" / "22-0-0009.flac", ramp_signal(9, 1234), 16000)
+    sf.write(root / "11" / "0" / "11-0-0000.flac", ramp_signal(0, 4321), 16000)  # changed size
+    seqs, _ = findAllSeqs(root, ".flac")
+    assert sorted(probed) == ["11-0-0000.flac", "22-0-0009.flac"]
+    assert {s.stem: s.n_samples for s in seqs}["11-0-0000"] == 4321
+    probed.clear()
+    findAllSeqs(root, ".flac", loadCache=False)  # --ignore_cache
+    assert len(probed) == 10
+
+
+def test_cache_is_json_not_pickle(tree):
+    root, _, _ = tree
+    findAllSeqs(root, ".flac")
+    files = list(ds.cache_dir().glob("listing_*.json"))
+    assert len(files) == 1
+    import json
+    assert json.loads(files[0].read_text())["version"] == 1
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "wrong_ext"])
+def test_listing_errors_name_the_path(tmp_path, case):
+    root = tmp_path / "db"
+    if case != "missing":
+        root.mkdir()
+    if case == "wrong_ext":
+        write_tree(root, {"1": [2000]}, extension=".wav")
+    with pytest.raises(DataError) as err:
+        findAllSeqs(root, ".flac")
+    assert str(root) in str(err.value)
+    if case == "wrong_ext":
+        assert ".wav" in str(err.value)
+
+
+def test_unreadable_8khz_and_empty_files_are_named(tmp_path):
+    root = tmp_path / "db"
+    write_tree(root, {"1": [2000]})
+    bad = root / "1" / "0" / "1-0-0009.flac"
+    bad.write_bytes(b"not a flac file at all")
+    with pytest.raises(DataError, match="1-0-0009.flac"):
+        findAllSeqs(root, ".flac")
+    bad.unlink()
+    sf.write(bad, ramp_signal(0, 800), 8000)
+    with pytest.raises(DataError, match=r"1-0-0009\.flac is sampled at 8000 Hz"):
+        findAllSeqs(root, ".flac")
+    bad.write_bytes(b"")
+    with pytest.raises(DataError, match=r"1-0-0009\.flac is empty"):
+        findAllSeqs(root, ".flac")
+    wav_root = tmp_path / "wavs"
+    write_tree(wav_root, {"1": [2000]}, extension=".wav")
+    sf.write(wav_root / "1" / "0" / "1-0-0009.wav", np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(DataError, match=r"1-0-0009\.wav is empty \(0 samples\)"):
+        findAllSeqs(wav_root, ".wav")
+
+
+def test_file_outside_speaker_dir_is_refused(tmp_path):
+    root = tmp_path / "db"
+    root.mkdir()
+    sf.write(root / "loose.flac", ramp_signal(0, 2000), 16000)
+    with pytest.raises(DataError, match="speaker directory"):
+        findAllSeqs(root, ".flac")
+
+
+def test_stereo_is_averaged_with_a_warning(tmp_path):
+    path = tmp_path / "st.flac"
+    left = ramp_signal(1, 3000)
+    sf.write(path, np.stack([left, np.zeros_like(left)], axis=1), 16000)
+    with pytest.warns(UserWarning, match="2 channels"):
+        mono = read_audio(path)
+    np.testing.assert_allclose(mono, left / 2, atol=1 / 32768)
+
+
+# ---------------------------------------------------------------- splits
+def test_filterSeqs_keeps_listed_and_reports_missing(tree, tmp_path):
+    root, _, stems = tree
+    seqs, _ = findAllSeqs(root, ".flac")
+    split = tmp_path / "split.txt"
+    split.write_text("\n".join(stems[:3] + ["99-0-0000"]) + "\n\n")
+    with pytest.warns(UserWarning, match="1 of 4 stems"):
+        kept = filterSeqs(split, seqs)
+    assert [s.stem for s in kept] == stems[:3]
+
+
+def test_filterSeqs_errors(tree, tmp_path):
+    root, _, _ = tree
+    seqs, _ = findAllSeqs(root, ".flac")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="empty"):
+        filterSeqs(empty, seqs)
+    other = tmp_path / "other.txt"
+    other.write_text("a-b-c\nd-e-f\n")
+    with pytest.raises(DataError, match="matches no file"):
+        filterSeqs(other, seqs)
+    with pytest.raises(DataError, match="does not exist"):
+        filterSeqs(tmp_path / "nope.txt", seqs)
+
+
+def test_seeded_split(tree):
+    root, _, _ = tree
+    seqs, _ = findAllSeqs(root, ".flac")
+    train, val = split_train_val(seqs, 0.2, seed=3)
+    assert len(val) == 2 and len(train) == 7
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(seqs)
+    assert split_train_val(seqs, 0.2, seed=3) == (train, val)
+    assert split_train_val(seqs, 0.2, seed=4) != (train, val)
+
+
+# ---------------------------------------------------------------- phone labels
+def test_parse_labels(tmp_path):
+    path = tmp_path / "phones.txt"
+    path.write_text("a-1-1 0 3 3 2\n\nb-1-1 1 1\n")
+    labels, n_phones = parseSeqLabels(path)
+    assert n_phones == 4
+    assert labels["a-1-1"].tolist() == [0, 3, 3, 2]
+    path.write_text("a-1-1 0 3 x\n")
+    with pytest.raises(DataError, match=r"phones.txt:1"):
+        parseSeqLabels(path)
+
+
+def test_attach_labels_trims_and_checks(tree):
+    root, _, _ = tree
+    seqs, _ = findAllSeqs(root, ".flac")
+    by_stem = {s.stem: s for s in seqs}
+    frames = {stem: s.n_samples // DOWNSAMPLING for stem, s in by_stem.items()}
+    labels = {stem: np.zeros(n, dtype=np.int32) for stem, n in frames.items()}
+    labels["11-0-0000"] = np.zeros(frames["11-0-0000"] + 1, dtype=np.int32)  # one frame more
+    labels["22-0-0000"] = np.zeros(frames["22-0-0000"] - 1, dtype=np.int32)  # one frame less
+    del labels["33-0-0003"]
+    with pytest.warns(UserWarning, match="1 of 9 files have no phone labels"):
+        kept = attach_phone_labels(seqs, labels, root)
+    kept_by = {s.stem: s for s in kept}
+    assert "33-0-0003" not in kept_by
+    assert kept_by["11-0-0000"].n_samples == frames["11-0-0000"] * DOWNSAMPLING
+    assert kept_by["22-0-0000"].n_samples == (frames["22-0-0000"] - 1) * DOWNSAMPLING
+    labels["11-0-0000"] = np.zeros(frames["11-0-0000"] + 3, dtype=np.int32)
+    with pytest.raises(DataError, match="11-0-0000.flac"):
+        attach_phone_labels(seqs, labels, root)
+    with pytest.raises(DataError, match="none of the"):
+        attach_phone_labels(seqs, {}, root)
+
+
+# ---------------------------------------------------------------- samplers
+def _geometry(tree, max_size=10**9, seed=0):
+    root, _, _ = tree
+    seqs, _ = findAllSeqs(root, ".flac")
+    return seqs, plan_packs(seqs, max_size, random.Random(seed))
+
+
+def test_packs_bound_size_and_sort_by_speaker(tree):
+    seqs, packs = _geometry(tree, max_size=15000)
+    assert len(packs) > 1
+    assert sorted(i for p in packs for i in p.seq_ids) == list(range(len(seqs)))
+    for pack in packs:
+        assert pack.n_samples <= 15000 or len(pack.seq_ids) == 1
+        assert list(pack.seq_speakers) == sorted(pack.seq_speakers)
+
+
+@pytest.mark.parametrize("offset", [0, 320, 800])
+def test_samespeaker_batches_are_single_speaker(tree, offset):
+    seqs, (pack,) = _geometry(tree)
+    batches = make_batches(pack, "samespeaker", S, 3, offset, random.Random(1))
+    bounds = pack.speaker_bounds()
+    expected = sum(max(0, (b - a - offset) // S) for a, b in zip(bounds[:-1], bounds[1:]))
+    assert sum(len(b) for b in batches) == expected
+    for batch in batches:
+        assert 1 <= len(batch) <= 3
+        runs = {int(np.searchsorted(bounds, s, side="right")) for s in batch}
+        assert len(runs) == 1
+        run = runs.pop()
+        assert all(s + S <= bounds[run] for s in batch)  # window ends inside the run
+        positions = np.searchsorted(pack.seq_starts, batch, side="right") - 1
+        assert len(set(pack.seq_speakers[positions])) == 1
+
+
+def test_samesequence_windows_stay_inside_one_file(tree):
+    _, (pack,) = _geometry(tree)
+    batches = make_batches(pack, "samesequence", S, 2, 160, random.Random(0))
+    for batch in batches:
+        files = np.searchsorted(pack.seq_starts, batch, side="right") - 1
+        assert len(set(files)) == 1
+        assert all(s + S <= pack.seq_starts[files[0] + 1] for s in batch)
+    n_windows = sum(max(0, (b - a - 160) // S)
+                    for a, b in zip(pack.seq_starts[:-1], pack.seq_starts[1:]))
+    assert sum(map(len, batches)) == n_windows
+
+
+def test_uniform_covers_each_window_once_in_full_batches(tree):
+    _, (pack,) = _geometry(tree)
+    batches = make_batches(pack, "uniform", S, 4, 480, random.Random(0))
+    starts = sorted(s for b in batches for s in b)
+    n_windows = (pack.n_samples - 480) // S
+    assert all(len(b) == 4 for b in batches)
+    assert len(starts) == n_windows // 4 * 4 and len(set(starts)) == len(starts)
+    assert set(starts) <= {480 + k * S for k in range(n_windows)}
+
+
+def test_sequential_is_contiguous(tree):
+    _, (pack,) = _geometry(tree)
+    batches = make_batches(pack, "sequential", S, 4, 0, random.Random(0))
+    flat = [s for b in batches for s in b]
+    assert flat == [k * S for k in range(pack.n_samples // S)]
+    assert all(len(b) == 4 for b in batches[:-1])
+
+
+def test_unknown_sampler_is_refused(tree):
+    root, _, _ = tree
+    seqs, speakers = findAllSeqs(root, ".flac")
+    data = AudioBatchData(root, S, seqs, None, len(speakers))
+    with pytest.raises(DataError, match="--samplingType 'random'"):
+        data.getDataLoader(2, "random")
+
+
+# ---------------------------------------------------------------- batches
+def _dataset(tree, labels=None, **kw):
+    root, _, _ = tree
+    seqs, speakers = findAllSeqs(root, ".flac")
+    if labels is not None:
+        seqs = attach_phone_labels(seqs, labels, root)
+    return AudioBatchData(root, S, seqs, labels, len(speakers), n_process_loader=2, **kw)
+
+
+@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+def test_batches_hold_the_right_audio_and_labels(tree, sampling):
+    root, _, _ = tree
+    seqs, _ = findAllSeqs(root, ".flac")
+    labels = {s.stem: (np.arange(s.n_samples // DOWNSAMPLING) + 100 * i).astype(np.int32)
+              for i, s in enumerate(seqs)}
+    data = _dataset(tree, labels)
+    files = {i: read_audio(root / s.path) for i, s in enumerate(data.sequences)}
+    n_checked = 0
+    for epoch in range(2):
+        for batch in data.getDataLoader(3, sampling, randomOffset=True):
+            assert batch.audio.shape[1:] == (1, S) and batch.audio.dtype == torch.float32
+            assert batch.phones.shape == (len(batch), S // DOWNSAMPLING)
+            for b in range(len(batch)):
+                index, offset = int(batch.seq_index[b]), int(batch.seq_offset[b])
+                seq = data.sequences[index]
+                assert offset % DOWNSAMPLING == 0
+                assert int(batch.speaker[b]) == seq.speaker
+                if offset + S <= seq.n_samples:  # the window lies in one file
+                    torch.testing.assert_close(batch.audio[b, 0],
+                                               torch.from_numpy(files[index][offset:offset + S]))
+                    frame = offset // DOWNSAMPLING
+                    assert batch.phones[b].tolist() == \
+                        labels[seq.stem][frame:frame + S // DOWNSAMPLING].tolist()
+                    n_checked += 1
+    assert n_checked > 10
+
+
+def test_epochs_cover_every_pack_and_prefetch(tree):
+    data = _dataset(tree, max_size_loaded=12000)
+    assert data.n_packs >= 3
+    for _ in range(2):
+        seen = set()
+        for batch in data.getDataLoader(2, "sequential", randomOffset=False):
+            seen.update(batch.seq_index.tolist())
+            assert len(data._pending) <= 2  # current pack + the one being prefetched
+        # every file that can hold a window start is reached
+        assert len(seen) >= len(data.sequences) - data.n_packs
+    data.close()
+
+
+def test_same_seed_same_batches(tree):
+    def epoch_starts(seed):
+        data = _dataset(tree, seed=seed, max_size_loaded=20000)
+        out = [(b.seq_index.tolist(), b.seq_offset.tolist())
+               for _ in range(2) for b in data.getDataLoader(2, "samespeaker", True)]
+        data.close()
+        return out
+    assert epoch_starts(5) == epoch_starts(5)
+    assert epoch_starts(5) != epoch_starts(6)
+
+
+def test_random_offsets_vary_and_stay_aligned(tree):
+    data = _dataset(tree)
+    loader = data.getDataLoader(2, "sequential", randomOffset=True)
+    offsets = {loader._offset() for _ in range(50)}
+    assert len(offsets) > 1
+    assert all(o % DOWNSAMPLING == 0 and 0 <= o <= S // 2 for o in offsets)
+
+
+def test_summary(tree):
+    root, layout, _ = tree
+    data = _dataset(tree)
+    summary = data.summary()
+    total = sum(sum(v) for v in layout.values())
+    assert summary["files"] == 9 and summary["speakers"] == 3
+    assert summary["hours"] == pytest.approx(total / 16000 / 3600)
+    assert summary["windows"] == total // S
+
+
+def test_window_size_must_be_frame_multiple(tree):
+    root, _, _ = tree
+    seqs, speakers = findAllSeqs(root, ".flac")
+    with pytest.raises(DataError, match="--sizeWindow 1000"):
+        AudioBatchData(root, 1000, seqs, None, len(speakers))
+    with pytest.raises(DataError, match="no window"):
+        AudioBatchData(root, 160 * 1000, seqs, None, len(speakers))
+
+
+def test_truncated_file_after_listing_is_named(tree):
+    root, _, _ = tree
+    seqs, speakers = findAllSeqs(root, ".flac")
+    target = root / seqs[0].path
+    sf.write(target, ramp_signal(0, 100), 16000)  # shorter than the listing says
+    data = AudioBatchData(root, S, seqs, None, len(speakers))
+    with pytest.raises(DataError, match=seqs[0].stem):
+        next(iter(data.getDataLoader(2, "sequential", False)))
