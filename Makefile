@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m cpc.demo --corpus $(DEMO_DIR)
+	$(PY) -m cpc.demo --corpus $(DEMO_DIR) --run runs/demo
 
 clean-demo:
 	rm -rf $(DEMO_DIR) runs/demo

@@ -498,6 +498,13 @@ class AudioBatchData:
             out["phones"] = len(used)
         return out
 
+    def describe(self) -> str:
+        """One line: files, hours, speakers, phones, windows, packs."""
+        s = self.summary()
+        phones = f", {s['phones']} phones" if "phones" in s else ""
+        return (f"{s['files']} files, {s['hours']:.2f} h, {s['speakers']} speakers{phones}, "
+                f"{s['windows']} windows of {s['size_window']} samples, {s['packs']} pack(s)")
+
     # -- loading -------------------------------------------------------------------------------
     def _load(self, index: int) -> Pack:
         pack = self.packs[index]

@@ -1,17 +1,24 @@
-"""`make demo`: the main job on the built-in corpus, end to end on a CPU.
+"""`make demo`: the main job on the built-in corpus, end to end on a CPU in a few minutes.
 
-Generates the espeak-ng corpus if it is absent, then builds the training and validation data and
-prints their summary.
+1. generate the espeak-ng corpus (skipped when a complete one is already there);
+2. train a small CPC model with cpc/train.py (resumed if the run directory has checkpoints);
+3. print where the checkpoints and TensorBoard logs are.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
 
-from cpc.dataset import build_datasets
+from cpc import train
 from cpc.utils.synthetic_corpus import generate_corpus
+
+# A CPC model small enough to learn something on 25 minutes of audio in a few CPU minutes.
+DEMO_MODEL_FLAGS = ["--hiddenEncoder", "128", "--hiddenGar", "128", "--rnnMode", "linear",
+                    "--nPredicts", "8", "--negativeSamplingExt", "64", "--batchSizeGPU", "8",
+                    "--learningRate", "5e-4", "--samplingType", "uniform"]
 
 
 def ensure_corpus(root: Path, speakers: int, chapters: int, utterances: int, seed: int) -> None:
@@ -20,29 +27,40 @@ def ensure_corpus(root: Path, speakers: int, chapters: int, utterances: int, see
     summary = generate_corpus(root, speakers, chapters, utterances, seed=seed)
     print(f"corpus: {summary.n_files} files, {summary.n_speakers} speakers, "
           f"{summary.total_seconds / 60:.1f} min of audio at {root} "
-          f"({time.time() - start:.1f} s)")
+          f"({time.time() - start:.1f} s)", flush=True)
+
+
+def train_command(corpus: Path, run_dir: Path, n_epoch: int, seed: int) -> list[str]:
+    """The cpc/train.py command line of the demo."""
+    return ["--pathDB", str(corpus), "--pathTrain", str(corpus / "train_split.txt"),
+            "--pathVal", str(corpus / "val_split.txt"),
+            "--path_phone_data", str(corpus / "converted_aligned_phones.txt"),
+            "--file_extension", ".flac", "--pathCheckpoint", str(run_dir),
+            "--nEpoch", str(n_epoch), "--save_step", "1", "--random_seed", str(seed),
+            "--n_process_loader", "2"] + DEMO_MODEL_FLAGS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path("data/demo_corpus"))
+    parser.add_argument("--run", type=Path, default=Path("runs/demo"),
+                        help="run directory of the CPC training")
     parser.add_argument("--speakers", type=int, default=20)
     parser.add_argument("--chapters", type=int, default=2)
     parser.add_argument("--utterances", type=int, default=10, help="per chapter")
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     ensure_corpus(args.corpus, args.speakers, args.chapters, args.utterances, args.seed)
-    data = build_datasets(args.corpus, ".flac", str(args.corpus / "train_split.txt"),
-                          str(args.corpus / "val_split.txt"),
-                          str(args.corpus / "converted_aligned_phones.txt"), size_window=20480,
-                          seed=args.seed)
-    for name, part in (("train", data.train), ("val", data.val)):
-        s = part.summary()
-        print(f"{name:5s}: {s['files']} files, {s['hours']:.3f} h, {s['speakers']} speakers, "
-              f"{s['phones']} phones in use (of {data.n_phones}), {s['windows']} windows of "
-              f"{s['size_window']} samples, {s['packs']} pack(s)")
-    data.close()
+    command = train_command(args.corpus, args.run, args.epochs, args.seed)
+    print(f"\ntraining: python cpc/train.py {shlex.join(command)}\n", flush=True)
+    status = train.main(command)
+    if status != 0:
+        return status
+    print(f"\ncheckpoints: {args.run}/checkpoint_<epoch>.pt, logs: {args.run}/checkpoint_logs.json"
+          f"\nTensorBoard: tensorboard --logdir {args.run}/tensorboard")
     return 0
 
 

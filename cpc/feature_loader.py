@@ -1,0 +1,180 @@
+"""Load trained CPC models from checkpoints and turn audio files into feature sequences.
+
+Checkpoint layout (ours and CPC_audio's): a directory holding ``checkpoint_<epoch>.pt``
+(``torch.save`` of a dict whose ``"gEncoder"`` entry is the ``CPCModel`` state dict, beside
+``"cpcCriterion"``, ``"optimizer"``, ...), ``checkpoint_args.json`` (the training flags,
+CPC_audio names) and optionally ``checkpoint_logs.json``. Checkpoints are always read with
+``weights_only=True``: tensors and plain containers only, never pickled code.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+import torch.nn as nn
+
+from .dataset import read_audio
+from .model import CPCModel, build_model
+from .utils import checkpoint as ckpt
+
+
+def loadArgs(args_json: str | os.PathLike | dict) -> argparse.Namespace:
+    """Namespace from a ``checkpoint_args.json`` path or an already-parsed dict."""
+    return argparse.Namespace(**(args_json if isinstance(args_json, dict) else ckpt.read_json(args_json)))
+
+
+def getCheckpointData(pathDir: str | os.PathLike) -> tuple[str, dict, argparse.Namespace] | None:
+    """Newest ``checkpoint_<N>.pt`` of a directory (largest N), its logs and its training args.
+
+    Returns None when the directory does not exist or holds no checkpoint; logs are ``{}`` when
+    ``checkpoint_logs.json`` is absent. A missing ``checkpoint_args.json`` is an error.
+    """
+    checkpoints = ckpt.list_checkpoints(pathDir)
+    if not checkpoints:
+        return None
+    logs_path = os.path.join(pathDir, ckpt.LOGS_FILE)
+    logs = ckpt.read_json(logs_path) if os.path.isfile(logs_path) else {}
+    return str(checkpoints[-1][1].resolve()), logs, loadArgs(os.path.join(pathDir, ckpt.ARGS_FILE))
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> str:
+    """Absolute path of a checkpoint file, or of the newest checkpoint of a run directory."""
+    if os.path.isdir(path):
+        checkpoints = ckpt.list_checkpoints(path)
+        if not checkpoints:
+            raise FileNotFoundError(f"no checkpoint_<N>.pt in {path}")
+        return str(checkpoints[-1][1].resolve())
+    return os.path.abspath(path)
+
+
+def _architecture_source(checkpoint: str, args: argparse.Namespace) -> list[str] | None:
+    """CPC_audio semantics: a run started with ``--load`` from *another* directory (e.g. a
+    fine-tuning) takes its architecture from that checkpoint; resumed runs (same directory)
+    do not. Unlike CPC_audio, ``load`` paths that do not exist here (runs copied from another
+    machine) are ignored and the run's own args are used."""
+    load = getattr(args, "load", None)
+    if not load or not all(os.path.exists(path) for path in load):
+        return None
+    if len(load) > 1 or os.path.dirname(os.path.abspath(load[0])) != os.path.dirname(checkpoint):
+        return list(load)
+    return None
+
+
+class ConcatenatedModel(nn.Module):
+    """Several CPC models run on the same audio, features concatenated along the last dimension."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        factors = {model.downsampling for model in models}
+        if len(factors) != 1:
+            raise ValueError(f"cannot concatenate models with downsampling factors {sorted(factors)}")
+        self.models = nn.ModuleList(models)
+        self.downsampling = factors.pop()
+        self.dim_context = sum(model.dim_context for model in models)
+        self.dim_encoded = sum(model.dim_encoded for model in models)
+
+    def forward(self, batchData: torch.Tensor, label=None):
+        outputs = [model(batchData, label) for model in self.models]
+        length = min(c.shape[1] for c, _, _ in outputs)  # frame counts of different encoders may differ by one
+        return (torch.cat([c[:, :length] for c, _, _ in outputs], dim=2),
+                torch.cat([z[:, :length] for _, z, _ in outputs], dim=2), label)
+
+
+def _load_one(path: str, loadStateDict: bool) -> CPCModel | ConcatenatedModel:
+    checkpoint = resolve_checkpoint(path)
+    args = loadArgs(os.path.join(os.path.dirname(checkpoint), ckpt.ARGS_FILE))
+    source = _architecture_source(checkpoint, args)
+    model = loadModel(source, loadStateDict=False)[0] if source else build_model(args)
+    if loadStateDict:
+        model.load_state_dict(ckpt.load_checkpoint(checkpoint)["gEncoder"])
+    return model
+
+
+def loadModel(pathCheckpoints: list[str], loadStateDict: bool = True,
+              device: torch.device | str | None = None) -> tuple[nn.Module, int, int]:
+    """Build (and fill) the model(s) of checkpoint files or run directories.
+
+    Each path is a ``checkpoint_<N>.pt`` (its ``checkpoint_args.json`` beside it) or a directory
+    (its newest checkpoint). Returns ``(model, hiddenGar, hiddenEncoder)``: a ``CPCModel`` for
+    one path, a :class:`ConcatenatedModel` for several, with the context / encoded feature
+    dimensions actually built (summed over concatenated models). The state dict is loaded
+    strictly: an architecture mismatch is an error, not a silently half-loaded model.
+    """
+    if not pathCheckpoints:
+        raise ValueError("loadModel needs at least one checkpoint path")
+    models = [_load_one(path, loadStateDict) for path in pathCheckpoints]
+    model = models[0] if len(models) == 1 else ConcatenatedModel(models)
+    if device is not None:
+        model = model.to(device)
+    return model, model.dim_context, model.dim_encoded
+
+
+class FeatureModule(nn.Module):
+    """Feature extractor view of a CPC model: ``(B, 1, S) -> (B, T, D)``.
+
+    Returns the contexts ``c`` (or the encoded frames ``z`` when ``get_encoded``), flattened to
+    ``(B * T, D)`` when ``collapse``.
+    """
+
+    def __init__(self, featureMaker: nn.Module, get_encoded: bool, collapse: bool = False):
+        super().__init__()
+        self.featureMaker = featureMaker
+        self.get_encoded = get_encoded
+        self.collapse = collapse
+
+    def getDownsamplingFactor(self) -> int:
+        """Waveform samples per feature frame (160)."""
+        return self.featureMaker.downsampling
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        context, encoded, _ = self.featureMaker(batch, None)
+        features = encoded if self.get_encoded else context
+        return features.reshape(-1, features.shape[-1]) if self.collapse else features
+
+
+def seqNormalization(features: torch.Tensor) -> torch.Tensor:
+    """Per-feature normalisation over time of ``(B, T, D)``: zero mean, unit (unbiased) variance."""
+    mean = features.mean(dim=1, keepdim=True)
+    var = features.var(dim=1, keepdim=True)
+    return (features - mean) / torch.sqrt(var + 1e-08)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    tensor = next(iter(module.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
+def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, strict: bool = False,
+                 maxSizeSeq: int = 64000, seqNorm: bool = False) -> torch.Tensor:
+    """Features of one audio file, ``(1, T, D)`` on the CPU, computed under ``torch.no_grad``.
+
+    As CPC_audio, the file is cut into consecutive chunks of ``maxSizeSeq`` samples, each run
+    separately (with ``seqNorm``, each chunk's features are normalised separately) and the
+    outputs concatenated. Non-strict: the last chunk is simply shorter. Strict: every run sees
+    exactly ``maxSizeSeq`` samples; the remainder is covered by running the file's last
+    ``maxSizeSeq`` samples and keeping their last ``remainder // 160`` frames (the whole file at
+    once when it is shorter than ``maxSizeSeq``). The model's train/eval mode is left as is:
+    call ``.eval()`` first.
+    """
+    sequence = torch.from_numpy(read_audio(seqPath))
+    device = _module_device(featureMaker)
+    n_samples = sequence.shape[0]
+
+    def run(samples: torch.Tensor) -> torch.Tensor:
+        features = featureMaker(samples.view(1, 1, -1).to(device))
+        return (seqNormalization(features) if seqNorm else features).cpu()
+
+    chunks = []
+    with torch.no_grad():
+        start = 0
+        while start < n_samples and not (strict and start + maxSizeSeq > n_samples):
+            chunks.append(run(sequence[start:start + maxSizeSeq]))
+            start += maxSizeSeq
+        if strict and start < n_samples:
+            n_frames = (n_samples - start) // featureMaker.getDownsamplingFactor()
+            if n_frames > 0:
+                chunks.append(run(sequence[-maxSizeSeq:])[:, -n_frames:])
+    return torch.cat(chunks, dim=1)

@@ -1,0 +1,315 @@
+"""CPC model: an encoder (waveform -> frames) and a context network (frames -> contexts).
+
+Encoders and context networks ("ARs") live in registries so that a new one is one class plus one
+registration line::
+
+    @register_ar("QRNN")
+    def _build_qrnn(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+        return QRNNAR(dim_input, args.hiddenGar, ...)
+
+(the module defining it must be imported by this one, e.g. at the bottom, so the name is
+registered before ``build_model`` runs). ``build_model`` reads CPC_audio's flag names, so a
+CPC_audio ``checkpoint_args.json`` loaded into a Namespace builds the same architecture, and
+state-dict key names match CPC_audio's for the CPC encoder and the recurrent ARs.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from .transformers import CausalTransformer
+from .utils.audio_features import mfcc
+
+DOWNSAMPLING = 160  # samples per encoded frame, for every encoder
+
+
+# --------------------------------------------------------------------------- encoders
+
+class ChannelNorm(nn.Module):
+    """CPC_audio's "layerNorm": normalise each frame over its channels (dim 1 of ``(B, C, T)``).
+
+    ``(x - mean_C) / sqrt(var_C + eps)`` with the unbiased variance (torch's default, as in
+    CPC_audio), then a per-channel affine map with weight/bias of shape ``(1, C, 1)``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        if affine:
+            self.weight = nn.Parameter(torch.ones(1, num_features, 1))
+            self.bias = nn.Parameter(torch.zeros(1, num_features, 1))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            x = x * self.weight + self.bias
+        return x
+
+
+NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
+    "layerNorm": ChannelNorm,
+    "instanceNorm": lambda dim: nn.InstanceNorm1d(dim, affine=True),
+    "batchNorm": nn.BatchNorm1d,
+    "ID": lambda dim: nn.Identity(),
+}
+
+
+class CPCEncoder(nn.Module):
+    """CPC_audio's strided convolutional encoder: ``(B, 1, S) -> (B, dim, (S + 1) // 160)``.
+
+    Five Conv1d (kernels 10, 8, 4, 4, 4; strides 5, 4, 2, 2, 2; paddings 3, 2, 1, 1, 1), each
+    followed by a norm layer and a ReLU. The norm layers are named ``batchNorm{i}`` whatever the
+    norm mode, as in CPC_audio, so its checkpoints load. Note the frame count is
+    ``(S + 1) // 160``: it equals ``S // 160`` except when ``S % 160 == 159``.
+    """
+
+    DOWNSAMPLING = DOWNSAMPLING
+
+    def __init__(self, dim: int = 256, norm_mode: str = "layerNorm"):
+        super().__init__()
+        if norm_mode not in NORM_LAYERS:
+            raise ValueError(f"unknown normMode {norm_mode!r}; choose from {sorted(NORM_LAYERS)}")
+        norm = NORM_LAYERS[norm_mode]
+        self.dim_output = dim
+        self.conv0 = nn.Conv1d(1, dim, 10, stride=5, padding=3)
+        self.batchNorm0 = norm(dim)
+        self.conv1 = nn.Conv1d(dim, dim, 8, stride=4, padding=2)
+        self.batchNorm1 = norm(dim)
+        self.conv2 = nn.Conv1d(dim, dim, 4, stride=2, padding=1)
+        self.batchNorm2 = norm(dim)
+        self.conv3 = nn.Conv1d(dim, dim, 4, stride=2, padding=1)
+        self.batchNorm3 = norm(dim)
+        self.conv4 = nn.Conv1d(dim, dim, 4, stride=2, padding=1)
+        self.batchNorm4 = norm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(5):
+            x = F.relu(getattr(self, f"batchNorm{i}")(getattr(self, f"conv{i}")(x)))
+        return x
+
+
+class MFCCEncoder(nn.Module):
+    """Fixed MFCC front end: ``(B, 1, S) -> (B, dim, S // 160)``, ``dim`` coefficients per frame.
+
+    25 ms Hann window (400 samples) in a 512-point FFT, hop 160, "aligned" zero-padded framing
+    (see :mod:`cpc.utils.audio_features`): frame ``t`` is centred on samples
+    ``[160 t, 160 (t + 1))``. ``max(128, dim)`` HTK mel filters as in CPC_audio, natural log.
+    No parameters.
+    """
+
+    DOWNSAMPLING = DOWNSAMPLING
+
+    def __init__(self, dim: int, sample_rate: int = 16000):
+        super().__init__()
+        self.dim_output = dim
+        self.sample_rate = sample_rate
+        self.n_mels = max(128, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return mfcc(x.squeeze(1), sample_rate=self.sample_rate, n_mfcc=self.dim_output,
+                    n_mels=self.n_mels, n_fft=512, hop_length=DOWNSAMPLING, win_length=400)
+
+
+# --------------------------------------------------------------------------- context networks
+
+class ContextNetwork(nn.Module):
+    """Base of the ARs: ``(B, T, dim_input) -> (B, T, dim_output)``, optionally time-reversed.
+
+    With ``reverse`` (CPC_audio's ``--cpc_mode reverse``) the sequence is flipped before and
+    after the network, so outputs stay in the input's time order. Subclasses implement
+    ``_run(x, all_layers)`` returning the list of layer outputs (only the last one unless
+    ``all_layers``).
+    """
+
+    def __init__(self, dim_output: int, reverse: bool = False):
+        super().__init__()
+        self.dim_output = dim_output
+        self.reverse = reverse
+
+    def _run(self, x: torch.Tensor, all_layers: bool) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, return_all_layers: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """Last layer's output, or every layer's output (list) when ``return_all_layers``."""
+        if self.reverse:
+            x = torch.flip(x, [1])
+        outputs = self._run(x, return_all_layers)
+        if self.reverse:
+            outputs = [torch.flip(out, [1]) for out in outputs]
+        return outputs if return_all_layers else outputs[-1]
+
+
+RNN_TYPES: dict[str, type[nn.RNNBase]] = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
+
+
+class CPCAR(ContextNetwork):
+    """Recurrent context network (LSTM / GRU / RNN); the torch module is ``baseNet`` as in CPC_audio.
+
+    CPC_audio's ``keepHidden`` (state carried across batches for sequential sampling) is not
+    kept: every batch starts from a zero state.
+    """
+
+    def __init__(self, dim_input: int, dim_output: int, n_layers: int = 1, mode: str = "LSTM",
+                 reverse: bool = False):
+        super().__init__(dim_output, reverse)
+        self.mode = mode
+        self.baseNet = RNN_TYPES[mode](dim_input, dim_output, num_layers=n_layers, batch_first=True)
+
+    def _layer_parameters(self, layer: int) -> dict[str, torch.Tensor]:
+        suffix = f"_l{layer}"
+        return {name[:-len(suffix)] + "_l0": param for name, param in self.baseNet.named_parameters()
+                if name.endswith(suffix)}
+
+    def _run(self, x: torch.Tensor, all_layers: bool) -> list[torch.Tensor]:
+        if not all_layers or self.baseNet.num_layers == 1:
+            return [self.baseNet(x)[0]]
+        # Run the stack one layer at a time with baseNet's own weights (a weightless template).
+        outputs = []
+        for layer in range(self.baseNet.num_layers):
+            template = RNN_TYPES[self.mode](x.shape[-1], self.dim_output, batch_first=True, device="meta")
+            x = functional_call(template, self._layer_parameters(layer), (x,))[0]
+            outputs.append(x)
+        return outputs
+
+
+class TransformerAR(ContextNetwork):
+    """Causal transformer context network; keeps the input dimension (CPC_audio forces hiddenGar
+    = hiddenEncoder for this mode)."""
+
+    def __init__(self, dim: int, n_layers: int = 1, abspos: bool = False, max_rel_distance: int = 128,
+                 reverse: bool = False):
+        super().__init__(dim, reverse)
+        self.transformer = CausalTransformer(dim, n_layers, abspos=abspos, max_rel_distance=max_rel_distance)
+
+    def _run(self, x: torch.Tensor, all_layers: bool) -> list[torch.Tensor]:
+        return self.transformer(x, return_all_layers=True)
+
+
+class NoAR(ContextNetwork):
+    """Identity context network (``--arMode no_ar``): contexts are the encoded frames."""
+
+    def _run(self, x: torch.Tensor, all_layers: bool) -> list[torch.Tensor]:
+        return [x]
+
+
+# --------------------------------------------------------------------------- registries
+
+EncoderBuilder = Callable[[argparse.Namespace], nn.Module]
+ARBuilder = Callable[[argparse.Namespace, int], ContextNetwork]
+ENCODERS: dict[str, EncoderBuilder] = {}
+ARS: dict[str, ARBuilder] = {}
+
+
+def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
+    """Register ``builder(args) -> encoder`` under ``--encoder_type name``."""
+    def decorator(builder: EncoderBuilder) -> EncoderBuilder:
+        ENCODERS[name] = builder
+        return builder
+    return decorator
+
+
+def register_ar(name: str) -> Callable[[ARBuilder], ARBuilder]:
+    """Register ``builder(args, dim_input) -> ContextNetwork`` under ``--arMode name``."""
+    def decorator(builder: ARBuilder) -> ARBuilder:
+        ARS[name] = builder
+        return builder
+    return decorator
+
+
+def _lookup(registry: dict, name: str, flag: str):
+    if name not in registry:
+        raise ValueError(f"unknown {flag} {name!r}; available: {sorted(registry)}")
+    return registry[name]
+
+
+def _reverse(args: argparse.Namespace) -> bool:
+    mode = getattr(args, "cpc_mode", None)
+    if mode not in (None, "none", "reverse"):
+        raise ValueError(f"unsupported cpc_mode {mode!r}; supported: None, 'none', 'reverse'")
+    return mode == "reverse"
+
+
+@register_encoder("cpc")
+def _build_cpc_encoder(args: argparse.Namespace) -> nn.Module:
+    return CPCEncoder(getattr(args, "hiddenEncoder", 256), getattr(args, "normMode", "layerNorm"))
+
+
+@register_encoder("mfcc")
+def _build_mfcc_encoder(args: argparse.Namespace) -> nn.Module:
+    return MFCCEncoder(getattr(args, "hiddenEncoder", 256))
+
+
+def _recurrent_builder(mode: str) -> ARBuilder:
+    def build(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+        return CPCAR(dim_input, getattr(args, "hiddenGar", 256), getattr(args, "nLevelsGRU", 1),
+                     mode=mode, reverse=_reverse(args))
+    return build
+
+
+for _mode in RNN_TYPES:
+    register_ar(_mode)(_recurrent_builder(_mode))
+
+
+@register_ar("transformer")
+def _build_transformer_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+    return TransformerAR(dim_input, getattr(args, "nLevelsGRU", 1), abspos=getattr(args, "abspos", False),
+                         max_rel_distance=getattr(args, "sizeWindow", 20480) // DOWNSAMPLING,
+                         reverse=_reverse(args))
+
+
+@register_ar("no_ar")
+def _build_no_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+    return NoAR(dim_input)
+
+
+# --------------------------------------------------------------------------- model
+
+class CPCModel(nn.Module):
+    """Encoder + context network: ``(B, 1, S) -> (cFeature (B, T, Dc), encodedData (B, T, De), label)``."""
+
+    def __init__(self, encoder: nn.Module, ar: ContextNetwork):
+        super().__init__()
+        self.gEncoder = encoder
+        self.gAR = ar
+
+    @property
+    def downsampling(self) -> int:
+        """Waveform samples per output frame."""
+        return self.gEncoder.DOWNSAMPLING
+
+    @property
+    def dim_context(self) -> int:
+        """Feature dimension of ``cFeature``."""
+        return self.gAR.dim_output
+
+    @property
+    def dim_encoded(self) -> int:
+        """Feature dimension of ``encodedData``."""
+        return self.gEncoder.dim_output
+
+    def forward(self, batchData: torch.Tensor, label=None):
+        encodedData = self.gEncoder(batchData).permute(0, 2, 1)
+        cFeature = self.gAR(encodedData)
+        return cFeature, encodedData, label
+
+
+def build_model(args: argparse.Namespace) -> CPCModel:
+    """Build a :class:`CPCModel` from CPC_audio-named flags (missing ones take CPC_audio's defaults).
+
+    Reads ``encoder_type, hiddenEncoder, normMode, arMode, hiddenGar, nLevelsGRU, abspos,
+    sizeWindow, cpc_mode``. Feature sizes are ``model.dim_context`` (== hiddenEncoder for
+    ``transformer`` and ``no_ar``, as CPC_audio forces) and ``model.dim_encoded``.
+    """
+    encoder = _lookup(ENCODERS, getattr(args, "encoder_type", "cpc"), "encoder_type")(args)
+    ar = _lookup(ARS, getattr(args, "arMode", "LSTM"), "arMode")(args, encoder.dim_output)
+    return CPCModel(encoder, ar)

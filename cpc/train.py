@@ -1,0 +1,508 @@
+"""Train a CPC model on a LibriSpeech-format corpus.
+
+    python cpc/train.py --pathDB DB --pathTrain train.txt --pathVal val.txt \
+        --pathCheckpoint OUT --file_extension .flac
+
+Rerunning the same command continues from the newest checkpoint in OUT. Option names follow
+facebookresearch/CPC_audio and its CPC-CTC fork, so existing command lines keep working.
+This file defines and groups the options and wires the parts; the math lives in model.py and
+criterion/, the data in dataset.py, the file formats in utils/checkpoint.py.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python cpc/train.py`: import the package, not siblings
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cpc.criterion import build_criterion
+from cpc.dataset import SAMPLING_TYPES, CorpusData, build_datasets
+from cpc.model import build_model
+from cpc.utils import checkpoint as ckpt
+from cpc.utils.errors import CPCError, ConfigError
+from cpc.utils.optim import build_optimizer
+
+# Option groups whose values define the network: a resumed run takes them from the saved args,
+# and an explicit command-line value that contradicts the saved one is an error.
+ARCHITECTURE_GROUPS = ("Architecture", "CPC criterion")
+
+
+# --------------------------------------------------------------------------------------------
+# Options, one function per group
+# --------------------------------------------------------------------------------------------
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Dataset")
+    group.add_argument("--pathDB", type=str, default=None,
+                       help="Root of the corpus: <pathDB>/<speaker>/.../<file><ext>.")
+    group.add_argument("--file_extension", type=str, default=".flac",
+                       help="Extension of the audio files (default .flac).")
+    group.add_argument("--pathTrain", type=str, default=None,
+                       help="File listing the training stems, one per line (default: all).")
+    group.add_argument("--pathVal", type=str, default=None,
+                       help="File listing the validation stems (default: a seeded 1%% of train).")
+    group.add_argument("--path_phone_data", type=str, default=None,
+                       help="Phone labels, CPC_audio format: '<stem> id id ...' per 10 ms frame.")
+    group.add_argument("--sizeWindow", type=int, default=20480,
+                       help="Samples per training window (multiple of 160).")
+    group.add_argument("--n_process_loader", type=int, default=8,
+                       help="Threads reading audio files.")
+    group.add_argument("--max_size_loaded", type=int, default=4_000_000_000,
+                       help="Samples held per pack; the next pack loads in the background.")
+    group.add_argument("--ignore_cache", action="store_true",
+                       help="Re-read every file header instead of the cached listing.")
+
+
+def add_architecture_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Architecture")
+    group.add_argument("--encoder_type", type=str, default="cpc", choices=["cpc", "mfcc"],
+                       help="Encoder of the waveform (cpc: 5 strided convolutions).")
+    group.add_argument("--hiddenEncoder", type=int, default=256,
+                       help="Channels of the encoder (its output dimension).")
+    group.add_argument("--normMode", type=str, default="layerNorm",
+                       choices=["layerNorm", "instanceNorm", "batchNorm", "ID"],
+                       help="Normalisation after each encoder convolution.")
+    group.add_argument("--arMode", type=str, default="LSTM",
+                       choices=["LSTM", "GRU", "RNN", "transformer", "no_ar"],
+                       help="Context network.")
+    group.add_argument("--hiddenGar", type=int, default=256,
+                       help="Output dimension of the context network.")
+    group.add_argument("--nLevelsGRU", type=int, default=1,
+                       help="Layers of the context network.")
+    group.add_argument("--abspos", action="store_true",
+                       help="Absolute (sinusoidal) positions in the transformer context network.")
+    group.add_argument("--cpc_mode", type=str, default=None, choices=[None, "reverse"],
+                       help="reverse: predict the past instead of the future.")
+
+
+def add_cpc_criterion_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("CPC criterion")
+    group.add_argument("--nPredicts", type=int, default=12,
+                       help="Future steps predicted from each context frame.")
+    group.add_argument("--negativeSamplingExt", type=int, default=128,
+                       help="Negatives per anchor, shared by all predicted steps.")
+    group.add_argument("--rnnMode", type=str, default="transformer",
+                       choices=["transformer", "RNN", "LSTM", "linear", "ffd", "conv4", "conv8",
+                                "conv12"],
+                       help="Prediction heads.")
+    group.add_argument("--dropout", action="store_true",
+                       help="Dropout on the contexts before the prediction heads.")
+    group.add_argument("--limitNegsInBatch", type=int, default=0,
+                       help="Draw an anchor's negatives only from its group of this many "
+                            "consecutive batch items (0: the whole batch).")
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Training")
+    group.add_argument("--nEpoch", type=int, default=200, help="Epochs to train in all.")
+    group.add_argument("--batchSizeGPU", type=int, default=8,
+                       help="Windows per batch (per process).")
+    group.add_argument("--samplingType", type=str, default="samespeaker",
+                       choices=list(SAMPLING_TYPES),
+                       help="How windows are grouped into batches.")
+    group.add_argument("--learningRate", type=float, default=2e-4)
+    group.add_argument("--beta1", type=float, default=0.9)
+    group.add_argument("--beta2", type=float, default=0.999)
+    group.add_argument("--epsilon", type=float, default=1e-8)
+    group.add_argument("--schedulerStep", type=int, default=-1,
+                       help="Halve the learning rate every this many epochs (-1: never).")
+    group.add_argument("--schedulerRamp", type=int, default=None,
+                       help="Ramp the learning rate up linearly over this many epochs.")
+    group.add_argument("--random_seed", type=int, default=None,
+                       help="Seed of every random generator (default: drawn and saved).")
+    group.add_argument("--deterministic", action="store_true",
+                       help="Deterministic kernels only: bit-exact reruns and resumption, "
+                            "somewhat slower.")
+    group.add_argument("--debug", action="store_true",
+                       help="Quick check of a command line: at most 1000 training and 100 "
+                            "validation files.")
+
+
+def add_save_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Save")
+    group.add_argument("--pathCheckpoint", type=str, default=None,
+                       help="Run directory: checkpoints, args, logs and TensorBoard files.")
+    group.add_argument("--save_step", type=int, default=5,
+                       help="Write a checkpoint every this many epochs (and after the last).")
+    group.add_argument("--logging_step", type=int, default=1000,
+                       help="Write running training scalars to TensorBoard every this many "
+                            "steps.")
+
+
+def add_load_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Load")
+    group.add_argument("--load", type=str, nargs="*", default=None,
+                       help="Checkpoint(s) whose model weights initialise a new run.")
+    group.add_argument("--loadCriterion", action="store_true",
+                       help="With --load, also initialise the criterion from the checkpoint.")
+    group.add_argument("--restart", action="store_true",
+                       help="Start from epoch 0 even if --pathCheckpoint holds checkpoints "
+                            "(they are deleted).")
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Device")
+    group.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
+                       help="auto: CUDA when available, else CPU.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a CPC model on a LibriSpeech-format corpus.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
+                add_training_args, add_save_args, add_load_args, add_device_args):
+        add(parser)
+    return parser
+
+
+def group_dests(parser: argparse.ArgumentParser, titles: tuple[str, ...]) -> set[str]:
+    """Destinations of the options of the named argument groups."""
+    return {action.dest for group in parser._action_groups if group.title in titles
+            for action in group._group_actions}
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Destinations of the options actually given in ``argv`` (not filled from defaults)."""
+    shadow = copy.deepcopy(parser)
+    for action in shadow._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(shadow.parse_args(argv)))
+
+
+def reconcile_with_saved(args: argparse.Namespace, saved: dict, explicit: set[str],
+                         architecture: set[str], run_dir: str) -> None:
+    """Take the architecture of a saved run; refuse explicit flags that contradict it."""
+    for dest in sorted(architecture):
+        if dest not in saved:
+            continue
+        if dest in explicit and getattr(args, dest) != saved[dest]:
+            raise ConfigError(f"--{dest} {getattr(args, dest)} contradicts the run in {run_dir}, "
+                              f"trained with --{dest} {saved[dest]}; use another "
+                              f"--pathCheckpoint or --restart")
+        setattr(args, dest, saved[dest])
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.pathDB is None:
+        raise ConfigError("--pathDB is required: the root directory of the corpus")
+    if args.nPredicts < 1 or args.negativeSamplingExt < 1:
+        raise ConfigError("--nPredicts and --negativeSamplingExt must be positive")
+    frames = args.sizeWindow // 160
+    if args.nPredicts >= frames:
+        raise ConfigError(f"--nPredicts {args.nPredicts} must be smaller than the "
+                          f"{frames} frames of a --sizeWindow {args.sizeWindow} window")
+    if args.load and args.pathCheckpoint and ckpt.list_checkpoints(args.pathCheckpoint) \
+            and not args.restart:
+        raise ConfigError(f"--load initialises a new run but {args.pathCheckpoint} already "
+                          f"holds checkpoints: add --restart or choose another --pathCheckpoint")
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but no CUDA device is available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------------------------
+# Random state (saved in checkpoints for exact resumption)
+# --------------------------------------------------------------------------------------------
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally forbid nondeterministic kernels."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(data: CorpusData) -> dict:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                       *np_state[2:]),
+             "train_data": data.train.rng.getstate(), "val_data": data.val.rng.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict, data: CorpusData) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    data.train.rng.setstate(state["train_data"])
+    data.val.rng.setstate(state["val_data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------
+# One pass over a loader
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class EpochStats:
+    """Per-step losses and accuracies averaged over the windows of an epoch."""
+
+    step_losses: list[float] = field(default_factory=list)
+    step_accuracies: list[float] = field(default_factory=list)
+    n_windows: int = 0
+    seconds: float = 0.0
+
+    @property
+    def loss(self) -> float:
+        return float(np.sum(self.step_losses)) if self.step_losses else float("nan")
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.step_accuracies)) if self.step_accuracies else float("nan")
+
+
+def run_epoch(model: torch.nn.Module, criterion: torch.nn.Module, loader, device: torch.device,
+              optimizer: torch.optim.Optimizer | None = None, desc: str = "",
+              on_step=None) -> EpochStats:
+    """Train (with an optimizer) or evaluate (without) over one epoch of ``loader``."""
+    training = optimizer is not None
+    model.train(training)
+    criterion.train(training)
+    sum_losses = sum_accs = None
+    n_windows = 0
+    start = time.time()
+    bar = tqdm(loader, total=len(loader), desc=desc, leave=False, dynamic_ncols=True,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    with torch.set_grad_enabled(training):
+        for step, batch in enumerate(bar):
+            batch = batch.to(device)
+            c_feature, encoded, label = model(batch.audio, batch.speaker)
+            out = criterion(c_feature, encoded, label)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+            size = len(batch)
+            losses = out.step_losses.detach().double().cpu() * size
+            accs = out.step_accuracies.detach().double().cpu() * size
+            sum_losses = losses if sum_losses is None else sum_losses + losses
+            sum_accs = accs if sum_accs is None else sum_accs + accs
+            n_windows += size
+            if step % 10 == 0:  # .item() synchronises the device: not at every step
+                bar.set_postfix(loss=f"{out.loss.item():.3f}",
+                                acc=f"{out.step_accuracies.float().mean().item():.3f}",
+                                refresh=False)
+            if on_step is not None:
+                on_step(out)
+    if n_windows == 0:
+        return EpochStats(seconds=time.time() - start)
+    return EpochStats((sum_losses / n_windows).tolist(), (sum_accs / n_windows).tolist(),
+                      n_windows, time.time() - start)
+
+
+# --------------------------------------------------------------------------------------------
+# Run directory
+# --------------------------------------------------------------------------------------------
+
+def empty_logs() -> dict:
+    return {"epoch": [], "locLoss_train": [], "locAcc_train": [], "locLoss_val": [],
+            "locAcc_val": []}
+
+
+def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats) -> None:
+    logs["epoch"].append(epoch)
+    logs["locLoss_train"].append(train.step_losses)
+    logs["locAcc_train"].append(train.step_accuracies)
+    logs["locLoss_val"].append(val.step_losses)
+    logs["locAcc_val"].append(val.step_accuracies)
+
+
+def truncate_logs(logs: dict, last_epoch: int) -> dict:
+    """Logs of the epochs up to ``last_epoch`` (a run resumed from an older checkpoint)."""
+    keep = [i for i, e in enumerate(logs.get("epoch", [])) if e <= last_epoch]
+    return {key: [values[i] for i in keep] if isinstance(values, list) else values
+            for key, values in logs.items()}
+
+
+class TensorBoard:
+    """Scalars under <pathCheckpoint>/tensorboard; a no-op without a run directory."""
+
+    def __init__(self, run_dir: str | None) -> None:
+        self.writer = None
+        if run_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def epoch_scalars(prefix: str, stats: EpochStats) -> dict[str, float]:
+    out = {f"{prefix}/loss": stats.loss, f"{prefix}/accuracy": stats.accuracy}
+    for k, (loss, acc) in enumerate(zip(stats.step_losses, stats.step_accuracies)):
+        out[f"{prefix}_steps/loss_{k}"] = loss
+        out[f"{prefix}_steps/accuracy_{k}"] = acc
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict | None]:
+    """Parsed options, reconciled with a saved run; and that run's newest checkpoint state."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    resume = None
+    if args.pathCheckpoint and args.restart:
+        for _, path in ckpt.list_checkpoints(args.pathCheckpoint):
+            path.unlink()
+        for name in (ckpt.LOGS_FILE,):
+            (Path(args.pathCheckpoint) / name).unlink(missing_ok=True)
+    elif args.pathCheckpoint and ckpt.list_checkpoints(args.pathCheckpoint):
+        args_file = Path(args.pathCheckpoint) / ckpt.ARGS_FILE
+        if not args_file.is_file():
+            raise ConfigError(f"{args.pathCheckpoint} holds checkpoints but no {ckpt.ARGS_FILE}")
+        saved = ckpt.read_json(args_file)
+        reconcile_with_saved(args, saved, explicit_dests(parser, argv),
+                             group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
+        found = ckpt.load_newest_checkpoint(args.pathCheckpoint)
+        if found is None:
+            raise ConfigError(f"no checkpoint of {args.pathCheckpoint} can be read")
+        resume = found[2]
+        if args.random_seed is None:
+            args.random_seed = saved.get("random_seed")
+    check_args(args)
+    if args.random_seed is None:
+        args.random_seed = random.randint(0, 2**31 - 1)
+    return args, resume
+
+
+def load_initial_weights(paths: list[str], model: torch.nn.Module, criterion: torch.nn.Module,
+                         with_criterion: bool) -> None:
+    """--load: start a new run from the model (and criterion) weights of a checkpoint."""
+    from cpc.feature_loader import resolve_checkpoint
+    state = ckpt.load_checkpoint(resolve_checkpoint(paths[0]))
+    model.load_state_dict(state["gEncoder"])
+    if with_criterion:
+        criterion.load_state_dict(state["cpcCriterion"])
+
+
+def train(args: argparse.Namespace, resume: dict | None) -> dict:
+    """Train as the options say; returns the logs."""
+    seed_everything(args.random_seed, args.deterministic)
+    device = select_device(args.device)
+    data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
+                          args.path_phone_data, args.sizeWindow, args.n_process_loader,
+                          args.max_size_loaded, args.random_seed, args.ignore_cache,
+                          max_files=(1000, 100) if args.debug else None)
+    print(f"train: {data.train.describe()}\nval:   {data.val.describe()}", flush=True)
+    model = build_model(args).to(device)
+    criterion = build_criterion("cpc", args, dim_context=model.dim_context,
+                                dim_encoded=model.dim_encoded,
+                                n_speakers=len(data.speakers), n_phones=data.n_phones).to(device)
+    optimizer, scheduler = build_optimizer(
+        list(model.parameters()) + list(criterion.parameters()), args.learningRate, args.beta1,
+        args.beta2, args.epsilon, args.schedulerRamp, args.schedulerStep)
+
+    run_dir = args.pathCheckpoint
+    logs, start_epoch = empty_logs(), 0
+    if resume is not None:
+        model.load_state_dict(resume["gEncoder"])
+        criterion.load_state_dict(resume["cpcCriterion"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        restore_rng_state(resume["rng"], data)
+        start_epoch = resume["epoch"] + 1
+        logs_path = Path(run_dir) / ckpt.LOGS_FILE
+        if logs_path.is_file():
+            logs = truncate_logs(ckpt.read_json(logs_path), resume["epoch"])
+        print(f"resuming {run_dir} at epoch {start_epoch}", flush=True)
+    elif args.load:
+        load_initial_weights(args.load, model, criterion, args.loadCriterion)
+    if run_dir:
+        ckpt.write_json(Path(run_dir) / ckpt.ARGS_FILE, vars(args))
+
+    board = TensorBoard(run_dir)
+    train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
+    val_loader = data.val.getDataLoader(args.batchSizeGPU, "sequential", False)
+    global_step = start_epoch * len(train_loader)
+    running: list[torch.Tensor] = []
+
+    def on_train_step(out) -> None:
+        nonlocal global_step
+        global_step += 1
+        running.append(out.loss.detach())
+        if args.logging_step > 0 and global_step % args.logging_step == 0:
+            board.scalars({"train/running_loss": torch.stack(running).mean().item()},
+                          global_step)
+            running.clear()
+
+    try:
+        for epoch in range(start_epoch, args.nEpoch):
+            lr = optimizer.param_groups[0]["lr"]
+            train_stats = run_epoch(model, criterion, train_loader, device, optimizer,
+                                    desc=f"epoch {epoch} train", on_step=on_train_step)
+            val_stats = run_epoch(model, criterion, val_loader, device, None,
+                                  desc=f"epoch {epoch} val")
+            scheduler.step()
+            append_logs(logs, epoch, train_stats, val_stats)
+            board.scalars({**epoch_scalars("train", train_stats),
+                           **epoch_scalars("val", val_stats), "lr": lr}, epoch)
+            audio_rate = train_stats.n_windows * args.sizeWindow / 16000 / \
+                max(train_stats.seconds, 1e-9)
+            print(f"epoch {epoch:3d} | train loss {train_stats.loss:.4f} acc "
+                  f"{train_stats.accuracy:.3f} | val loss {val_stats.loss:.4f} acc "
+                  f"{val_stats.accuracy:.3f} | {train_stats.seconds:.1f} s, "
+                  f"{audio_rate:.1f} s audio/s | lr {lr:.2e}", flush=True)
+            if run_dir:
+                ckpt.write_json(Path(run_dir) / ckpt.LOGS_FILE, logs)
+                if (epoch + 1) % args.save_step == 0 or epoch == args.nEpoch - 1:
+                    state = {"gEncoder": model.state_dict(),
+                             "cpcCriterion": criterion.state_dict(),
+                             "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(),
+                             "epoch": epoch, "rng": rng_state(data)}
+                    ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch), state)
+    finally:
+        board.close()
+        data.close()
+    if run_dir:
+        print(f"checkpoints and logs: {run_dir}  (TensorBoard: tensorboard --logdir "
+              f"{Path(run_dir) / 'tensorboard'})", flush=True)
+    return logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, resume = parse_args(argv)
+        train(args, resume)
+    except CPCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
