@@ -313,3 +313,30 @@ def build_model(args: argparse.Namespace) -> CPCModel:
     encoder = _lookup(ENCODERS, getattr(args, "encoder_type", "cpc"), "encoder_type")(args)
     ar = _lookup(ARS, getattr(args, "arMode", "LSTM"), "arMode")(args, encoder.dim_output)
     return CPCModel(encoder, ar)
+
+
+# --------------------------------------------------------------------------- QRNN context network
+
+from .qrnn import QRNN  # noqa: E402  (kept with its only user)
+
+
+class QRNNAR(ContextNetwork):
+    """QRNN context network (``--arMode QRNN``): ``nLevelsGRU`` layers of ``hiddenGar`` units.
+
+    Window 2 (the gates see frames ``t-1`` and ``t``), output gate, no zoneout or dropout; every
+    batch starts from a zero state, as for :class:`CPCAR`.
+    """
+
+    def __init__(self, dim_input: int, dim_output: int, n_layers: int = 1, reverse: bool = False):
+        super().__init__(dim_output, reverse)
+        self.baseNet = QRNN(dim_input, dim_output, num_layers=n_layers, window=2, batch_first=True)
+
+    def _run(self, x: torch.Tensor, all_layers: bool) -> list[torch.Tensor]:
+        outputs, _ = self.baseNet.forward_all_layers(x)
+        return outputs if all_layers else outputs[-1:]
+
+
+@register_ar("QRNN")
+def _build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+    return QRNNAR(dim_input, getattr(args, "hiddenGar", 256), getattr(args, "nLevelsGRU", 1),
+                  reverse=_reverse(args))

@@ -28,14 +28,16 @@ from tqdm import tqdm
 
 from cpc.criterion import build_criterion
 from cpc.dataset import SAMPLING_TYPES, CorpusData, build_datasets
-from cpc.model import build_model
+from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
+from cpc.criterion.cpc import HEADS
+from cpc.model import ARS, ENCODERS, NORM_LAYERS, build_model
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CPCError, ConfigError
 from cpc.utils.optim import build_optimizer
 
 # Option groups whose values define the network: a resumed run takes them from the saved args,
 # and an explicit command-line value that contradicts the saved one is an error.
-ARCHITECTURE_GROUPS = ("Architecture", "CPC criterion")
+ARCHITECTURE_GROUPS = ("Architecture", "CPC criterion", "CPC-CTC")
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,15 +68,14 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 def add_architecture_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Architecture")
-    group.add_argument("--encoder_type", type=str, default="cpc", choices=["cpc", "mfcc"],
+    group.add_argument("--encoder_type", type=str, default="cpc", choices=sorted(ENCODERS),
                        help="Encoder of the waveform (cpc: 5 strided convolutions).")
     group.add_argument("--hiddenEncoder", type=int, default=256,
                        help="Channels of the encoder (its output dimension).")
     group.add_argument("--normMode", type=str, default="layerNorm",
-                       choices=["layerNorm", "instanceNorm", "batchNorm", "ID"],
+                       choices=sorted(NORM_LAYERS),
                        help="Normalisation after each encoder convolution.")
-    group.add_argument("--arMode", type=str, default="LSTM",
-                       choices=["LSTM", "GRU", "RNN", "transformer", "no_ar"],
+    group.add_argument("--arMode", type=str, default="LSTM", choices=sorted(ARS),
                        help="Context network.")
     group.add_argument("--hiddenGar", type=int, default=256,
                        help="Output dimension of the context network.")
@@ -92,15 +93,84 @@ def add_cpc_criterion_args(parser: argparse.ArgumentParser) -> None:
                        help="Future steps predicted from each context frame.")
     group.add_argument("--negativeSamplingExt", type=int, default=128,
                        help="Negatives per anchor, shared by all predicted steps.")
-    group.add_argument("--rnnMode", type=str, default="transformer",
-                       choices=["transformer", "RNN", "LSTM", "linear", "ffd", "conv4", "conv8",
-                                "conv12"],
+    group.add_argument("--rnnMode", type=str, default="transformer", choices=sorted(HEADS),
                        help="Prediction heads.")
     group.add_argument("--dropout", action="store_true",
                        help="Dropout on the contexts before the prediction heads.")
     group.add_argument("--limitNegsInBatch", type=int, default=0,
                        help="Draw an anchor's negatives only from its group of this many "
                             "consecutive batch items (0: the whole batch).")
+
+
+def add_cpcctc_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "CPC-CTC", "Aligned CPC (Chorowski et al., Interspeech 2021): the --nPredicts ordered "
+        "predictions of c_t are aligned monotonically to the next --CPCCTCNumMatched encoded "
+        "frames, summing over all alignments.")
+    group.add_argument("--CPCCTC", action="store_true",
+                       help="Use the CPC-CTC criterion instead of CPC.")
+    group.add_argument("--CPCCTCNumMatched", type=int, default=16,
+                       help="Future frames M matched by the predictions (M >= nPredicts).")
+    group.add_argument("--CPCCTCSkipBeg", type=int, default=0,
+                       help="Zero-cost rows before the matched frames: leading predictions may "
+                            "be skipped. With skips the loss can be negative.")
+    group.add_argument("--CPCCTCSkipEnd", type=int, default=0,
+                       help="Zero-cost rows after the matched frames: trailing predictions may "
+                            "be skipped. With skips the loss can be negative.")
+    group.add_argument("--CPCCTCSelfLoop", action="store_true",
+                       help="Prepend z_t as an extra first prediction ('nothing new yet').")
+    group.add_argument("--CPCCTCLearnBlank", action="store_true",
+                       help="Prepend a learned blank vector as an extra first prediction.")
+    group.add_argument("--CPCCTCNoNegsMatchWin", action="store_true",
+                       help="Never draw negatives from frames t .. t+M of the anchor's window.")
+    group.add_argument("--CPCCTCMasq", type=str, default="",
+                       help="Rules forbidding (window frame, prediction) cells; see "
+                            "cpc/criterion/cpc_ctc.py for the syntax.")
+    group.add_argument("--CPCCTCLossTemp", type=float, default=1.0,
+                       help="Divide the cell log-scores by T and multiply the loss by T.")
+    group.add_argument("--CPCCTCNormalizeEncs", action="store_true",
+                       help="Layer-normalise the encoded frames (over features) before scoring.")
+    group.add_argument("--CPCCTCNormalizePreds", action="store_true",
+                       help="Layer-normalise the predictions (over features) before scoring.")
+
+
+def add_linsep_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Linear separability", "Speaker and phone probes trained on frozen features, "
+        "periodically during training or once on a checkpoint.")
+    group.add_argument("--supervised_classif_metric", action="store_true",
+                       help="Run the probes every --linsep_classif_each_epochs epochs.")
+    group.add_argument("--speaker_sep", action="store_true",
+                       help="Speaker probes (last context frame, and mean-pooled).")
+    group.add_argument("--only_classif_metric", action="store_true",
+                       help="Run the probes once on the checkpoint of --pathCheckpoint (or "
+                            "--load) and exit; nothing in the run directory is modified.")
+    group.add_argument("--linsep_classif_each_epochs", type=int, default=10,
+                       help="Probe after every this many CPC epochs (never before training).")
+    group.add_argument("--linsep_logs_dir", type=str, default=None,
+                       help="Probe logs: <dir>/<cpc_epoch>/<probe>/ (default during training: "
+                            "<pathCheckpoint>/linsep_logs).")
+    group.add_argument("--linsep_checkpoint_dir", type=str, default=None,
+                       help="Best probe states: <dir>/<cpc_epoch>/<probe>/best_probe.pt.")
+    group.add_argument("--linsep_task_logging_step", type=int, default=1,
+                       help="Write a probe log every this many probe epochs.")
+    group.add_argument("--linsep_n_epoch", type=int, default=10, help="Epochs of each probe.")
+    group.add_argument("--linsepBatchSizeGPU", type=int, default=32,
+                       help="Windows per probe batch.")
+    group.add_argument("--linsep_lr", type=float, default=1e-3)
+    group.add_argument("--linsep_beta1", type=float, default=0.9)
+    group.add_argument("--linsep_beta2", type=float, default=0.999)
+    group.add_argument("--linsep_epsilon", type=float, default=1e-8)
+    group.add_argument("--linsep_net_layers", type=int, default=1,
+                       help="1: linear probe; more: MLP whose hidden width is the class count.")
+    group.add_argument("--phone_get_encoded", action="store_true",
+                       help="Phone probe on the encoder output z instead of the contexts c.")
+    group.add_argument("--CTCphones", action="store_true",
+                       help="Phone probe trained with CTC on the window's phone sequence; "
+                            "reports the phone error rate.")
+    group.add_argument("--linsep_feature_budget_gb", type=float, default=4.0,
+                       help="Memory for the frozen frame features of the phone probe; beyond "
+                            "it a regular subset of the windows is probed.")
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a CPC model on a LibriSpeech-format corpus.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
-                add_training_args, add_save_args, add_load_args, add_device_args):
+                add_cpcctc_args, add_linsep_args, add_training_args, add_save_args, add_load_args, add_device_args):
         add(parser)
     return parser
 
@@ -203,8 +273,21 @@ def check_args(args: argparse.Namespace) -> None:
     if args.nPredicts >= frames:
         raise ConfigError(f"--nPredicts {args.nPredicts} must be smaller than the "
                           f"{frames} frames of a --sizeWindow {args.sizeWindow} window")
+    if args.only_classif_metric:
+        args.supervised_classif_metric = True
+        if not args.load and not (args.pathCheckpoint
+                                  and ckpt.list_checkpoints(args.pathCheckpoint)):
+            raise ConfigError("--only_classif_metric needs a trained model: a --pathCheckpoint "
+                              "holding checkpoints, or --load CHECKPOINT")
+    if args.CTCphones and not args.path_phone_data:
+        raise ConfigError("--CTCphones needs phone labels: add --path_phone_data FILE")
+    if args.supervised_classif_metric and not (args.speaker_sep or args.path_phone_data):
+        raise ConfigError("--supervised_classif_metric needs --speaker_sep and/or "
+                          "--path_phone_data (what to probe)")
+    if args.linsep_classif_each_epochs < 1:
+        raise ConfigError("--linsep_classif_each_epochs must be at least 1")
     if args.load and args.pathCheckpoint and ckpt.list_checkpoints(args.pathCheckpoint) \
-            and not args.restart:
+            and not args.restart and not args.only_classif_metric:
         raise ConfigError(f"--load initialises a new run but {args.pathCheckpoint} already "
                           f"holds checkpoints: add --restart or choose another --pathCheckpoint")
 
@@ -261,14 +344,11 @@ def restore_rng_state(state: dict, data: CorpusData) -> None:
 class EpochStats:
     """Per-step losses and accuracies averaged over the windows of an epoch."""
 
+    loss: float = float("nan")  # the criterion's own loss (CPC: sum over steps; CPC-CTC: mean cost)
     step_losses: list[float] = field(default_factory=list)
     step_accuracies: list[float] = field(default_factory=list)
     n_windows: int = 0
     seconds: float = 0.0
-
-    @property
-    def loss(self) -> float:
-        return float(np.sum(self.step_losses)) if self.step_losses else float("nan")
 
     @property
     def accuracy(self) -> float:
@@ -282,6 +362,7 @@ def run_epoch(model: torch.nn.Module, criterion: torch.nn.Module, loader, device
     training = optimizer is not None
     model.train(training)
     criterion.train(training)
+    sum_loss = torch.zeros((), dtype=torch.float64)
     sum_losses = sum_accs = None
     n_windows = 0
     start = time.time()
@@ -297,6 +378,7 @@ def run_epoch(model: torch.nn.Module, criterion: torch.nn.Module, loader, device
                 out.loss.backward()
                 optimizer.step()
             size = len(batch)
+            sum_loss += out.loss.detach().double().cpu() * size
             losses = out.step_losses.detach().double().cpu() * size
             accs = out.step_accuracies.detach().double().cpu() * size
             sum_losses = losses if sum_losses is None else sum_losses + losses
@@ -310,8 +392,8 @@ def run_epoch(model: torch.nn.Module, criterion: torch.nn.Module, loader, device
                 on_step(out)
     if n_windows == 0:
         return EpochStats(seconds=time.time() - start)
-    return EpochStats((sum_losses / n_windows).tolist(), (sum_accs / n_windows).tolist(),
-                      n_windows, time.time() - start)
+    return EpochStats(float(sum_loss / n_windows), (sum_losses / n_windows).tolist(),
+                      (sum_accs / n_windows).tolist(), n_windows, time.time() - start)
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,12 +401,14 @@ def run_epoch(model: torch.nn.Module, criterion: torch.nn.Module, loader, device
 # --------------------------------------------------------------------------------------------
 
 def empty_logs() -> dict:
-    return {"epoch": [], "locLoss_train": [], "locAcc_train": [], "locLoss_val": [],
-            "locAcc_val": []}
+    return {"epoch": [], "loss_train": [], "loss_val": [], "locLoss_train": [],
+            "locAcc_train": [], "locLoss_val": [], "locAcc_val": []}
 
 
 def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats) -> None:
     logs["epoch"].append(epoch)
+    logs["loss_train"].append(train.loss)
+    logs["loss_val"].append(val.loss)
     logs["locLoss_train"].append(train.step_losses)
     logs["locAcc_train"].append(train.step_accuracies)
     logs["locLoss_val"].append(val.step_losses)
@@ -332,10 +416,20 @@ def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats) -> N
 
 
 def truncate_logs(logs: dict, last_epoch: int) -> dict:
-    """Logs of the epochs up to ``last_epoch`` (a run resumed from an older checkpoint)."""
-    keep = [i for i, e in enumerate(logs.get("epoch", [])) if e <= last_epoch]
-    return {key: [values[i] for i in keep] if isinstance(values, list) else values
-            for key, values in logs.items()}
+    """Logs of the epochs up to ``last_epoch`` (a run resumed from an older checkpoint).
+
+    Per-epoch lists follow ``epoch``; probe results follow ``linsep_epoch``.
+    """
+    def kept(index_key: str) -> list[int]:
+        return [i for i, e in enumerate(logs.get(index_key, [])) if e <= last_epoch]
+    keep_epoch, keep_linsep = kept("epoch"), kept("linsep_epoch")
+    out = {}
+    for key, values in logs.items():
+        if isinstance(values, list):
+            keep = keep_linsep if key in LINSEP_LOG_KEYS else keep_epoch
+            values = [values[i] for i in keep]
+        out[key] = values
+    return out
 
 
 class TensorBoard:
@@ -398,28 +492,93 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict | None]:
     return args, resume
 
 
-def load_initial_weights(paths: list[str], model: torch.nn.Module, criterion: torch.nn.Module,
-                         with_criterion: bool) -> None:
-    """--load: start a new run from the model (and criterion) weights of a checkpoint."""
+def load_initial_weights(paths: list[str], model: torch.nn.Module,
+                         criterion: torch.nn.Module | None = None) -> None:
+    """--load: the model (and, when given, criterion) weights of a checkpoint."""
     from cpc.feature_loader import resolve_checkpoint
     state = ckpt.load_checkpoint(resolve_checkpoint(paths[0]))
     model.load_state_dict(state["gEncoder"])
-    if with_criterion:
+    if criterion is not None:
         criterion.load_state_dict(state["cpcCriterion"])
 
 
-def train(args: argparse.Namespace, resume: dict | None) -> dict:
-    """Train as the options say; returns the logs."""
-    seed_everything(args.random_seed, args.deterministic)
-    device = select_device(args.device)
+def load_data(args: argparse.Namespace) -> CorpusData:
     data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
                           args.path_phone_data, args.sizeWindow, args.n_process_loader,
                           args.max_size_loaded, args.random_seed, args.ignore_cache,
                           max_files=(1000, 100) if args.debug else None)
     print(f"train: {data.train.describe()}\nval:   {data.val.describe()}", flush=True)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Linear-separability probes
+# --------------------------------------------------------------------------------------------
+
+LINSEP_LOG_KEYS = ("linsep_epoch", "speaker_best_val_acc", "speaker_mean_best_val_acc",
+                   "phone_best_val_acc", "phone_ctc_best_val_per")
+
+
+def linsep_probes(args: argparse.Namespace) -> list[str]:
+    probes = ["speaker", "speaker_mean"] if args.speaker_sep else []
+    if args.path_phone_data:
+        probes.append("phone_ctc" if args.CTCphones else "phone")
+    return probes
+
+
+def run_linsep(args: argparse.Namespace, model: torch.nn.Module, data: CorpusData,
+               device: torch.device, cpc_epoch: int, log_root: str | None) -> dict[str, float]:
+    """Train fresh probes on the frozen model's features of the data already in memory."""
+    config = ProbeConfig(args.linsep_n_epoch, args.linsepBatchSizeGPU, args.linsep_lr,
+                         args.linsep_beta1, args.linsep_beta2, args.linsep_epsilon,
+                         args.linsep_net_layers, args.linsep_task_logging_step,
+                         args.linsep_feature_budget_gb, args.random_seed)
+    log_dir = Path(log_root) / str(cpc_epoch) if log_root else None
+    probe_dir = Path(args.linsep_checkpoint_dir) / str(cpc_epoch) \
+        if args.linsep_checkpoint_dir else None
+    metrics = run_probes(model, data.train, data.val, linsep_probes(args), len(data.speakers),
+                         data.n_phones, config, device, args.batchSizeGPU,
+                         args.phone_get_encoded, log_dir, probe_dir)
+    print(f"linear separability after epoch {cpc_epoch}: {format_metrics(metrics)}", flush=True)
+    return metrics
+
+
+def record_linsep(logs: dict, cpc_epoch: int, metrics: dict[str, float]) -> None:
+    logs.setdefault("linsep_epoch", []).append(cpc_epoch)
+    for key in LINSEP_LOG_KEYS[1:]:
+        if key in metrics:
+            logs.setdefault(key, []).append(metrics[key])
+
+
+def only_classif_metric(args: argparse.Namespace, resume: dict | None) -> dict[str, float]:
+    """--only_classif_metric: probe a trained model once; the run directory is left untouched."""
+    device = select_device(args.device)
+    data = load_data(args)
     model = build_model(args).to(device)
-    criterion = build_criterion("cpc", args, dim_context=model.dim_context,
-                                dim_encoded=model.dim_encoded,
+    if resume is not None:
+        model.load_state_dict(resume["gEncoder"])
+        epoch = resume["epoch"]
+    else:
+        load_initial_weights(args.load, model)
+        epoch = 0
+    try:
+        return run_linsep(args, model, data, device, epoch, args.linsep_logs_dir)
+    finally:
+        data.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+def train(args: argparse.Namespace, resume: dict | None) -> dict:
+    """Train as the options say; returns the logs."""
+    seed_everything(args.random_seed, args.deterministic)
+    device = select_device(args.device)
+    data = load_data(args)
+    model = build_model(args).to(device)
+    criterion = build_criterion("cpcctc" if args.CPCCTC else "cpc", args,
+                                dim_context=model.dim_context, dim_encoded=model.dim_encoded,
                                 n_speakers=len(data.speakers), n_phones=data.n_phones).to(device)
     optimizer, scheduler = build_optimizer(
         list(model.parameters()) + list(criterion.parameters()), args.learningRate, args.beta1,
@@ -439,9 +598,11 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
             logs = truncate_logs(ckpt.read_json(logs_path), resume["epoch"])
         print(f"resuming {run_dir} at epoch {start_epoch}", flush=True)
     elif args.load:
-        load_initial_weights(args.load, model, criterion, args.loadCriterion)
+        load_initial_weights(args.load, model, criterion if args.loadCriterion else None)
     if run_dir:
         ckpt.write_json(Path(run_dir) / ckpt.ARGS_FILE, vars(args))
+    linsep_logs = args.linsep_logs_dir or (str(Path(run_dir) / "linsep_logs") if run_dir
+                                           else None)
 
     board = TensorBoard(run_dir)
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
@@ -475,15 +636,20 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
                   f"{train_stats.accuracy:.3f} | val loss {val_stats.loss:.4f} acc "
                   f"{val_stats.accuracy:.3f} | {train_stats.seconds:.1f} s, "
                   f"{audio_rate:.1f} s audio/s | lr {lr:.2e}", flush=True)
+            if run_dir and ((epoch + 1) % args.save_step == 0 or epoch == args.nEpoch - 1):
+                state = {"gEncoder": model.state_dict(), "cpcCriterion": criterion.state_dict(),
+                         "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch,
+                         "rng": rng_state(data)}
+                ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch), state)
+            if args.supervised_classif_metric and \
+                    (epoch + 1) % args.linsep_classif_each_epochs == 0:
+                metrics = run_linsep(args, model, data, device, epoch, linsep_logs)
+                record_linsep(logs, epoch, metrics)
+                board.scalars({f"linsep/{key}": metrics[key] for key in LINSEP_LOG_KEYS[1:]
+                               if key in metrics}, epoch)
             if run_dir:
                 ckpt.write_json(Path(run_dir) / ckpt.LOGS_FILE, logs)
-                if (epoch + 1) % args.save_step == 0 or epoch == args.nEpoch - 1:
-                    state = {"gEncoder": model.state_dict(),
-                             "cpcCriterion": criterion.state_dict(),
-                             "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(),
-                             "epoch": epoch, "rng": rng_state(data)}
-                    ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch), state)
     finally:
         board.close()
         data.close()
@@ -497,7 +663,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         args, resume = parse_args(argv)
-        train(args, resume)
+        if args.only_classif_metric:
+            only_classif_metric(args, resume)
+        else:
+            train(args, resume)
     except CPCError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
