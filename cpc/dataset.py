@@ -427,11 +427,12 @@ class Batch:
     phones: torch.Tensor | None  # (B, sizeWindow // 160) long, or None without phone labels
     seq_index: torch.Tensor  # (B,) long: dataset sequence holding the window's first sample
     seq_offset: torch.Tensor  # (B,) long: sample offset of the window start in that sequence
+    frame_seq_index: torch.Tensor | None = None  # (B, sizeWindow // 160): file of each frame
 
     def to(self, device: torch.device | str) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.audio), move(self.speaker), move(self.phones),
-                     move(self.seq_index), move(self.seq_offset))
+                     move(self.seq_index), move(self.seq_offset), move(self.frame_seq_index))
 
     def __len__(self) -> int:
         return self.audio.shape[0]
@@ -548,8 +549,10 @@ class AudioBatchData:
         self._prefetch_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- batches -------------------------------------------------------------------------------
-    def make_batch(self, pack: Pack, starts: Sequence[int]) -> Batch:
-        """The windows starting at ``starts`` samples of ``pack``."""
+    def make_batch(self, pack: Pack, starts: Sequence[int], frame_provenance: bool = False
+                   ) -> Batch:
+        """The windows starting at ``starts`` samples of ``pack`` (with the file of every frame
+        when ``frame_provenance``: windows may span several glued files)."""
         starts_np = np.asarray(starts, dtype=np.int64)
         audio = torch.stack([pack.audio[s:s + self.size_window] for s in starts_np]).unsqueeze(1)
         position = np.searchsorted(pack.seq_starts, starts_np, side="right") - 1
@@ -558,21 +561,32 @@ class AudioBatchData:
             frames = self.size_window // DOWNSAMPLING
             phones = torch.stack([pack.phones[s // DOWNSAMPLING: s // DOWNSAMPLING + frames]
                                   for s in starts_np])
+        frame_seq_index = None
+        if frame_provenance:
+            frame_starts = starts_np[:, None] + DOWNSAMPLING * np.arange(
+                self.size_window // DOWNSAMPLING)
+            frame_position = np.searchsorted(pack.seq_starts, frame_starts, side="right") - 1
+            frame_seq_index = torch.from_numpy(pack.seq_ids[frame_position])
         return Batch(audio=audio,
                      speaker=torch.from_numpy(pack.seq_speakers[position]),
                      phones=phones,
                      seq_index=torch.from_numpy(pack.seq_ids[position]),
-                     seq_offset=torch.from_numpy(starts_np - pack.seq_starts[position]))
+                     seq_offset=torch.from_numpy(starts_np - pack.seq_starts[position]),
+                     frame_seq_index=frame_seq_index)
 
     def getDataLoader(self, batchSize: int, samplingType: str = "samespeaker",
-                      randomOffset: bool = True) -> "AudioLoader":
-        """An iterable over one epoch of batches (every pack); iterate it again for each epoch."""
+                      randomOffset: bool = True, frame_provenance: bool = False
+                      ) -> "AudioLoader":
+        """An iterable over one epoch of batches (every pack); iterate it again for each epoch.
+
+        ``frame_provenance`` adds the file of every frame to each batch (captures).
+        """
         if samplingType not in SAMPLING_TYPES:
             raise DataError(f"--samplingType {samplingType!r} is not one of "
                             f"{', '.join(SAMPLING_TYPES)}")
         if batchSize <= 0:
             raise DataError(f"batch size must be positive, got {batchSize}")
-        return AudioLoader(self, batchSize, samplingType, randomOffset)
+        return AudioLoader(self, batchSize, samplingType, randomOffset, frame_provenance)
 
 
 class AudioLoader:
@@ -584,11 +598,12 @@ class AudioLoader:
     """
 
     def __init__(self, dataset: AudioBatchData, batch_size: int, sampling_type: str,
-                 random_offset: bool) -> None:
+                 random_offset: bool, frame_provenance: bool = False) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.sampling_type = sampling_type
         self.random_offset = random_offset
+        self.frame_provenance = frame_provenance
 
     def _offset(self) -> int:
         if not self.random_offset:
@@ -610,7 +625,7 @@ class AudioLoader:
             batches = make_batches(pack, self.sampling_type, data.size_window, self.batch_size,
                                    self._offset(), data.rng)
             for starts in batches:
-                yield data.make_batch(pack, starts)
+                yield data.make_batch(pack, starts, self.frame_provenance)
 
 
 
@@ -655,3 +670,36 @@ def build_datasets(path_db: str | Path, extension: str, path_train: str | None,
         path_db, size_window, part, labels, len(speakers), n_process_loader, max_size_loaded,
         part_seed)
     return CorpusData(make(train, seed), make(val, seed + 1), speakers, n_phones)
+
+
+def thin_sequences(seqs: Sequence[SeqInfo], percent: float | None = None,
+                   total: int | None = None, seed: int = 0) -> list[SeqInfo]:
+    """A fixed subset of files: ``percent`` of them or ``total`` of them, drawn with a fixed seed
+    (the same files at every capture) and returned in listing order."""
+    if percent is not None and total is not None:
+        raise DataError("give --captureDSfreq or --captureDStotNr, not both")
+    count = len(seqs)
+    if percent is not None:
+        if not 0 < percent <= 100:
+            raise DataError(f"--captureDSfreq {percent} must be a percentage in (0, 100]")
+        count = max(1, round(len(seqs) * percent / 100))
+    elif total is not None:
+        if total < 1:
+            raise DataError(f"--captureDStotNr {total} must be at least 1")
+        count = min(total, len(seqs))
+    chosen = set(random.Random(seed).sample(range(len(seqs)), count))
+    return [seq for i, seq in enumerate(seqs) if i in chosen]
+
+
+def build_capture_dataset(path_db: str | Path, extension: str, path_list: str,
+                          path_phone_data: str | None, size_window: int,
+                          percent: float | None = None, total: int | None = None,
+                          n_process_loader: int = 8) -> AudioBatchData:
+    """The capture dataset: files of ``path_list`` (thinned), with phone labels when given."""
+    seqs, speakers = findAllSeqs(path_db, extension, n_workers=n_process_loader)
+    chosen = thin_sequences(filterSeqs(path_list, seqs), percent, total)
+    labels = None
+    if path_phone_data:
+        labels, _ = parseSeqLabels(path_phone_data)
+        chosen = attach_phone_labels(chosen, labels, path_db)
+    return AudioBatchData(path_db, size_window, chosen, labels, len(speakers), n_process_loader)

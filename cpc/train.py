@@ -27,12 +27,15 @@ import torch
 from tqdm import tqdm
 
 from cpc.criterion import build_criterion
-from cpc.dataset import SAMPLING_TYPES, CorpusData, build_datasets
+from cpc.dataset import (SAMPLING_TYPES, AudioBatchData, CorpusData, build_capture_dataset,
+                         build_datasets, findAllSeqs)
 from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.criterion.cpc import HEADS
 from cpc.model import ARS, ENCODERS, NORM_LAYERS, build_model
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CPCError, ConfigError
+from cpc.stats import STATS, StatsCollector, parse_stats_spec
+from cpc.utils.capture import CAPTURE_KINDS, requested_kinds, run_capture
 from cpc.utils.optim import build_optimizer
 
 # Option groups whose values define the network: a resumed run takes them from the saved args,
@@ -173,6 +176,34 @@ def add_linsep_args(parser: argparse.ArgumentParser) -> None:
                             "it a regular subset of the windows is probed.")
 
 
+def add_capture_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Capture and stats", "Representations, predictions and alignments of a fixed capture "
+        "dataset, saved every --captureEachEpochs epochs (or once with --onlyCapture) under "
+        "<pathCaptureSave>/<epoch>/<what>/<what>_batch<first>-<last>.pt.")
+    group.add_argument("--pathCaptureDS", type=str, default=None,
+                       help="File listing the stems of the capture dataset.")
+    group.add_argument("--captureDSfreq", type=float, default=None,
+                       help="Capture only this percentage of those files (fixed subset).")
+    group.add_argument("--captureDStotNr", type=int, default=None,
+                       help="Capture only this many of those files (fixed subset).")
+    group.add_argument("--captureEachEpochs", type=int, default=0,
+                       help="Capture (and compute --captureSetStats) every this many epochs.")
+    group.add_argument("--pathCaptureSave", type=str, default=None,
+                       help="Root directory of the captures.")
+    group.add_argument("--onlyCapture", action="store_true",
+                       help="Capture once with the checkpoint of --pathCheckpoint and exit; the "
+                            "saved args rebuild the model and the run directory is untouched.")
+    for kind, (flag, shape) in CAPTURE_KINDS.items():
+        group.add_argument(f"--{flag}", action="store_true", help=f"Capture {kind}: {shape}.")
+    group.add_argument("--captureEverything", action="store_true",
+                       help="Capture every kind that exists in this run.")
+    group.add_argument("--captureSetStats", type=str, default="",
+                       help="Stats of the capture dataset, 'name:arg,arg_name2:arg,...', e.g. "
+                            "reprDiff:cosine,ctx_repr,0.05,plots (available: "
+                            f"{', '.join(sorted(STATS))}).")
+
+
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Training")
     group.add_argument("--nEpoch", type=int, default=200, help="Epochs to train in all.")
@@ -232,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a CPC model on a LibriSpeech-format corpus.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
-                add_cpcctc_args, add_linsep_args, add_training_args, add_save_args, add_load_args, add_device_args):
+                add_cpcctc_args, add_linsep_args, add_capture_args, add_training_args, add_save_args, add_load_args, add_device_args):
         add(parser)
     return parser
 
@@ -284,6 +315,19 @@ def check_args(args: argparse.Namespace) -> None:
     if args.supervised_classif_metric and not (args.speaker_sep or args.path_phone_data):
         raise ConfigError("--supervised_classif_metric needs --speaker_sep and/or "
                           "--path_phone_data (what to probe)")
+    parse_stats_spec(args.captureSetStats)  # refuses bad stat specs before any work
+    capturing = bool(capture_kinds(args)) or bool(args.captureSetStats)
+    if args.onlyCapture and not (args.pathCheckpoint and ckpt.list_checkpoints(args.pathCheckpoint)):
+        raise ConfigError("--onlyCapture needs a trained model: a --pathCheckpoint holding "
+                          "checkpoints")
+    if (capturing or args.onlyCapture) and not (args.pathCaptureDS and args.pathCaptureSave):
+        raise ConfigError("capturing needs --pathCaptureDS (the files) and --pathCaptureSave "
+                          "(where to write)")
+    if args.onlyCapture and not capturing:
+        raise ConfigError("--onlyCapture: nothing to capture; add capture flags "
+                          "(e.g. --captureEverything) or --captureSetStats")
+    if capturing and not args.onlyCapture and args.captureEachEpochs < 1:
+        raise ConfigError("capture flags need --captureEachEpochs N (or --onlyCapture)")
     if args.linsep_classif_each_epochs < 1:
         raise ConfigError("--linsep_classif_each_epochs must be at least 1")
     if args.load and args.pathCheckpoint and ckpt.list_checkpoints(args.pathCheckpoint) \
@@ -418,16 +462,18 @@ def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats) -> N
 def truncate_logs(logs: dict, last_epoch: int) -> dict:
     """Logs of the epochs up to ``last_epoch`` (a run resumed from an older checkpoint).
 
-    Per-epoch lists follow ``epoch``; probe results follow ``linsep_epoch``.
+    Per-epoch lists follow ``epoch``; probe results ``linsep_epoch``; stats ``capture_epoch``.
     """
     def kept(index_key: str) -> list[int]:
         return [i for i, e in enumerate(logs.get(index_key, [])) if e <= last_epoch]
-    keep_epoch, keep_linsep = kept("epoch"), kept("linsep_epoch")
+    keep = {"epoch": kept("epoch"), "linsep_epoch": kept("linsep_epoch"),
+            "capture_epoch": kept("capture_epoch")}
     out = {}
     for key, values in logs.items():
         if isinstance(values, list):
-            keep = keep_linsep if key in LINSEP_LOG_KEYS else keep_epoch
-            values = [values[i] for i in keep]
+            index_key = "linsep_epoch" if key in LINSEP_LOG_KEYS else \
+                "capture_epoch" if key in CAPTURE_LOG_KEYS else "epoch"
+            values = [values[i] for i in keep[index_key]]
         out[key] = values
     return out
 
@@ -568,6 +614,58 @@ def only_classif_metric(args: argparse.Namespace, resume: dict | None) -> dict[s
 
 
 # --------------------------------------------------------------------------------------------
+# Capture and stats
+# --------------------------------------------------------------------------------------------
+
+CAPTURE_LOG_KEYS = ("capture_epoch", "capture_stats")
+
+
+def capture_kinds(args: argparse.Namespace) -> list[str]:
+    return requested_kinds(vars(args), args.captureEverything, args.CPCCTC,
+                           bool(args.path_phone_data))
+
+
+def load_capture_data(args: argparse.Namespace) -> AudioBatchData:
+    data = build_capture_dataset(args.pathDB, args.file_extension, args.pathCaptureDS,
+                                 args.path_phone_data, args.sizeWindow, args.captureDSfreq,
+                                 args.captureDStotNr, args.n_process_loader)
+    print(f"capture: {data.describe()}", flush=True)
+    return data
+
+
+def capture(args: argparse.Namespace, model: torch.nn.Module, criterion: torch.nn.Module,
+            data: AudioBatchData, speakers: list[str], epoch: int,
+            device: torch.device) -> dict[str, float]:
+    """One capture of the capture dataset (and its stats) under <pathCaptureSave>/<epoch>/."""
+    stats = parse_stats_spec(args.captureSetStats)
+    epoch_dir = Path(args.pathCaptureSave) / str(epoch)
+    results = run_capture(model, criterion, data, speakers, capture_kinds(args),
+                          StatsCollector(stats) if stats else None, epoch_dir, epoch,
+                          args.batchSizeGPU, device)
+    print(f"captured epoch {epoch} into {epoch_dir}" +
+          (f"; stats: {', '.join(f'{k} {v:.4g}' for k, v in results.items())}"
+           if results else ""), flush=True)
+    return results
+
+
+def only_capture(args: argparse.Namespace, resume: dict) -> dict[str, float]:
+    """--onlyCapture: capture once with the newest checkpoint; the run directory is untouched."""
+    device = select_device(args.device)
+    data = load_capture_data(args)
+    _, speakers = findAllSeqs(args.pathDB, args.file_extension)
+    model = build_model(args).to(device)
+    criterion = build_criterion("cpcctc" if args.CPCCTC else "cpc", args,
+                                dim_context=model.dim_context, dim_encoded=model.dim_encoded,
+                                n_speakers=len(speakers)).to(device)
+    model.load_state_dict(resume["gEncoder"])
+    criterion.load_state_dict(resume["cpcCriterion"])
+    try:
+        return capture(args, model, criterion, data, speakers, resume["epoch"], device)
+    finally:
+        data.close()
+
+
+# --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
 
@@ -603,6 +701,8 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
         ckpt.write_json(Path(run_dir) / ckpt.ARGS_FILE, vars(args))
     linsep_logs = args.linsep_logs_dir or (str(Path(run_dir) / "linsep_logs") if run_dir
                                            else None)
+    capture_data = load_capture_data(args) if args.captureEachEpochs > 0 and \
+        (capture_kinds(args) or args.captureSetStats) else None
 
     board = TensorBoard(run_dir)
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
@@ -648,11 +748,19 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
                 record_linsep(logs, epoch, metrics)
                 board.scalars({f"linsep/{key}": metrics[key] for key in LINSEP_LOG_KEYS[1:]
                                if key in metrics}, epoch)
+            if capture_data is not None and (epoch + 1) % args.captureEachEpochs == 0:
+                results = capture(args, model, criterion, capture_data, data.speakers, epoch,
+                                  device)
+                logs.setdefault("capture_epoch", []).append(epoch)
+                logs.setdefault("capture_stats", []).append(results)
+                board.scalars({f"stats/{key}": value for key, value in results.items()}, epoch)
             if run_dir:
                 ckpt.write_json(Path(run_dir) / ckpt.LOGS_FILE, logs)
     finally:
         board.close()
         data.close()
+        if capture_data is not None:
+            capture_data.close()
     if run_dir:
         print(f"checkpoints and logs: {run_dir}  (TensorBoard: tensorboard --logdir "
               f"{Path(run_dir) / 'tensorboard'})", flush=True)
@@ -665,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
         args, resume = parse_args(argv)
         if args.only_classif_metric:
             only_classif_metric(args, resume)
+        elif args.onlyCapture:
+            only_capture(args, resume)
         else:
             train(args, resume)
     except CPCError as exc:

@@ -296,6 +296,18 @@ def test_batches_hold_the_right_audio_and_labels(tree, sampling):
     assert n_checked > 10
 
 
+def test_frame_provenance_names_the_file_of_every_frame(tree):
+    data = _dataset(tree)
+    for batch in data.getDataLoader(4, "sequential", False, frame_provenance=True):
+        assert batch.frame_seq_index.shape == (len(batch), S // DOWNSAMPLING)
+        assert torch.equal(batch.frame_seq_index[:, 0], batch.seq_index)
+        for b in range(len(batch)):
+            index, offset = int(batch.seq_index[b]), int(batch.seq_offset[b])
+            length = data.sequences[index].n_samples
+            inside = (offset + DOWNSAMPLING * torch.arange(S // DOWNSAMPLING)) < length
+            assert torch.equal(batch.frame_seq_index[b] == index, inside)
+
+
 def test_epochs_cover_every_pack_and_prefetch(tree):
     data = _dataset(tree, max_size_loaded=12000)
     assert data.n_packs >= 3

@@ -1,0 +1,124 @@
+"""Capture of representations, predictions and alignments on a fixed "capture dataset".
+
+Layout of one capture (``<pathCaptureSave>/<epoch>/``)::
+
+    <what>/<what>_batch<first>-<last>.pt   one tensor per file; first/last = window indices
+    origin/origin_batch<first>-<last>.pt   {"seq_index" (B,), "seq_offset" (B,),
+                                            "frame_seq_index" (B, T)}: the file (index into
+                                            sequences.json) and sample offset of every window,
+                                            and the file of every frame
+    sequences.json                         the capture dataset's files, speakers and lengths
+    stats.json                             results of --captureSetStats (always written)
+
+``what`` is one of CAPTURE_KINDS. Every file is written atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from cpc.dataset import AudioBatchData
+from cpc.stats import StatsCollector
+from cpc.utils import checkpoint as ckpt
+from cpc.utils.errors import ConfigError
+
+# kind -> (flag, shape note)
+CAPTURE_KINDS = {
+    "conv_repr": ("captureConvRepr", "(B, T, De) encoder output z"),
+    "ctx_repr": ("captureCtxRepr", "(B, T, Dc) context network output c"),
+    "speaker_align": ("captureSpeakerAlign", "(B, T) speaker index of every frame"),
+    "phone_align": ("capturePhoneAlign", "(B, T) phone label of every frame"),
+    "pred": ("capturePred", "(B, W, K, De) predictions of the criterion"),
+    "cpcctc_align": ("captureCPCCTCalign", "(B, W, M) CPC-CTC alignment (prediction per frame)"),
+    "cpcctc_log_scores": ("captureCPCCTClogScores", "(B, W, M, K) CPC-CTC cell log-scores"),
+}
+CRITERION_KINDS = ("pred", "cpcctc_align", "cpcctc_log_scores")
+
+
+def valid_kinds(cpcctc: bool, has_phones: bool) -> list[str]:
+    """Capture kinds that exist in a run (phone alignments need labels, CPC-CTC ones CPC-CTC)."""
+    return [kind for kind in CAPTURE_KINDS
+            if not (kind == "phone_align" and not has_phones)
+            and not (kind.startswith("cpcctc") and not cpcctc)]
+
+
+def requested_kinds(flags: dict[str, bool], everything: bool, cpcctc: bool,
+                    has_phones: bool) -> list[str]:
+    """The kinds asked for by the capture flags; an explicit flag for a kind the run cannot
+    produce is an error naming it, while ``--captureEverything`` takes every valid kind."""
+    valid = valid_kinds(cpcctc, has_phones)
+    if everything:
+        return valid
+    kinds = [kind for kind, (flag, _) in CAPTURE_KINDS.items() if flags.get(flag)]
+    for kind in kinds:
+        if kind not in valid:
+            need = "--path_phone_data" if kind == "phone_align" else "--CPCCTC"
+            raise ConfigError(f"--{CAPTURE_KINDS[kind][0]} needs {need}")
+    return kinds
+
+
+def batch_file(epoch_dir: Path, kind: str, first: int, last: int) -> Path:
+    return epoch_dir / kind / f"{kind}_batch{first}-{last}.pt"
+
+
+def write_sequences(epoch_dir: Path, dataset: AudioBatchData, speakers: list[str]) -> None:
+    ckpt.write_json(epoch_dir / "sequences.json",
+                    [{"index": i, "path": seq.path, "stem": seq.stem,
+                      "speaker": speakers[seq.speaker], "n_samples": seq.n_samples}
+                     for i, seq in enumerate(dataset.sequences)])
+
+
+@torch.no_grad()
+def run_capture(model: nn.Module, criterion: nn.Module, dataset: AudioBatchData,
+                speakers: list[str], kinds: list[str], collector: StatsCollector | None,
+                epoch_dir: Path, epoch: int, batch_size: int, device: torch.device,
+                seed: int = 0) -> dict[str, float]:
+    """Run the frozen model (and criterion) over the capture dataset, in order.
+
+    Saves the requested kinds under ``epoch_dir``, feeds the stats and writes their results to
+    ``epoch_dir/stats.json`` (also returned). Runs under its own random stream (the criterion
+    samples negatives), so captures are reproducible and training randomness is untouched.
+    """
+    epoch_dir = Path(epoch_dir)
+    needed = set(kinds) | (collector.needs if collector else set())
+    write_sequences(epoch_dir, dataset, speakers)
+    speaker_of_seq = torch.tensor([seq.speaker for seq in dataset.sequences])
+    was_training = model.training, criterion.training
+    model.eval()
+    criterion.eval()
+    devices = [device] if device.type == "cuda" else []
+    first = 0
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        loader = dataset.getDataLoader(batch_size, "sequential", randomOffset=False,
+                                       frame_provenance=True)
+        for batch in tqdm(loader, desc="capture", leave=False, mininterval=5):
+            last = first + len(batch) - 1
+            c_feature, encoded, _ = model(batch.audio.to(device), None)
+            tensors = {"conv_repr": encoded, "ctx_repr": c_feature,
+                       "speaker_align": speaker_of_seq[batch.frame_seq_index],
+                       "phone_align": batch.phones}
+            if needed & set(CRITERION_KINDS):
+                out = criterion(c_feature, encoded, batch.speaker.to(device), capture=True)
+                tensors.update({kind: out.captures[kind] for kind in CRITERION_KINDS
+                                if kind in out.captures})
+            tensors = {kind: value.cpu() for kind, value in tensors.items()
+                       if kind in needed and value is not None}
+            for kind in kinds:
+                ckpt.save_checkpoint(batch_file(epoch_dir, kind, first, last), tensors[kind])
+            if kinds:
+                ckpt.save_checkpoint(batch_file(epoch_dir, "origin", first, last),
+                                     {"seq_index": batch.seq_index,
+                                      "seq_offset": batch.seq_offset,
+                                      "frame_seq_index": batch.frame_seq_index})
+            if collector is not None:
+                collector.update(tensors)
+            first = last + 1
+    model.train(was_training[0])
+    criterion.train(was_training[1])
+    results = collector.finalize(epoch) if collector is not None else {}
+    ckpt.write_json(epoch_dir / "stats.json", results)
+    return results
