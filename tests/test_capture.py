@@ -144,3 +144,30 @@ def test_plots_of_a_cpc_capture(trained_run, tiny_corpus):
     assert plot_main([str(trained_run / "cap" / "0"), "--out", str(out), "--phones",
                       str(tiny_corpus / "phones.txt")]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["pca_phone.png", "pca_speaker.png"]
+
+
+def test_cpcctc_capture_everything_and_alignment_plots(tiny_corpus, tmp_path):
+    cpcctc = ["--CPCCTC", "--CPCCTCNumMatched", "5", "--CPCCTCSelfLoop", "--CPCCTCSkipBeg", "1",
+              "--CPCCTCSkipEnd", "1"]
+    argv = corpus_args(tiny_corpus) + SMALL + cpcctc + ["--pathCheckpoint", tmp_path / "run",
+                                                        "--nEpoch", "1"]
+    argv += capture_flags(tiny_corpus, tmp_path / "cap", "--captureEachEpochs", "1",
+                          "--captureEverything")
+    assert run(argv) == 0
+    window = FRAMES - 5
+    loader = CaptureLoader(tmp_path / "cap")
+    assert set(loader.kinds) == {"conv_repr", "ctx_repr", "speaker_align", "phone_align", "pred",
+                                 "cpcctc_align", "cpcctc_log_scores"}
+    for batch in loader:
+        n = batch["last"] - batch["first"] + 1
+        assert batch["pred"].shape == (n, window, K + 1, 32)  # self-loop column first
+        assert batch["cpcctc_align"].shape == (n, window, 5)
+        assert batch["cpcctc_log_scores"].shape == (n, window, 5, K + 1)
+        align = batch["cpcctc_align"]
+        assert int(align.min()) >= 0 and int(align.max()) <= K
+        assert bool((align[..., 1:] >= align[..., :-1]).all())  # monotone
+    from cpc.utils.plot_capture import main as plot_main
+    assert plot_main([str(tmp_path / "cap" / "0"), "--out", str(tmp_path / "plots"),
+                      "--windows", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "alignment_window0.png", "alignment_window1.png", "pca_phone.png", "pca_speaker.png"]

@@ -256,7 +256,7 @@ def test_edit_distance_and_per():
 
 
 def test_registry_builds_every_criterion_and_rejects_unknown_names():
-    assert {"cpc", "speaker", "phone", "ctc_phone"} <= set(available_criteria())
+    assert {"cpc", "cpcctc", "speaker", "phone", "ctc_phone"} <= set(available_criteria())
     args = argparse.Namespace()
     assert isinstance(build_criterion("speaker", args, dim_context=4, dim_encoded=6, n_speakers=3),
                       SpeakerCriterion)
@@ -265,6 +265,6 @@ def test_registry_builds_every_criterion_and_rejects_unknown_names():
     defaults = build_criterion("cpc", args, dim_context=4, dim_encoded=8)
     assert len(defaults.wPrediction.predictors) == 12 and defaults.n_negatives == 128
     with pytest.raises(ValueError, match="ctc_phone"):
-        build_criterion("cpcctc", args, dim_context=4, dim_encoded=4)
+        build_criterion("no_such_criterion", args, dim_context=4, dim_encoded=4)
     with pytest.raises(ValueError, match="already registered"):
         register_criterion("cpc")(lambda *a, **k: None)

@@ -33,16 +33,19 @@ from .registry import register_criterion
 
 def sample_negative_indices(batch_size: int, seq_len: int, window: int, n_negatives: int,
                             group_size: int = 0, generator: torch.Generator | None = None,
-                            device: torch.device | str | None = None) -> torch.Tensor:
+                            device: torch.device | str | None = None,
+                            min_shift: int = 1) -> torch.Tensor:
     """Draw CPC negatives: ``(B, W, N)`` flat indices ``b' * T + t'`` into the ``B * T`` frames.
 
     Anchor ``(b, t)`` draws ``b'`` uniformly in the batch, or in its group
     ``[g, min(g + group_size, B))`` with ``g = group_size * (b // group_size)`` when
     ``group_size > 0`` (the last group is smaller if ``B`` is not a multiple), and
-    ``t' = (t + r) mod T`` with ``r`` uniform in ``[1, T - 1]``.
+    ``t' = (t + r) mod T`` with ``r`` uniform in ``[min_shift, T - 1]``: ``min_shift = 1``
+    avoids the anchor's own time index, ``M + 1`` also its next M frames (CPC-CTC).
     """
-    if seq_len < 2:
-        raise ValueError("negative sampling needs at least 2 frames per sequence")
+    if seq_len <= min_shift:
+        raise ValueError(f"negative sampling with min_shift {min_shift} needs more than "
+                         f"{min_shift} frames per sequence, got {seq_len}")
     shape = (batch_size, window, n_negatives)
     items = torch.arange(batch_size, device=device)
     if group_size > 0:
@@ -52,7 +55,7 @@ def sample_negative_indices(batch_size: int, seq_len: int, window: int, n_negati
         start, size = torch.zeros_like(items), torch.full_like(items, batch_size)
     draws = torch.randint(0, 2**62, shape, generator=generator, device=device)  # modulo bias < 1e-16
     batch_idx = start[:, None, None] + draws % size[:, None, None]
-    shift = torch.randint(1, seq_len, shape, generator=generator, device=device)
+    shift = torch.randint(min_shift, seq_len, shape, generator=generator, device=device)
     time_idx = (torch.arange(window, device=device)[None, :, None] + shift) % seq_len
     return batch_idx * seq_len + time_idx
 
@@ -63,16 +66,8 @@ def info_nce_logits(predictions: torch.Tensor, encoded: torch.Tensor,
     """Scores of the positive (index 0) and the negatives for every anchor and step.
 
     predictions ``(B, W, K, D)`` (step k+1 in slot k), encoded ``(B, T, D)`` with ``T = W + K``,
-    negative_indices ``(B, W, N)`` -> logits ``(B, W, K, 1 + N)`` = dot products / D.
-    All steps are scored against the shared negatives at once, in one of two equal ways:
-
-    * ``"dense"``: one matmul of every prediction against every frame its negatives may come
-      from (the batch, or the anchor's ``group_size`` group), then a gather of the N scores;
-    * ``"gather"``: gather the ``(B, W, N, D)`` negatives, then one batched matmul.
-
-    ``"auto"`` takes dense when its score tensor (K x G x T per anchor) is no larger than the
-    gathered negatives (N x D per anchor): measured on 2 CPU cores at B=8, T=128, K=12, N=128,
-    D=256 it is 2.5x faster, because the gather and its scatter-add backward dominate.
+    negative_indices ``(B, W, N)`` -> logits ``(B, W, K, 1 + N)`` = dot products / D. All steps
+    are scored against the shared negatives at once (see :func:`candidate_scores`).
     """
     batch, window, n_steps, dim = predictions.shape
     seq_len = encoded.shape[1]
@@ -80,23 +75,43 @@ def info_nce_logits(predictions: torch.Tensor, encoded: torch.Tensor,
         raise ValueError(f"{seq_len} encoded frames for a window of {window} and {n_steps} steps")
     positives = encoded[:, 1:].unfold(1, n_steps, 1).transpose(2, 3)  # (B, W, K, D): z[t + k]
     positive_scores = (predictions * positives).sum(dim=-1, keepdim=True)
-    group = group_size if 0 < group_size < batch and batch % group_size == 0 else batch
-    if strategy == "auto":
-        strategy = "dense" if n_steps * group * seq_len <= negative_indices.shape[-1] * dim \
-            else "gather"
-    if strategy == "dense":
-        negative_scores = _dense_negative_scores(predictions, encoded, negative_indices, group)
-    elif strategy == "gather":
-        negatives = F.embedding(negative_indices, encoded.reshape(-1, dim))  # (B, W, N, D)
-        negative_scores = torch.matmul(predictions, negatives.transpose(-1, -2))  # (B, W, K, N)
-    else:
-        raise ValueError(f"unknown scoring strategy {strategy!r}")
+    negative_scores = candidate_scores(predictions, encoded, negative_indices, group_size, strategy)
     return torch.cat([positive_scores, negative_scores], dim=-1) / dim
 
 
-def _dense_negative_scores(predictions: torch.Tensor, encoded: torch.Tensor,
-                           negative_indices: torch.Tensor, group: int) -> torch.Tensor:
-    """(B, W, K, N) scores: predictions of each group of ``group`` items against all its frames."""
+def candidate_scores(predictions: torch.Tensor, encoded: torch.Tensor,
+                     candidate_indices: torch.Tensor, group_size: int = 0,
+                     strategy: str = "auto") -> torch.Tensor:
+    """Dot products ``(B, W, K, C)`` of all K predictions of each anchor with its C candidates.
+
+    predictions ``(B, W, K, D)``, encoded ``(B, T, D)``, candidate_indices ``(B, W, C)`` flat
+    indices ``b' * T + t'`` into the ``B * T`` frames, each in the anchor's ``group_size``
+    group when ``group_size > 0``. Two equal ways:
+
+    * ``"dense"``: one matmul of every prediction against every frame its candidates may come
+      from (the batch, or the anchor's group), then a gather of the C scores;
+    * ``"gather"``: gather the ``(B, W, C, D)`` candidates, then one batched matmul.
+
+    ``"auto"`` takes dense when its score tensor (K x G x T per anchor) is no larger than the
+    gathered candidates (C x D per anchor): measured on 2 CPU cores at B=8, T=128, K=12,
+    C=128, D=256 it is 2.5x faster, because the gather and its scatter-add backward dominate.
+    """
+    batch, _, n_steps, dim = predictions.shape
+    group = group_size if 0 < group_size < batch and batch % group_size == 0 else batch
+    if strategy == "auto":
+        strategy = "dense" if n_steps * group * encoded.shape[1] <= candidate_indices.shape[-1] * dim \
+            else "gather"
+    if strategy == "dense":
+        return _dense_candidate_scores(predictions, encoded, candidate_indices, group)
+    if strategy == "gather":
+        candidates = F.embedding(candidate_indices, encoded.reshape(-1, dim))  # (B, W, C, D)
+        return torch.matmul(predictions, candidates.transpose(-1, -2))
+    raise ValueError(f"unknown scoring strategy {strategy!r}")
+
+
+def _dense_candidate_scores(predictions: torch.Tensor, encoded: torch.Tensor,
+                            candidate_indices: torch.Tensor, group: int) -> torch.Tensor:
+    """(B, W, K, C) scores: predictions of each group of ``group`` items against all its frames."""
     batch, window, n_steps, dim = predictions.shape
     seq_len = encoded.shape[1]
     n_groups = batch // group
@@ -104,7 +119,7 @@ def _dense_negative_scores(predictions: torch.Tensor, encoded: torch.Tensor,
                        encoded.reshape(n_groups, group * seq_len, dim).transpose(1, 2))
     scores = scores.view(batch, window, n_steps, group * seq_len)
     group_start = (torch.arange(batch, device=encoded.device) // group * group * seq_len)
-    local = (negative_indices - group_start[:, None, None])[:, :, None, :]
+    local = (candidate_indices - group_start[:, None, None])[:, :, None, :]
     return torch.gather(scores, 3, local.expand(-1, -1, n_steps, -1))
 
 
