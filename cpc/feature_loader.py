@@ -170,11 +170,13 @@ def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, strict
     chunks = []
     with torch.no_grad():
         start = 0
+        frame = featureMaker.getDownsamplingFactor()
         while start < n_samples and not (strict and start + maxSizeSeq > n_samples):
-            chunks.append(run(sequence[start:start + maxSizeSeq]))
+            if n_samples - start >= frame:  # a tail shorter than one frame holds no frame
+                chunks.append(run(sequence[start:start + maxSizeSeq]))
             start += maxSizeSeq
         if strict and start < n_samples:
-            n_frames = (n_samples - start) // featureMaker.getDownsamplingFactor()
+            n_frames = (n_samples - start) // frame
             if n_frames > 0:
                 chunks.append(run(sequence[-maxSizeSeq:])[:, -n_frames:])
     return torch.cat(chunks, dim=1)

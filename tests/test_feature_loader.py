@@ -236,3 +236,10 @@ def test_cpc_audio_checkpoint_loads_with_identical_features(tmp_path):
         expected_c, expected_z = reference(audio.view(1, 1, -1))
     assert torch.allclose(buildFeature(FeatureModule(model, False), tmp_path / "utt.wav"), expected_c, atol=1e-5)
     assert torch.allclose(buildFeature(FeatureModule(model, True), tmp_path / "utt.wav"), expected_z, atol=1e-5)
+
+
+def test_build_feature_ignores_a_tail_shorter_than_one_frame(run, tmp_path):
+    path = tmp_path / "tail.wav"
+    write_wav(path, 3200 + 100)  # two chunks of 1600 samples and a 100-sample tail
+    features = buildFeature(FeatureModule(run[1], False), path, maxSizeSeq=1600)
+    assert features.shape[1] == 20

@@ -1,0 +1,250 @@
+"""ABX phone discriminability of a checkpoint or of pre-computed features (Libri-light semantics).
+
+    python cpc/eval/ABX.py from_checkpoint CHECKPOINT ITEM_FILE DATASET_DIR --file_extension .flac \
+        --out OUT
+    python cpc/eval/ABX.py from_pre_computed FEATURES_DIR ITEM_FILE --out OUT
+
+Writes ``OUT/ABX_scores.json`` (``{"within": error, "across": error}``, fractions, for the modes
+run) and ``OUT/ABX_args.json``. Item files follow ZeroSpeech (``#file onset offset #phone
+prev-phone next-phone speaker``, times in seconds); ``cpc.eval.make_abx_items`` writes them for
+a phone-labelled corpus. The exact frame selection, distances, DTW and averaging are described
+in :mod:`cpc.eval.abx_core`; docs/evaluation.md has the details and examples.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+if __package__ in (None, ""):  # run as `python cpc/eval/ABX.py`: import the package, not siblings
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cpc.dataset import DataError
+from cpc.eval.abx_core import DISTANCES, MODES, ABXResult, Items, abx, item_frame_range
+from cpc.utils import checkpoint as ckpt
+from cpc.utils.errors import CPCError
+
+
+@dataclass(frozen=True)
+class ItemFile:
+    """Parsed item file: one entry per item, labels as strings."""
+
+    path: Path
+    file: list[str]
+    onset: np.ndarray
+    offset: np.ndarray
+    phone: list[str]
+    context: list[str]  # "prev+next"
+    speaker: list[str]
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+
+def read_item_file(path: str | Path) -> ItemFile:
+    """Parse an item file; a first line starting with '#' is the header and is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"item file {path} does not exist")
+    files, onsets, offsets, phones, contexts, speakers = [], [], [], [], [], []
+    with open(path) as handle:
+        for line_no, line in enumerate(handle, 1):
+            fields = line.split()
+            if not fields or (line_no == 1 and line.startswith("#")):
+                continue
+            if len(fields) != 7:
+                raise DataError(f"{path}:{line_no}: expected 7 fields 'file onset offset phone "
+                                f"prev-phone next-phone speaker', got {len(fields)}: {line.strip()[:80]!r}")
+            try:
+                onset, offset = float(fields[1]), float(fields[2])
+            except ValueError:
+                raise DataError(f"{path}:{line_no}: onset and offset must be numbers (seconds), "
+                                f"got {fields[1]!r} {fields[2]!r}") from None
+            if not 0 <= onset < offset:
+                raise DataError(f"{path}:{line_no}: needs 0 <= onset < offset, got {onset} {offset}")
+            files.append(fields[0])
+            onsets.append(onset)
+            offsets.append(offset)
+            phones.append(fields[3])
+            contexts.append(f"{fields[4]}+{fields[5]}")
+            speakers.append(fields[6])
+    if not files:
+        raise DataError(f"item file {path} holds no item")
+    return ItemFile(path, files, np.array(onsets), np.array(offsets), phones, contexts, speakers)
+
+
+def _ids(labels: list[str]) -> np.ndarray:
+    return np.unique(np.array(labels), return_inverse=True)[1].reshape(-1).astype(np.int64)
+
+
+def gather_item_frames(items: ItemFile, load: Callable[[str], np.ndarray | torch.Tensor],
+                       feature_size: float = 0.01, progress: bool = True
+                       ) -> tuple[torch.Tensor, Items, int]:
+    """Frames of every item (concatenated), the items as ids, and the number of items skipped
+    because they select no frame. ``load(file_id)`` returns a file's ``T x D`` features."""
+    by_file: dict[str, list[int]] = {}
+    for index, name in enumerate(items.file):
+        by_file.setdefault(name, []).append(index)
+    chunks, starts, lengths, kept = [], [], [], []
+    total, dim = 0, None
+    for name, indices in tqdm(by_file.items(), desc="features", unit="file", file=sys.stderr,
+                              disable=not progress):
+        features = torch.as_tensor(load(name)).float()
+        if dim is None:
+            dim = features.shape[1]
+        elif features.shape[1] != dim:
+            raise DataError(f"features of {name} have {features.shape[1]} dimensions, those of "
+                            f"the files before it {dim}")
+        for index in indices:
+            start, end = item_frame_range(items.onset[index], items.offset[index],
+                                          features.shape[0], feature_size)
+            if end > start:
+                chunks.append(features[start:end])
+                starts.append(total)
+                lengths.append(end - start)
+                kept.append(index)
+                total += end - start
+    if not kept:
+        raise DataError(f"no item of {items.path} covers a feature frame (wrong --feature_size, "
+                        f"or features of other files?)")
+    ids = Items(context=_ids([items.context[i] for i in kept]), phone=_ids([items.phone[i] for i in kept]),
+                speaker=_ids([items.speaker[i] for i in kept]), start=np.array(starts),
+                length=np.array(lengths))
+    return torch.cat(chunks), ids, len(items) - len(kept)
+
+
+def _require_files(items: ItemFile, available: Iterable[str], where: str) -> None:
+    missing = sorted(set(items.file) - set(available))
+    if missing:
+        raise DataError(f"{len(missing)} files of {items.path} have no {where} "
+                        f"(first: {', '.join(missing[:5])})")
+
+
+def run_modes(frames: torch.Tensor, items: Items, modes: list[str], distance: str,
+              max_size_group: int, max_x_across: int, seed: int) -> list[ABXResult]:
+    """Run :func:`cpc.eval.abx_core.abx` for each mode, printing its score and timing."""
+    results = []
+    for mode in modes:
+        start = time.perf_counter()
+        result = abx(frames, items, mode, distance, max_size_group, max_x_across, seed)
+        print(f"ABX {mode}: {100 * result.error:.3f} % ({result.n_cells} cells, "
+              f"{result.n_triplets} triplets, {time.perf_counter() - start:.1f} s)", flush=True)
+        results.append(result)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["all", *MODES], default="all")
+    parser.add_argument("--distance", choices=DISTANCES, default="angular",
+                        help="frame distance: angular = arccos(cos)/pi (Libri-light's and "
+                             "CPC_audio's 'cosine'), cosine = 1 - cos")
+    parser.add_argument("--feature_size", type=float, default=0.01, help="seconds per frame")
+    parser.add_argument("--max_size_group", type=int, default=10,
+                        help="items drawn per group and cell (Libri-light's default; CPC_audio: 20)")
+    parser.add_argument("--max_x_across", type=int, default=5,
+                        help="X speakers drawn per A group in the across mode")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the group subsampling")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--num_threads", type=int, default=1,
+                        help="CPU threads of the ABX computation (default 1: its many small "
+                             "operations gain little from threads and lose a lot on a busy machine)")
+    parser.add_argument("--out", default=None,
+                        help="output directory (default for from_checkpoint: the checkpoint's)")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="load", required=True)
+    from_ckpt = sub.add_parser("from_checkpoint", help="compute features with a CPC checkpoint")
+    from_ckpt.add_argument("path_checkpoint", help="checkpoint_<N>.pt or a run directory")
+    from_ckpt.add_argument("path_item_file")
+    from_ckpt.add_argument("path_dataset", help="directory searched recursively for audio files")
+    from_ckpt.add_argument("--file_extension", default=".flac")
+    from_ckpt.add_argument("--get_encoded", action="store_true", help="use the encoder output")
+    from_ckpt.add_argument("--seq_norm", action="store_true",
+                           help="normalise each chunk's features over time")
+    from_ckpt.add_argument("--strict", action="store_true",
+                           help="every chunk holds exactly --max_size_seq samples")
+    from_ckpt.add_argument("--max_size_seq", type=int, default=64000)
+    _add_common(from_ckpt)
+    pre = sub.add_parser("from_pre_computed", help="read one feature file per utterance")
+    pre.add_argument("path_features", help="directory searched recursively for <stem><ext> files")
+    pre.add_argument("path_item_file")
+    pre.add_argument("--file_extension", default=".npy", choices=[".npy", ".npz", ".txt", ".pt"])
+    _add_common(pre)
+    args = parser.parse_args(argv)
+    if args.max_size_group < 2:
+        parser.error("--max_size_group must be at least 2")
+    if args.num_threads < 1:
+        parser.error("--num_threads must be at least 1")
+    if args.max_x_across < 1:
+        parser.error("--max_x_across must be at least 1")
+    if args.out is None:
+        if args.load == "from_pre_computed":
+            parser.error("from_pre_computed needs --out")
+        run = Path(args.path_checkpoint)
+        args.out = str(run if run.is_dir() else run.parent)
+    return args
+
+
+def _feature_loader(args: argparse.Namespace, items: ItemFile, device: torch.device
+                    ) -> Callable[[str], np.ndarray | torch.Tensor]:
+    from cpc.eval.build_zeroSpeech_features import (build_feature_maker, list_files_by_stem,
+                                                    read_features)
+    from cpc.feature_loader import buildFeature
+
+    if args.load == "from_pre_computed":
+        files = list_files_by_stem(args.path_features, args.file_extension)
+        _require_files(items, files, f"{args.file_extension} features in {args.path_features}")
+        return lambda name: read_features(files[name])
+    files = list_files_by_stem(args.path_dataset, args.file_extension)
+    _require_files(items, files, f"{args.file_extension} audio in {args.path_dataset}")
+    maker = build_feature_maker(args.path_checkpoint, args.get_encoded, device=device)
+    return lambda name: buildFeature(maker, files[name], strict=args.strict,
+                                     maxSizeSeq=args.max_size_seq, seqNorm=args.seq_norm)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cpc.train import select_device
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    modes = list(MODES) if args.mode == "all" else [args.mode]
+    try:
+        device = select_device(args.device)
+        items = read_item_file(args.path_item_file)
+        frames, item_ids, skipped = gather_item_frames(items, _feature_loader(args, items, device),
+                                                       args.feature_size)
+        print(f"{len(item_ids)} items, {frames.shape[0]} frames of dimension {frames.shape[1]}"
+              + (f"; {skipped} items cover no frame and are skipped" if skipped else ""))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.num_threads)
+        try:
+            results = run_modes(frames.to(device), item_ids, modes, args.distance,
+                                args.max_size_group, args.max_x_across, args.seed)
+        finally:
+            torch.set_num_threads(threads)
+    except (CPCError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    # A mode without any triplet scores NaN, written as null (JSON has no NaN).
+    ckpt.write_json(out / "ABX_scores.json",
+                    {r.mode: None if np.isnan(r.error) else r.error for r in results})
+    ckpt.write_json(out / "ABX_args.json", vars(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Export a model's features, one file per utterance, for ZeroSpeech 2021 or ABX.
+
+    python cpc/eval/build_zeroSpeech_features.py pathDB pathOut CHECKPOINT \
+        --file_extension .wav --format txt [--gru_level K | --get_encoded]
+
+Every audio file found recursively under pathDB gives ``pathOut/<stem>.<format>``: a flat
+directory, which is ZeroSpeech 2021's layout when pathDB is one subset (e.g.
+``phonetic/dev-clean`` -> ``submission/phonetic/dev-clean``). Two files with the same stem are an
+error. Formats, all ``T x D`` at one frame per 10 ms:
+
+* ``npy``: float32 array (the default; what ``ABX.py from_pre_computed`` reads first);
+* ``npz``: CPC_audio's archive with ``features``, ``time`` (frame centres, s) and ``totTime``;
+* ``txt``: one frame per line, space-separated floats (ZeroSpeech 2021 submissions).
+
+Files are written under a temporary name and renamed, so an interrupted export never leaves
+a partial file; rerunning skips the files already there (``--overwrite`` recomputes them: use it
+after changing any flag). Nothing else is written to pathOut, which ZeroSpeech's validator
+would reject.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+if __package__ in (None, ""):  # run as `python cpc/eval/build_zeroSpeech_features.py`
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from cpc.dataset import DataError
+from cpc.feature_loader import FeatureModule, buildFeature, loadModel
+from cpc.hub import LayerFeatureModule
+from cpc.utils.errors import CPCError
+
+FORMATS = ("npy", "npz", "txt")
+READABLE = (".npy", ".npz", ".txt", ".pt")
+FRAME_SECONDS = 0.01
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+def list_files_by_stem(root: str | Path, extension: str) -> dict[str, Path]:
+    """``{stem: path}`` of every file under root (recursively) ending in extension, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root} does not exist or is not a directory")
+    found: dict[str, Path] = {}
+    for directory, _, names in os.walk(root, followlinks=True):
+        for name in names:
+            if name.endswith(extension) and not name.startswith("."):
+                path = Path(directory) / name
+                stem = name[:-len(extension)] if extension else path.stem
+                if stem in found:
+                    raise DataError(f"two files under {root} have the stem {stem!r}: "
+                                    f"{found[stem]} and {path}")
+                found[stem] = path
+    if not found:
+        raise DataError(f"no file ending in {extension!r} under {root}")
+    return dict(sorted(found.items()))
+
+
+def _write_atomic(path: Path, write: Callable[[object], None], mode: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode) as handle:
+            write(handle)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_features(path: str | Path, features: np.ndarray, fmt: str) -> None:
+    """Write ``T x D`` features in one of :data:`FORMATS` (temp file + rename)."""
+    features = np.asarray(features, dtype=np.float32)
+    path = Path(path)
+    if fmt == "npy":
+        _write_atomic(path, lambda handle: np.save(handle, features), "wb")
+    elif fmt == "npz":
+        n_frames = features.shape[0]
+        time = (np.arange(n_frames) + 0.5) * FRAME_SECONDS
+        total = np.array([n_frames * FRAME_SECONDS], dtype=np.float32)
+        _write_atomic(path, lambda handle: np.savez(handle, features=features, time=time,
+                                                    totTime=total), "wb")
+    elif fmt == "txt":
+        _write_atomic(path, lambda handle: np.savetxt(handle, features, fmt="%.9g"), "w")
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
+
+
+def read_features(path: str | Path) -> np.ndarray:
+    """``T x D`` float32 features of a ``.npy``, ``.npz`` (``features``), ``.txt`` or ``.pt`` file."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            data = np.load(path)
+        elif path.suffix == ".npz":
+            with np.load(path) as archive:
+                if "features" not in archive:
+                    raise DataError(f"{path} holds no 'features' array (keys: {list(archive.keys())})")
+                data = archive["features"]
+        elif path.suffix == ".txt":
+            data = np.loadtxt(path, ndmin=2, dtype=np.float32)
+        elif path.suffix == ".pt":
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        else:
+            raise DataError(f"{path}: unknown feature format; expected one of {READABLE}")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DataError(f"cannot read features from {path}: {exc}") from None
+    if data.ndim != 2:
+        raise DataError(f"{path} holds an array of shape {tuple(data.shape)}; expected frames x dims")
+    return data.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+def build_feature_maker(checkpoint: str, get_encoded: bool = False, gru_level: int | None = None,
+                        device: torch.device | str = "cpu") -> nn.Module:
+    """Eval-mode feature maker of a checkpoint: the context (default), the encoder output
+    (``get_encoded``) or context-network layer ``gru_level`` (1-based)."""
+    if get_encoded and gru_level is not None:
+        raise CPCError("--get_encoded and --gru_level exclude each other (the encoder is level 0)")
+    model = loadModel([checkpoint], device=device)[0]
+    if gru_level is not None:
+        if gru_level < 1:
+            raise CPCError(f"--gru_level counts context-network layers from 1, got {gru_level}")
+        try:
+            return LayerFeatureModule(model, gru_level).eval()
+        except ValueError as exc:
+            raise CPCError(f"--gru_level: {exc}") from None
+    return FeatureModule(model, get_encoded).eval()
+
+
+def export_features(feature_maker: nn.Module, files: dict[str, Path], out_dir: str | Path,
+                    fmt: str = "npy", strict: bool = False, max_size_seq: int = 64000,
+                    seq_norm: bool = False, overwrite: bool = False) -> tuple[int, int]:
+    """Write the features of every file; returns (written, skipped because already there)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = skipped = 0
+    for stem, path in tqdm(files.items(), desc="features", unit="file", file=sys.stderr):
+        target = out_dir / f"{stem}.{fmt}"
+        if target.exists() and not overwrite:
+            skipped += 1
+            continue
+        features = buildFeature(feature_maker, path, strict=strict, maxSizeSeq=max_size_seq,
+                                seqNorm=seq_norm)
+        write_features(target, features[0].numpy(), fmt)
+        written += 1
+    return written, skipped
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pathDB", help="directory searched recursively for audio files")
+    parser.add_argument("pathOut", help="output directory, one file per audio file")
+    parser.add_argument("checkpoint", help="checkpoint_<N>.pt or a run directory (newest checkpoint)")
+    parser.add_argument("--file_extension", default=".flac", help="audio extension (default .flac)")
+    parser.add_argument("--format", choices=FORMATS, default="npy")
+    parser.add_argument("--get_encoded", action="store_true",
+                        help="export the encoder output instead of the context")
+    parser.add_argument("--gru_level", type=int, default=None,
+                        help="export context-network layer K (1-based) instead of the last one")
+    parser.add_argument("--strict", action="store_true",
+                        help="every chunk the model sees holds exactly --max_size_seq samples")
+    parser.add_argument("--seqNorm", action="store_true",
+                        help="normalise each chunk's features over time (implies --strict, as "
+                             "in CPC_audio)")
+    parser.add_argument("--max_size_seq", type=int, default=64000,
+                        help="samples per model run; longer files are cut into chunks")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute files already in pathOut")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cpc.train import select_device
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        device = select_device(args.device)
+        files = list_files_by_stem(args.pathDB, args.file_extension)
+        feature_maker = build_feature_maker(args.checkpoint, args.get_encoded, args.gru_level, device)
+        written, skipped = export_features(feature_maker, files, args.pathOut, args.format,
+                                           strict=args.strict or args.seqNorm,
+                                           max_size_seq=args.max_size_seq, seq_norm=args.seqNorm,
+                                           overwrite=args.overwrite)
+    except (CPCError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.pathOut}: {written} files written, {skipped} already there")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Our checkpoints (and CPC_audio's) as an upstream model for downstream toolkits (s3prl, SUPERB).
+
+    from cpc.hub import CPCUpstream
+    upstream = CPCUpstream("runs/demo")            # a run directory or a checkpoint_<N>.pt
+    out = upstream([wav_a, wav_b])                 # 1-D float tensors at 16 kHz
+    out["hidden_states"]                           # [encoder output, AR layer 1, ..., AR layer N]
+    upstream.get_downsample_rates("hidden_states") # 160 samples (10 ms) per frame
+
+The interface is s3prl's: ``forward(list of unpadded wavs)`` returns ``{"hidden_states":
+[B x T x D, ...], "last_hidden_state": B x T x D, "hidden_state_<i>": layer i}``, and
+``get_downsample_rates(key)``; :func:`cpc_upstream` is the hub entry (``def name(ckpt, ...)``
+returning the model). The batch is zero-padded to its
+longest wav and run at once; frames ``t >= len(wav) // 160`` of each wav are set to zero.
+Causal context networks never see the padding; the encoder's last one or two valid frames do
+(its receptive field is 465 samples), exactly as for any padded s3prl upstream. Models where
+padding would reach every frame run each wav alone: a time-reversed context network
+(``cpc_mode reverse``) or an encoder normalised over time (``normMode instanceNorm``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import pad_sequence
+
+from cpc.feature_loader import loadModel
+from cpc.model import CPCModel
+
+
+def model_layers(model: CPCModel, batch: torch.Tensor) -> list[torch.Tensor]:
+    """``[encoder output, AR layer 1, ..., AR layer N]`` of ``(B, 1, S)`` audio, each ``(B, T, D)``."""
+    encoded = model.gEncoder(batch).permute(0, 2, 1)
+    return [encoded, *model.gAR(encoded, return_all_layers=True)]
+
+
+def count_layers(model: CPCModel) -> int:
+    """Number of outputs of :func:`model_layers` (1 + the context network's layers)."""
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    with torch.no_grad():
+        return len(model_layers(model, torch.zeros(1, 1, 3200, device=device)))
+
+
+class LayerFeatureModule(nn.Module):
+    """Feature maker (for :func:`cpc.feature_loader.buildFeature`) returning one layer:
+    0 is the encoder output, ``K >= 1`` the output of context-network layer ``K``."""
+
+    def __init__(self, model: CPCModel, layer: int):
+        super().__init__()
+        n_layers = count_layers(model) - 1
+        if not 0 <= layer <= n_layers:
+            raise ValueError(f"layer {layer} does not exist: the context network has {n_layers} "
+                             f"layer(s) (1..{n_layers}; 0 is the encoder)")
+        self.model = model
+        self.layer = layer
+
+    def getDownsamplingFactor(self) -> int:
+        """Waveform samples per feature frame."""
+        return self.model.downsampling
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return model_layers(self.model, batch)[self.layer]
+
+
+class CPCUpstream(nn.Module):
+    """s3prl-style upstream of a CPC checkpoint file or run directory (see the module docstring).
+
+    Built in eval mode; move it with ``.to(device)`` and feed wavs on that device.
+    """
+
+    def __init__(self, ckpt: str, **_: object):
+        super().__init__()
+        self.model: CPCModel = loadModel([str(ckpt)])[0]
+        self.padding_safe = not self.model.gAR.reverse and not any(
+            isinstance(module, nn.InstanceNorm1d) for module in self.model.gEncoder.modules())
+        self.eval()
+
+    def get_downsample_rates(self, key: str) -> int:
+        """Waveform samples per output frame, the same for every key (160)."""
+        return self.model.downsampling
+
+    def forward(self, wavs: list[torch.Tensor]) -> dict[str, list[torch.Tensor] | torch.Tensor]:
+        """Padded features of every layer (see the module docstring for padding)."""
+        if not wavs:
+            raise ValueError("CPCUpstream needs at least one wav")
+        if not self.padding_safe:
+            alone = [model_layers(self.model, wav.view(1, 1, -1)) for wav in wavs]
+            layers = [pad_sequence([out[i][0] for out in alone], batch_first=True)
+                      for i in range(len(alone[0]))]
+        else:
+            layers = model_layers(self.model, pad_sequence(list(wavs), batch_first=True).unsqueeze(1))
+        n_frames = torch.tensor([len(wav) for wav in wavs], device=layers[0].device) \
+            // self.model.downsampling
+        padded = torch.arange(layers[0].shape[1], device=layers[0].device)[None, :] >= n_frames[:, None]
+        hidden = [layer.masked_fill(padded[:, :, None], 0.0) for layer in layers]
+        layer_keys = {f"hidden_state_{i}": layer for i, layer in enumerate(hidden)}
+        return {"hidden_states": hidden, "last_hidden_state": hidden[-1], **layer_keys}
+
+
+def cpc_upstream(ckpt: str, *args: object, **kwargs: object) -> CPCUpstream:
+    """s3prl hub entry: ``cpc_upstream(ckpt)`` with a checkpoint file or run directory."""
+    return CPCUpstream(ckpt)
