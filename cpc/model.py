@@ -340,3 +340,10 @@ class QRNNAR(ContextNetwork):
 def _build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
     return QRNNAR(dim_input, getattr(args, "hiddenGar", 256), getattr(args, "nLevelsGRU", 1),
                   reverse=_reverse(args))
+
+
+# --------------------------------------------------------------------------- PASE encoder
+
+from .pase_encoder import build_pase_encoder  # noqa: E402  (registered like the QRNN AR above)
+
+register_encoder("pase")(build_pase_encoder)

@@ -27,15 +27,18 @@ import torch
 from tqdm import tqdm
 
 from cpc.criterion import build_criterion
+from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
 from cpc.dataset import (SAMPLING_TYPES, AudioBatchData, CorpusData, build_capture_dataset,
                          build_datasets, findAllSeqs)
 from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.criterion.cpc import HEADS
 from cpc.model import ARS, ENCODERS, NORM_LAYERS, build_model
+from cpc.objectives import CriterionObjective, WorkerObjective
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CPCError, ConfigError
 from cpc.stats import STATS, StatsCollector, parse_stats_spec
 from cpc.utils.capture import CAPTURE_KINDS, requested_kinds, run_capture
+from cpc.utils.config import load_config, pase_lr_factor
 from cpc.utils.optim import build_optimizer
 
 # Option groups whose values define the network: a resumed run takes them from the saved args,
@@ -88,6 +91,12 @@ def add_architecture_args(parser: argparse.ArgumentParser) -> None:
                        help="Absolute (sinusoidal) positions in the transformer context network.")
     group.add_argument("--cpc_mode", type=str, default=None, choices=[None, "reverse"],
                        help="reverse: predict the past instead of the future.")
+    group.add_argument("--pase_qrnn", action="store_true",
+                       help="PASE encoder: a QRNN over the convolutions (PASE's second setup).")
+    group.add_argument("--pase_qrnn_layers", type=int, default=1,
+                       help="PASE encoder: layers of that QRNN.")
+    group.add_argument("--pase_skip", action="store_true",
+                       help="PASE encoder: skip connections from the intermediate blocks (PASE+).")
 
 
 def add_cpc_criterion_args(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +213,18 @@ def add_capture_args(parser: argparse.ArgumentParser) -> None:
                             f"{', '.join(sorted(STATS))}).")
 
 
+def add_pase_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "PASE", "A YAML file supplies defaults for any flag (the command line wins) and the PASE "
+        "recipe: workers_config (regressors and classifiers on the encoder output, each with its "
+        "own Adam), chunk_size, encoder_lr_start, worker_lr_start, lr_update_interval, "
+        "decay_factor, ckpt_save_interval, num_ckpts_keep. See configs/pase.yaml.")
+    group.add_argument("--config", type=str, default=None, help="YAML settings file.")
+    group.add_argument("--pase_stats_batches", type=int, default=50,
+                       help="Training batches used to estimate the regression targets' mean and "
+                            "std before training.")
+
+
 def add_training_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Training")
     group.add_argument("--nEpoch", type=int, default=200, help="Epochs to train in all.")
@@ -236,6 +257,8 @@ def add_save_args(parser: argparse.ArgumentParser) -> None:
                        help="Run directory: checkpoints, args, logs and TensorBoard files.")
     group.add_argument("--save_step", type=int, default=5,
                        help="Write a checkpoint every this many epochs (and after the last).")
+    group.add_argument("--keep_checkpoints", type=int, default=0,
+                       help="Keep only the newest this many checkpoints (0: keep all).")
     group.add_argument("--logging_step", type=int, default=1000,
                        help="Write running training scalars to TensorBoard every this many "
                             "steps.")
@@ -263,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a CPC model on a LibriSpeech-format corpus.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
-                add_cpcctc_args, add_linsep_args, add_capture_args, add_training_args, add_save_args, add_load_args, add_device_args):
+                add_cpcctc_args, add_pase_args, add_linsep_args, add_capture_args,
+                add_training_args, add_save_args, add_load_args, add_device_args):
         add(parser)
     return parser
 
@@ -301,7 +325,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.nPredicts < 1 or args.negativeSamplingExt < 1:
         raise ConfigError("--nPredicts and --negativeSamplingExt must be positive")
     frames = args.sizeWindow // 160
-    if args.nPredicts >= frames:
+    if args.nPredicts >= frames and not args.pase_settings:  # PASE workers predict nothing
         raise ConfigError(f"--nPredicts {args.nPredicts} must be smaller than the "
                           f"{frames} frames of a --sizeWindow {args.sizeWindow} window")
     if args.only_classif_metric:
@@ -398,46 +422,60 @@ class EpochStats:
     def accuracy(self) -> float:
         return float(np.mean(self.step_accuracies)) if self.step_accuracies else float("nan")
 
+    def describe(self) -> str:
+        accuracy = "" if np.isnan(self.accuracy) else f" acc {self.accuracy:.3f}"
+        return f"loss {self.loss:.4f}{accuracy}"
 
-def run_epoch(model: torch.nn.Module, criterion: torch.nn.Module, loader, device: torch.device,
-              optimizer: torch.optim.Optimizer | None = None, desc: str = "",
+
+def run_epoch(model: torch.nn.Module, objective, loader, device: torch.device,
+              optimizers: list[torch.optim.Optimizer] | None = None, desc: str = "",
               on_step=None) -> EpochStats:
-    """Train (with an optimizer) or evaluate (without) over one epoch of ``loader``."""
-    training = optimizer is not None
-    model.train(training)
-    criterion.train(training)
-    sum_loss = torch.zeros((), dtype=torch.float64)
-    sum_losses = sum_accs = None
+    """Train (with optimizers) or evaluate (without) over one epoch of ``loader``.
+
+    Per-step losses and accuracies are averaged over the windows where they are defined (a
+    PASE worker that could not use a batch reports NaN for it).
+    """
+    training = optimizers is not None
+    for module in [model, *objective.modules]:
+        module.train(training)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, torch.Tensor] = {}
     n_windows = 0
     start = time.time()
     bar = tqdm(loader, total=len(loader), desc=desc, leave=False, dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+    def accumulate(name: str, values: torch.Tensor, size: int) -> None:
+        values = values.detach().double().cpu().reshape(-1)
+        defined = ~torch.isnan(values)
+        sums[name] = sums.get(name, 0) + torch.where(defined, values, 0.0) * size
+        counts[name] = counts.get(name, 0) + defined.double() * size
+
     with torch.set_grad_enabled(training):
         for step, batch in enumerate(bar):
             batch = batch.to(device)
-            c_feature, encoded, label = model(batch.audio, batch.speaker)
-            out = criterion(c_feature, encoded, label)
+            c_feature, encoded, _ = model(batch.audio, batch.speaker)
+            out = objective(batch, c_feature, encoded)
             if training:
-                optimizer.zero_grad(set_to_none=True)
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
-                optimizer.step()
+                for optimizer in optimizers:
+                    optimizer.step()
             size = len(batch)
-            sum_loss += out.loss.detach().double().cpu() * size
-            losses = out.step_losses.detach().double().cpu() * size
-            accs = out.step_accuracies.detach().double().cpu() * size
-            sum_losses = losses if sum_losses is None else sum_losses + losses
-            sum_accs = accs if sum_accs is None else sum_accs + accs
+            accumulate("loss", out.loss, size)
+            accumulate("steps", out.step_losses, size)
+            accumulate("accs", out.step_accuracies, size)
             n_windows += size
             if step % 10 == 0:  # .item() synchronises the device: not at every step
-                bar.set_postfix(loss=f"{out.loss.item():.3f}",
-                                acc=f"{out.step_accuracies.float().mean().item():.3f}",
-                                refresh=False)
+                bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
             if on_step is not None:
                 on_step(out)
     if n_windows == 0:
         return EpochStats(seconds=time.time() - start)
-    return EpochStats(float(sum_loss / n_windows), (sum_losses / n_windows).tolist(),
-                      (sum_accs / n_windows).tolist(), n_windows, time.time() - start)
+    mean = {name: (sums[name] / counts[name]).tolist() for name in sums}
+    return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], n_windows,
+                      time.time() - start)
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,7 +487,12 @@ def empty_logs() -> dict:
             "locAcc_train": [], "locLoss_val": [], "locAcc_val": []}
 
 
-def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats) -> None:
+def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats,
+                worker_names: list[str] | None = None) -> None:
+    """One epoch's entries; with PASE workers, also ``worker_<name>_train`` / ``_val``."""
+    for i, name in enumerate(worker_names or []):
+        logs.setdefault(f"worker_{name}_train", []).append(train.step_losses[i])
+        logs.setdefault(f"worker_{name}_val", []).append(val.step_losses[i])
     logs["epoch"].append(epoch)
     logs["loss_train"].append(train.loss)
     logs["loss_val"].append(val.loss)
@@ -497,8 +540,14 @@ class TensorBoard:
             self.writer.close()
 
 
-def epoch_scalars(prefix: str, stats: EpochStats) -> dict[str, float]:
-    out = {f"{prefix}/loss": stats.loss, f"{prefix}/accuracy": stats.accuracy}
+def epoch_scalars(prefix: str, stats: EpochStats,
+                  worker_names: list[str] | None = None) -> dict[str, float]:
+    out = {f"{prefix}/loss": stats.loss}
+    if worker_names:
+        out.update({f"workers/{name}_{prefix}": loss
+                    for name, loss in zip(worker_names, stats.step_losses)})
+        return out
+    out[f"{prefix}/accuracy"] = stats.accuracy
     for k, (loss, acc) in enumerate(zip(stats.step_losses, stats.step_accuracies)):
         out[f"{prefix}_steps/loss_{k}"] = loss
         out[f"{prefix}_steps/accuracy_{k}"] = acc
@@ -512,7 +561,14 @@ def epoch_scalars(prefix: str, stats: EpochStats) -> dict[str, float]:
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict | None]:
     """Parsed options, reconciled with a saved run; and that run's newest checkpoint state."""
     parser = build_parser()
+    config_path = parser.parse_known_args(argv)[0].config
+    pase = None
+    if config_path:
+        defaults, pase = load_config(config_path, parser)
+        parser.set_defaults(save_step=pase["ckpt_save_interval"],
+                            keep_checkpoints=pase["num_ckpts_keep"], **defaults)
     args = parser.parse_args(argv)
+    args.pase_settings = pase if pase and any(pase["workers_config"].values()) else None
     resume = None
     if args.pathCheckpoint and args.restart:
         for _, path in ckpt.list_checkpoints(args.pathCheckpoint):
@@ -526,6 +582,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict | None]:
         saved = ckpt.read_json(args_file)
         reconcile_with_saved(args, saved, explicit_dests(parser, argv),
                              group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
+        if saved.get("pase_settings") and args.pase_settings is None:
+            args.pase_settings = saved["pase_settings"]  # resumed without repeating --config
+        elif args.pase_settings and args.pase_settings != saved.get("pase_settings"):
+            raise ConfigError(f"the PASE settings of --config {args.config} differ from those "
+                              f"of the run in {args.pathCheckpoint}")
         found = ckpt.load_newest_checkpoint(args.pathCheckpoint)
         if found is None:
             raise ConfigError(f"no checkpoint of {args.pathCheckpoint} can be read")
@@ -622,7 +683,7 @@ CAPTURE_LOG_KEYS = ("capture_epoch", "capture_stats")
 
 def capture_kinds(args: argparse.Namespace) -> list[str]:
     return requested_kinds(vars(args), args.captureEverything, args.CPCCTC,
-                           bool(args.path_phone_data))
+                           bool(args.path_phone_data), has_criterion=not args.pase_settings)
 
 
 def load_capture_data(args: argparse.Namespace) -> AudioBatchData:
@@ -633,9 +694,9 @@ def load_capture_data(args: argparse.Namespace) -> AudioBatchData:
     return data
 
 
-def capture(args: argparse.Namespace, model: torch.nn.Module, criterion: torch.nn.Module,
-            data: AudioBatchData, speakers: list[str], epoch: int,
-            device: torch.device) -> dict[str, float]:
+def capture(args: argparse.Namespace, model: torch.nn.Module,
+            criterion: torch.nn.Module | None, data: AudioBatchData, speakers: list[str],
+            epoch: int, device: torch.device) -> dict[str, float]:
     """One capture of the capture dataset (and its stats) under <pathCaptureSave>/<epoch>/."""
     stats = parse_stats_spec(args.captureSetStats)
     epoch_dir = Path(args.pathCaptureSave) / str(epoch)
@@ -653,14 +714,11 @@ def only_capture(args: argparse.Namespace, resume: dict) -> dict[str, float]:
     device = select_device(args.device)
     data = load_capture_data(args)
     _, speakers = findAllSeqs(args.pathDB, args.file_extension)
-    model = build_model(args).to(device)
-    criterion = build_criterion("cpcctc" if args.CPCCTC else "cpc", args,
-                                dim_context=model.dim_context, dim_encoded=model.dim_encoded,
-                                n_speakers=len(speakers)).to(device)
-    model.load_state_dict(resume["gEncoder"])
-    criterion.load_state_dict(resume["cpcCriterion"])
+    training = build_training(args, device, len(speakers), 0)
+    training.load(resume, with_optimizers=False)
     try:
-        return capture(args, model, criterion, data, speakers, resume["epoch"], device)
+        return capture(args, training.model, training.criterion, data, speakers,
+                       resume["epoch"], device)
     finally:
         data.close()
 
@@ -669,26 +727,97 @@ def only_capture(args: argparse.Namespace, resume: dict) -> dict[str, float]:
 # Training
 # --------------------------------------------------------------------------------------------
 
+@dataclass
+class Training:
+    """Everything a run trains and saves: the model, its objective and their optimisers."""
+
+    model: torch.nn.Module
+    objective: CriterionObjective | WorkerObjective
+    optimizers: dict[str, torch.optim.Optimizer]  # "model", and "worker_<name>" for PASE
+    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
+
+    @property
+    def criterion(self) -> torch.nn.Module | None:
+        return getattr(self.objective, "criterion", None)
+
+    @property
+    def workers(self) -> torch.nn.ModuleDict | None:
+        return getattr(self.objective, "workers", None)
+
+    def state(self, epoch: int, rng: dict) -> dict:
+        """Checkpoint content (CPC_audio's keys, plus the workers and their optimisers)."""
+        state = {"gEncoder": self.model.state_dict(), "epoch": epoch, "rng": rng,
+                 "optimizer": self.optimizers["model"].state_dict(),
+                 "scheduler": self.schedulers["model"].state_dict(),
+                 "worker_optimizers": {name: opt.state_dict()
+                                       for name, opt in self.optimizers.items() if name != "model"},
+                 "worker_schedulers": {name: sched.state_dict()
+                                       for name, sched in self.schedulers.items()
+                                       if name != "model"}}
+        if self.criterion is not None:
+            state["cpcCriterion"] = self.criterion.state_dict()
+        if self.workers is not None:
+            state["workers"] = self.workers.state_dict()
+        return state
+
+    def load(self, state: dict, with_optimizers: bool = True) -> None:
+        self.model.load_state_dict(state["gEncoder"])
+        if self.criterion is not None:
+            self.criterion.load_state_dict(state["cpcCriterion"])
+        if self.workers is not None:
+            self.workers.load_state_dict(state["workers"])
+        if with_optimizers:
+            self.optimizers["model"].load_state_dict(state["optimizer"])
+            self.schedulers["model"].load_state_dict(state["scheduler"])
+            for name, opt_state in state.get("worker_optimizers", {}).items():
+                self.optimizers[name].load_state_dict(opt_state)
+            for name, sched_state in state.get("worker_schedulers", {}).items():
+                self.schedulers[name].load_state_dict(sched_state)
+
+
+def build_training(args: argparse.Namespace, device: torch.device, n_speakers: int,
+                   n_phones: int) -> Training:
+    """The model and, for CPC / CPC-CTC, one Adam over model and criterion; for PASE workers
+    (from --config), one Adam for the encoder and one per worker, on PASE's decay schedule."""
+    model = build_model(args).to(device)
+    if not args.pase_settings:
+        criterion = build_criterion("cpcctc" if args.CPCCTC else "cpc", args,
+                                    dim_context=model.dim_context,
+                                    dim_encoded=model.dim_encoded, n_speakers=n_speakers,
+                                    n_phones=n_phones).to(device)
+        optimizer, scheduler = build_optimizer(
+            list(model.parameters()) + list(criterion.parameters()), args.learningRate,
+            args.beta1, args.beta2, args.epsilon, args.schedulerRamp, args.schedulerStep)
+        return Training(model, CriterionObjective(criterion), {"model": optimizer},
+                        {"model": scheduler})
+    pase = args.pase_settings
+    workers = build_workers(pase["workers_config"], model.dim_encoded).to(device)
+    check_sampling(workers, args.samplingType)
+    groups = {"model": (model.parameters(), pase["encoder_lr_start"])}
+    groups.update({f"worker_{name}": (worker.parameters(), pase["worker_lr_start"])
+                   for name, worker in workers.items()})
+    decay = lambda epoch: pase_lr_factor(epoch, pase["lr_update_interval"],  # noqa: E731
+                                         pase["decay_factor"])
+    optimizers = {name: torch.optim.Adam(params, lr=lr, betas=(args.beta1, args.beta2),
+                                         eps=args.epsilon)
+                  for name, (params, lr) in groups.items()}
+    schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, decay)
+                  for name, opt in optimizers.items()}
+    return Training(model, WorkerObjective(workers), optimizers, schedulers)
+
+
 def train(args: argparse.Namespace, resume: dict | None) -> dict:
     """Train as the options say; returns the logs."""
     seed_everything(args.random_seed, args.deterministic)
     device = select_device(args.device)
     data = load_data(args)
-    model = build_model(args).to(device)
-    criterion = build_criterion("cpcctc" if args.CPCCTC else "cpc", args,
-                                dim_context=model.dim_context, dim_encoded=model.dim_encoded,
-                                n_speakers=len(data.speakers), n_phones=data.n_phones).to(device)
-    optimizer, scheduler = build_optimizer(
-        list(model.parameters()) + list(criterion.parameters()), args.learningRate, args.beta1,
-        args.beta2, args.epsilon, args.schedulerRamp, args.schedulerStep)
+    training = build_training(args, device, len(data.speakers), data.n_phones)
+    model = training.model
 
     run_dir = args.pathCheckpoint
     logs, start_epoch = empty_logs(), 0
     if resume is not None:
-        model.load_state_dict(resume["gEncoder"])
-        criterion.load_state_dict(resume["cpcCriterion"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
+        training.load(resume)
         restore_rng_state(resume["rng"], data)
         start_epoch = resume["epoch"] + 1
         logs_path = Path(run_dir) / ckpt.LOGS_FILE
@@ -696,7 +825,12 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
             logs = truncate_logs(ckpt.read_json(logs_path), resume["epoch"])
         print(f"resuming {run_dir} at epoch {start_epoch}", flush=True)
     elif args.load:
-        load_initial_weights(args.load, model, criterion if args.loadCriterion else None)
+        load_initial_weights(args.load, model, training.criterion if args.loadCriterion else None)
+    if training.workers is not None and resume is None:
+        print(f"estimating the workers' target statistics on {args.pase_stats_batches} batches",
+              flush=True)
+        estimate_target_stats(training.workers, data.train.getDataLoader(
+            args.batchSizeGPU, args.samplingType, False), args.pase_stats_batches)
     if run_dir:
         ckpt.write_json(Path(run_dir) / ckpt.ARGS_FILE, vars(args))
     linsep_logs = args.linsep_logs_dir or (str(Path(run_dir) / "linsep_logs") if run_dir
@@ -706,7 +840,9 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
 
     board = TensorBoard(run_dir)
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
-    val_loader = data.val.getDataLoader(args.batchSizeGPU, "sequential", False)
+    # PASE classifiers need several speakers per batch, which sequential windows rarely have
+    val_loader = data.val.getDataLoader(args.batchSizeGPU, "uniform" if training.workers
+                                        is not None else "sequential", False)
     global_step = start_epoch * len(train_loader)
     running: list[torch.Tensor] = []
 
@@ -721,27 +857,27 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
 
     try:
         for epoch in range(start_epoch, args.nEpoch):
-            lr = optimizer.param_groups[0]["lr"]
-            train_stats = run_epoch(model, criterion, train_loader, device, optimizer,
+            lr = training.optimizers["model"].param_groups[0]["lr"]
+            train_stats = run_epoch(model, training.objective, train_loader, device,
+                                    list(training.optimizers.values()),
                                     desc=f"epoch {epoch} train", on_step=on_train_step)
-            val_stats = run_epoch(model, criterion, val_loader, device, None,
+            val_stats = run_epoch(model, training.objective, val_loader, device, None,
                                   desc=f"epoch {epoch} val")
-            scheduler.step()
-            append_logs(logs, epoch, train_stats, val_stats)
-            board.scalars({**epoch_scalars("train", train_stats),
-                           **epoch_scalars("val", val_stats), "lr": lr}, epoch)
+            for scheduler in training.schedulers.values():
+                scheduler.step()
+            append_logs(logs, epoch, train_stats, val_stats, training.objective.step_names)
+            board.scalars({**epoch_scalars("train", train_stats, training.objective.step_names),
+                           **epoch_scalars("val", val_stats, training.objective.step_names),
+                           "lr": lr}, epoch)
             audio_rate = train_stats.n_windows * args.sizeWindow / 16000 / \
                 max(train_stats.seconds, 1e-9)
-            print(f"epoch {epoch:3d} | train loss {train_stats.loss:.4f} acc "
-                  f"{train_stats.accuracy:.3f} | val loss {val_stats.loss:.4f} acc "
-                  f"{val_stats.accuracy:.3f} | {train_stats.seconds:.1f} s, "
+            print(f"epoch {epoch:3d} | train {train_stats.describe()} | val "
+                  f"{val_stats.describe()} | {train_stats.seconds:.1f} s, "
                   f"{audio_rate:.1f} s audio/s | lr {lr:.2e}", flush=True)
             if run_dir and ((epoch + 1) % args.save_step == 0 or epoch == args.nEpoch - 1):
-                state = {"gEncoder": model.state_dict(), "cpcCriterion": criterion.state_dict(),
-                         "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch,
-                         "rng": rng_state(data)}
-                ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch), state)
+                ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch),
+                                     training.state(epoch, rng_state(data)))
+                ckpt.remove_old_checkpoints(run_dir, args.keep_checkpoints)
             if args.supervised_classif_metric and \
                     (epoch + 1) % args.linsep_classif_each_epochs == 0:
                 metrics = run_linsep(args, model, data, device, epoch, linsep_logs)
@@ -749,8 +885,8 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
                 board.scalars({f"linsep/{key}": metrics[key] for key in LINSEP_LOG_KEYS[1:]
                                if key in metrics}, epoch)
             if capture_data is not None and (epoch + 1) % args.captureEachEpochs == 0:
-                results = capture(args, model, criterion, capture_data, data.speakers, epoch,
-                                  device)
+                results = capture(args, model, training.criterion, capture_data, data.speakers,
+                                  epoch, device)
                 logs.setdefault("capture_epoch", []).append(epoch)
                 logs.setdefault("capture_stats", []).append(results)
                 board.scalars({f"stats/{key}": value for key, value in results.items()}, epoch)

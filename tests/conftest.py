@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 
 def ramp_signal(file_id: int, n_samples: int, channels: int = 1) -> np.ndarray:
@@ -31,6 +32,16 @@ def write_tree(root: Path, layout: dict[str, list[int]], extension: str = ".flac
             stems.append(stem)
             file_id += 1
     return stems
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tests use tiny tensors: one torch thread is faster (no synchronisation) and makes the
+    suite's speed independent of whatever else loads the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -18,15 +18,6 @@ from cpc.model import build_model
 from tests.test_feature_loader import save_run, tiny_args, write_wav
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a busy shared machine, small models run up to 100x slower with two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run directory holding a 2-layer LSTM model (random weights)."""

@@ -1,6 +1,8 @@
-"""Pure-torch audio features: power / log-power spectra, mel filterbanks, log-mel fbanks and MFCCs.
+"""Pure-torch audio features: power / log-power spectra, mel filterbanks, log-mel fbanks, MFCCs,
+prosody (F0 and voicing, RMS energy, zero-crossing rate) and regression deltas.
 
-Every function is pure (no state, no caching) and differentiable, works on any device and on
+Every function is pure (no state, no caching) and differentiable (except the prosody ones, which
+make training targets), works on any device and on
 inputs of shape ``(..., S)`` (filter matrices are built in float64 on the CPU, then moved), and returns features as ``(..., n_features, T)`` (the layout of
 ``torch.stft``, the encoders' ``(B, C, T)``).
 
@@ -118,3 +120,133 @@ def mfcc(waveform: torch.Tensor, sample_rate: int = 16000, n_mfcc: int = 13, n_m
                             f_min, f_max, eps)
     dct = dct_matrix(n_mfcc, n_mels, dtype=log_mel.dtype, device=log_mel.device)
     return torch.matmul(dct, log_mel)
+
+
+# --------------------------------------------------------------------------- frame-level prosody
+
+def frame_signal(waveform: torch.Tensor, frame_length: int, hop_length: int = 160) -> torch.Tensor:
+    """Aligned frames ``(..., S) -> (..., S // hop_length, frame_length)`` (zero-padded edges).
+
+    Frame ``t`` is centred on hop block ``[t * hop, (t + 1) * hop)``, as the spectra above.
+    """
+    batch_shape, n_samples = waveform.shape[:-1], waveform.shape[-1]
+    n_frames = n_samples // hop_length
+    if n_frames == 0:
+        return waveform.new_zeros(*batch_shape, 0, frame_length)
+    left, right = aligned_frame_padding(frame_length, hop_length)
+    padded = F.pad(waveform.reshape(-1, n_samples), (left, right))
+    frames = padded.unfold(-1, frame_length, hop_length)[:, :n_frames]
+    return frames.reshape(*batch_shape, n_frames, frame_length)
+
+
+def rms_energy(waveform: torch.Tensor, win_length: int = 320, hop_length: int = 160) -> torch.Tensor:
+    """Root mean square of each aligned frame: ``(..., S) -> (..., S // hop_length)``."""
+    return frame_signal(waveform, win_length, hop_length).square().mean(dim=-1).sqrt()
+
+
+def zero_crossing_rate(waveform: torch.Tensor, win_length: int = 320, hop_length: int = 160
+                       ) -> torch.Tensor:
+    """Fraction of adjacent sample pairs of each frame whose signs differ (0 counts as positive).
+
+    ``(..., S) -> (..., S // hop_length)``; a sine of frequency f gives about ``2 f / sample_rate``.
+    """
+    positive = frame_signal(waveform, win_length, hop_length) >= 0
+    return (positive[..., 1:] != positive[..., :-1]).to(waveform.dtype).mean(dim=-1)
+
+
+def nccf_pitch(waveform: torch.Tensor, sample_rate: int = 16000, hop_length: int = 160,
+               win_length: int = 320, f0_min: float = 60.0, f0_max: float = 300.0,
+               lag_weight: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """F0 (Hz) and peak normalised cross-correlation of each aligned frame, ``(..., S // hop)`` each.
+
+    The normalised cross-correlation (RAPT's NCCF) between the frame's first ``win_length``
+    samples and the same span ``lag`` samples later is 1 at the period of a periodic signal,
+    whatever the lag, and near 0 for noise. The lag maximising ``nccf * (1 - lag_weight * lag /
+    lag_max)`` in ``[sr / f0_max, sr / f0_min]`` is taken (the small weight prefers the period
+    over its multiples), refined by a parabola through its neighbours. Silent frames get a peak
+    of 0. Non-differentiable use only (targets).
+    """
+    lag_min = max(2, int(math.floor(sample_rate / f0_max)))
+    lag_max = int(math.ceil(sample_rate / f0_min))
+    frames = frame_signal(waveform, win_length + lag_max + 1, hop_length)
+    n_fft = 1 << (frames.shape[-1] - 1).bit_length()
+    spectrum = torch.fft.rfft(frames, n_fft)
+    anchor = torch.fft.rfft(frames[..., :win_length], n_fft)
+    corr = torch.fft.irfft(anchor.conj() * spectrum, n_fft)[..., :lag_max + 2]
+    energy = F.pad(frames.square().cumsum(dim=-1), (1, 0))
+    lags = torch.arange(lag_max + 2, device=waveform.device)
+    lagged_energy = energy[..., lags + win_length] - energy[..., lags]
+    denominator = (energy[..., win_length:win_length + 1] * lagged_energy).clamp_min(0).sqrt()
+    tiny = torch.finfo(frames.dtype).tiny ** 0.5
+    nccf = torch.where(denominator > tiny, corr / denominator.clamp_min(tiny), torch.zeros_like(corr))
+
+    searched = lags[lag_min:lag_max + 1]
+    weighted = nccf[..., lag_min:lag_max + 1] * (1 - lag_weight * searched.to(nccf.dtype) / lag_max)
+    best = weighted.argmax(dim=-1, keepdim=True) + lag_min
+    before, peak, after = (nccf.gather(-1, best + shift).squeeze(-1) for shift in (-1, 0, 1))
+    curvature = before - 2 * peak + after
+    offset = torch.where(curvature < 0, 0.5 * (before - after) / curvature.clamp_max(-tiny),
+                         torch.zeros_like(peak)).clamp(-0.5, 0.5)
+    f0 = sample_rate / (best.squeeze(-1).to(nccf.dtype) + offset)
+    return f0, peak
+
+
+def interpolate_unvoiced(values: torch.Tensor, voiced: torch.Tensor, fill: float) -> torch.Tensor:
+    """Replace unvoiced entries of ``values (..., T)`` by linear interpolation between voiced ones.
+
+    Runs before the first / after the last voiced frame take its value (``numpy.interp``'s
+    behaviour); rows without any voiced frame are set to ``fill``.
+    """
+    n_frames = values.shape[-1]
+    index = torch.arange(n_frames, device=values.device).expand_as(values)
+    previous = torch.where(voiced, index, -1).cummax(dim=-1).values
+    from_end = torch.where(voiced.flip(-1), index, -1).cummax(dim=-1).values.flip(-1)
+    following = torch.where(from_end >= 0, n_frames - 1 - from_end, -1)
+    value_before = values.gather(-1, previous.clamp_min(0))
+    value_after = values.gather(-1, following.clamp_min(0))
+    span = (following - previous).clamp_min(1).to(values.dtype)
+    between = value_before + (index - previous).to(values.dtype) / span * (value_after - value_before)
+    out = torch.where(previous < 0, value_after, torch.where(following < 0, value_before, between))
+    return torch.where((previous < 0) & (following < 0), torch.full_like(values, fill), out)
+
+
+def prosody_features(waveform: torch.Tensor, sample_rate: int = 16000, hop_length: int = 160,
+                     win_length: int = 320, f0_min: float = 60.0, f0_max: float = 300.0,
+                     voicing_threshold: float = 0.6, silence_rms: float = 1e-4) -> torch.Tensor:
+    """PASE's prosody targets ``(..., S) -> (..., 4, S // hop_length)``: log F0, voicing, energy, ZCR.
+
+    A frame is voiced when its NCCF peak reaches ``voicing_threshold`` and its RMS
+    ``silence_rms``; log F0 is interpolated over unvoiced frames (``log(f0_min)`` when a row has
+    none), as PASE does after SWIPE. Energy is the frame RMS, ZCR the zero-crossing rate, both
+    over ``win_length`` samples.
+    """
+    f0, peak = nccf_pitch(waveform, sample_rate, hop_length, win_length, f0_min, f0_max)
+    energy = rms_energy(waveform, win_length, hop_length)
+    voiced = (peak >= voicing_threshold) & (energy >= silence_rms)
+    log_f0 = interpolate_unvoiced(torch.log(f0), voiced, math.log(f0_min))
+    zcr = zero_crossing_rate(waveform, win_length, hop_length)
+    return torch.stack([log_f0, voiced.to(waveform.dtype), energy, zcr], dim=-2)
+
+
+# --------------------------------------------------------------------------- dynamic features
+
+def deltas(features: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """HTK regression deltas along time: ``d_t = sum_n n (c_{t+n} - c_{t-n}) / (2 sum_n n^2)``.
+
+    ``(..., C, T) -> (..., C, T)``, ``n = 1..width``, edge frames replicated.
+    """
+    if features.shape[-1] == 0:
+        return features.clone()
+    batch_shape, n_frames = features.shape[:-1], features.shape[-1]
+    padded = F.pad(features.reshape(1, -1, n_frames), (width, width), mode="replicate")[0]
+    out = sum(n * (padded[:, width + n:width + n + n_frames] - padded[:, width - n:width - n + n_frames])
+              for n in range(1, width + 1))
+    return (out / (2 * sum(n * n for n in range(1, width + 1)))).reshape(*batch_shape, n_frames)
+
+
+def with_deltas(features: torch.Tensor, order: int, width: int = 2) -> torch.Tensor:
+    """``features (..., C, T)`` followed by its first ``order`` deltas: ``(..., (order + 1) C, T)``."""
+    stack = [features]
+    for _ in range(order):
+        stack.append(deltas(stack[-1], width))
+    return torch.cat(stack, dim=-2)

@@ -38,24 +38,27 @@ CAPTURE_KINDS = {
 CRITERION_KINDS = ("pred", "cpcctc_align", "cpcctc_log_scores")
 
 
-def valid_kinds(cpcctc: bool, has_phones: bool) -> list[str]:
-    """Capture kinds that exist in a run (phone alignments need labels, CPC-CTC ones CPC-CTC)."""
+def valid_kinds(cpcctc: bool, has_phones: bool, has_criterion: bool = True) -> list[str]:
+    """Capture kinds that exist in a run: phone alignments need labels, predictions a CPC
+    criterion (not PASE workers), CPC-CTC alignments and scores CPC-CTC."""
     return [kind for kind in CAPTURE_KINDS
             if not (kind == "phone_align" and not has_phones)
+            and not (kind in CRITERION_KINDS and not has_criterion)
             and not (kind.startswith("cpcctc") and not cpcctc)]
 
 
 def requested_kinds(flags: dict[str, bool], everything: bool, cpcctc: bool,
-                    has_phones: bool) -> list[str]:
+                    has_phones: bool, has_criterion: bool = True) -> list[str]:
     """The kinds asked for by the capture flags; an explicit flag for a kind the run cannot
     produce is an error naming it, while ``--captureEverything`` takes every valid kind."""
-    valid = valid_kinds(cpcctc, has_phones)
+    valid = valid_kinds(cpcctc, has_phones, has_criterion)
     if everything:
         return valid
     kinds = [kind for kind, (flag, _) in CAPTURE_KINDS.items() if flags.get(flag)]
     for kind in kinds:
         if kind not in valid:
-            need = "--path_phone_data" if kind == "phone_align" else "--CPCCTC"
+            need = "--path_phone_data" if kind == "phone_align" else \
+                "--CPCCTC" if kind.startswith("cpcctc") else "a CPC criterion (not PASE workers)"
             raise ConfigError(f"--{CAPTURE_KINDS[kind][0]} needs {need}")
     return kinds
 

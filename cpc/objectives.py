@@ -1,0 +1,54 @@
+"""What a training step minimises: a CPC / CPC-CTC criterion, or a set of PASE workers.
+
+Both give a :class:`~cpc.criterion.base.CriterionOutput` for a batch and the model's outputs,
+so one training loop serves both. ``step_losses`` holds the criterion's per-step (or
+per-position) losses, or one loss per worker (NaN for a worker that could not use the batch).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from cpc.criterion.base import CriterionOutput
+from cpc.criterion.workers import WorkerBatchError, total_worker_loss
+from cpc.dataset import Batch
+
+
+class CriterionObjective:
+    """A criterion of the registry (cpc, cpcctc) on the contexts and encoded frames."""
+
+    def __init__(self, criterion: nn.Module) -> None:
+        self.criterion = criterion
+        self.modules = [criterion]
+        self.step_names: list[str] | None = None
+
+    def __call__(self, batch: Batch, c_feature: torch.Tensor, encoded: torch.Tensor,
+                 capture: bool = False) -> CriterionOutput:
+        return self.criterion(c_feature, encoded, batch.speaker, capture=capture)
+
+
+class WorkerObjective:
+    """PASE workers on the encoded frames; the loss is the weighted sum of the worker losses.
+
+    A worker that cannot use a batch (LIM / GIM on a batch of a single speaker, which uniform
+    sampling can draw on a corpus of few speakers) is left out of that batch's loss.
+    """
+
+    def __init__(self, workers: nn.ModuleDict) -> None:
+        self.workers = workers
+        self.modules = [workers]
+        self.step_names = list(workers.keys())
+
+    def __call__(self, batch: Batch, c_feature: torch.Tensor, encoded: torch.Tensor,
+                 capture: bool = False) -> CriterionOutput:
+        outputs, losses = [], []
+        for worker in self.workers.values():
+            try:
+                out = worker(encoded, batch.audio, batch.speaker)
+            except WorkerBatchError:
+                losses.append(torch.tensor(float("nan"), device=encoded.device))
+                continue
+            outputs.append(out)
+            losses.append(out.loss.detach())
+        return CriterionOutput(total_worker_loss(outputs, self.workers), torch.stack(losses),
+                               encoded.new_zeros(0))
