@@ -81,7 +81,7 @@ def main() -> None:
         train_probe(probe, features["train"], features["val"], n_classes, config, device)
         per_epoch = (time.perf_counter() - start) / args.probe_epochs
         print(f"probe {probe:13s}: {per_epoch:6.2f} s per probe epoch = "
-              f"{per_epoch / cpc_epoch:.1%} of a CPC epoch")
+              f"{per_epoch / cpc_epoch:.2%} of a CPC epoch")
     data.close()
 
 
