@@ -262,7 +262,8 @@ def parseSeqLabels(pathLabels: str | Path) -> tuple[dict[str, np.ndarray], int]:
 
 
 def attach_phone_labels(seqs: Sequence[SeqInfo], labels: dict[str, np.ndarray],
-                        path_db: str | Path = "") -> list[SeqInfo]:
+                        path_db: str | Path = "", labels_file: str | Path = "--path_phone_data"
+                        ) -> list[SeqInfo]:
     """Keep the labelled sequences, trimmed so that audio and labels have the same frame count.
 
     A file may differ from its labels by at most one 10 ms frame (rounding of the aligner): both
@@ -283,8 +284,8 @@ def attach_phone_labels(seqs: Sequence[SeqInfo], labels: dict[str, np.ndarray],
                             f"or another frame rate")
         kept.append(seq._replace(n_samples=min(n_frames, len(lab)) * DOWNSAMPLING))
     if not kept:
-        raise DataError(f"none of the {len(seqs)} files has phone labels (first stems: "
-                        f"{', '.join(s.stem for s in seqs[:3])}); check --path_phone_data")
+        raise DataError(f"none of the {len(seqs)} files has phone labels in {labels_file} "
+                        f"(first stems: {', '.join(s.stem for s in seqs[:3])})")
     if missing:
         warnings.warn(f"{len(missing)} of {len(seqs)} files have no phone labels and are dropped "
                       f"(first: {', '.join(missing[:5])})")
@@ -544,6 +545,15 @@ class AudioBatchData:
             self._pending[following] = self._prefetch_pool.submit(self._load, following)
         return pack
 
+    def epoch_state(self) -> dict:
+        """What decides the next epoch's batches: the random state and the pack in memory."""
+        return {"rng": self.rng.getstate(), "current_pack": self._current}
+
+    def restore_epoch_state(self, state: dict) -> None:
+        """Replay an epoch from its start (a run resumed in the middle of that epoch)."""
+        self.rng.setstate(state["rng"])
+        self._current = state["current_pack"]
+
     def close(self) -> None:
         """Stop the background loader (also done at interpreter exit)."""
         self._prefetch_pool.shutdown(wait=False, cancel_futures=True)
@@ -604,6 +614,7 @@ class AudioLoader:
         self.sampling_type = sampling_type
         self.random_offset = random_offset
         self.frame_provenance = frame_provenance
+        self.skip = 0  # batches of the next epoch to pass over without building them
 
     def _offset(self) -> int:
         if not self.random_offset:
@@ -618,14 +629,18 @@ class AudioLoader:
                                     self.batch_size, 0, rng)) for p in self.dataset.packs)
 
     def __iter__(self) -> Iterator[Batch]:
+        """One epoch; the first ``self.skip`` batches (done before an interruption) are drawn
+        the same way, so the random stream is replayed, but not built (``skip`` is then reset)."""
         data = self.dataset
         first = data._current
+        skip, self.skip = self.skip, 0
         for step in range(data.n_packs):
             pack = data._pack((first + step) % data.n_packs)
             batches = make_batches(pack, self.sampling_type, data.size_window, self.batch_size,
                                    self._offset(), data.rng)
-            for starts in batches:
+            for starts in batches[skip:]:
                 yield data.make_batch(pack, starts, self.frame_provenance)
+            skip = max(0, skip - len(batches))
 
 
 
@@ -664,8 +679,8 @@ def build_datasets(path_db: str | Path, extension: str, path_train: str | None,
     labels, n_phones = None, 0
     if path_phone_data:
         labels, n_phones = parseSeqLabels(path_phone_data)
-        train = attach_phone_labels(train, labels, path_db)
-        val = attach_phone_labels(val, labels, path_db)
+        train = attach_phone_labels(train, labels, path_db, path_phone_data)
+        val = attach_phone_labels(val, labels, path_db, path_phone_data)
     make = lambda part, part_seed: AudioBatchData(  # noqa: E731
         path_db, size_window, part, labels, len(speakers), n_process_loader, max_size_loaded,
         part_seed)
@@ -701,5 +716,5 @@ def build_capture_dataset(path_db: str | Path, extension: str, path_list: str,
     labels = None
     if path_phone_data:
         labels, _ = parseSeqLabels(path_phone_data)
-        chosen = attach_phone_labels(chosen, labels, path_db)
+        chosen = attach_phone_labels(chosen, labels, path_db, path_phone_data)
     return AudioBatchData(path_db, size_window, chosen, labels, len(speakers), n_process_loader)

@@ -15,6 +15,7 @@ import copy
 import os
 import random
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from cpc.stats import STATS, StatsCollector, parse_stats_spec
 from cpc.utils.capture import CAPTURE_KINDS, requested_kinds, run_capture
 from cpc.utils.config import load_config, pase_lr_factor
 from cpc.utils.optim import build_optimizer
+from cpc.utils.signals import StopRequest
 
 # Option groups whose values define the network: a resumed run takes them from the saved args,
 # and an explicit command-line value that contradicts the saved one is an error.
@@ -243,6 +245,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="Ramp the learning rate up linearly over this many epochs.")
     group.add_argument("--random_seed", type=int, default=None,
                        help="Seed of every random generator (default: drawn and saved).")
+    group.add_argument("--allow_nan_steps", type=int, default=0,
+                       help="Skip up to this many training batches whose loss is not finite "
+                            "(default: stop at the first, naming the step and the last good "
+                            "checkpoint).")
     group.add_argument("--deterministic", action="store_true",
                        help="Deterministic kernels only: bit-exact reruns and resumption, "
                             "somewhat slower.")
@@ -360,6 +366,27 @@ def check_args(args: argparse.Namespace) -> None:
                           f"holds checkpoints: add --restart or choose another --pathCheckpoint")
 
 
+def check_writable(path: str, flag: str) -> None:
+    """Create an output directory now, and prove it writable, rather than fail after hours."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path} is not a writable directory ({exc.strerror})") from None
+
+
+def check_output_dirs(args: argparse.Namespace) -> None:
+    """Every directory the run will write to (the run directory only when it is written)."""
+    writes_run_dir = not (args.only_classif_metric or args.onlyCapture)
+    for flag, path in (("--pathCheckpoint", args.pathCheckpoint if writes_run_dir else None),
+                       ("--pathCaptureSave", args.pathCaptureSave),
+                       ("--linsep_logs_dir", args.linsep_logs_dir),
+                       ("--linsep_checkpoint_dir", args.linsep_checkpoint_dir)):
+        if path:
+            check_writable(path, flag)
+
+
 def select_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda but no CUDA device is available")
@@ -417,6 +444,8 @@ class EpochStats:
     step_accuracies: list[float] = field(default_factory=list)
     n_windows: int = 0
     seconds: float = 0.0
+    batches_done: int = 0  # batches taken from the loader, counting skipped ones
+    interrupted: bool = False  # stopped by a signal before the end of the epoch
 
     @property
     def accuracy(self) -> float:
@@ -427,20 +456,43 @@ class EpochStats:
         return f"loss {self.loss:.4f}{accuracy}"
 
 
+class NonFiniteLoss(CPCError):
+    """The loss became NaN or infinite more often than --allow_nan_steps allows."""
+
+
+@dataclass
+class NanBudget:
+    """How many training batches with a non-finite loss may be skipped (--allow_nan_steps)."""
+
+    allowed: int
+    used: int = 0
+
+    def charge(self, where: str) -> None:
+        self.used += 1
+        if self.used > self.allowed:
+            raise NonFiniteLoss(f"non-finite loss at {where} (--allow_nan_steps {self.allowed})")
+        print(f"warning: non-finite loss at {where}: batch skipped ({self.used} of "
+              f"--allow_nan_steps {self.allowed})", file=sys.stderr, flush=True)
+
+
 def run_epoch(model: torch.nn.Module, objective, loader, device: torch.device,
               optimizers: list[torch.optim.Optimizer] | None = None, desc: str = "",
-              on_step=None) -> EpochStats:
+              on_step=None, stop: StopRequest | None = None,
+              nan_budget: NanBudget | None = None) -> EpochStats:
     """Train (with optimizers) or evaluate (without) over one epoch of ``loader``.
 
     Per-step losses and accuracies are averaged over the windows where they are defined (a
-    PASE worker that could not use a batch reports NaN for it).
+    PASE worker that could not use a batch reports NaN for it). Training stops after the
+    current step when ``stop`` is requested; a batch with a non-finite loss is charged to
+    ``nan_budget`` (which raises when exhausted) and skipped.
     """
     training = optimizers is not None
     for module in [model, *objective.modules]:
         module.train(training)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
-    n_windows = 0
+    n_windows = batches_done = 0
+    interrupted = False
     start = time.time()
     bar = tqdm(loader, total=len(loader), desc=desc, leave=False, dynamic_ncols=True,
                mininterval=1.0 if sys.stderr.isatty() else 30.0)
@@ -456,6 +508,10 @@ def run_epoch(model: torch.nn.Module, objective, loader, device: torch.device,
             batch = batch.to(device)
             c_feature, encoded, _ = model(batch.audio, batch.speaker)
             out = objective(batch, c_feature, encoded)
+            batches_done += 1
+            if training and not torch.isfinite(out.loss):  # one device sync per step
+                (nan_budget or NanBudget(0)).charge(f"{desc}, batch {step}")
+                continue
             if training:
                 for optimizer in optimizers:
                     optimizer.zero_grad(set_to_none=True)
@@ -471,11 +527,15 @@ def run_epoch(model: torch.nn.Module, objective, loader, device: torch.device,
                 bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
             if on_step is not None:
                 on_step(out)
+            if stop is not None and stop.requested:
+                interrupted = True
+                break
     if n_windows == 0:
-        return EpochStats(seconds=time.time() - start)
+        return EpochStats(seconds=time.time() - start, batches_done=batches_done,
+                          interrupted=interrupted)
     mean = {name: (sums[name] / counts[name]).tolist() for name in sums}
     return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], n_windows,
-                      time.time() - start)
+                      time.time() - start, batches_done, interrupted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,6 +654,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict | None]:
         if args.random_seed is None:
             args.random_seed = saved.get("random_seed")
     check_args(args)
+    check_output_dirs(args)
     if args.random_seed is None:
         args.random_seed = random.randint(0, 2**31 - 1)
     return args, resume
@@ -806,6 +867,22 @@ def build_training(args: argparse.Namespace, device: torch.device, n_speakers: i
     return Training(model, WorkerObjective(workers), optimizers, schedulers)
 
 
+def stop_run(run_dir: str | None, training: Training, data: CorpusData, epoch: int,
+             epoch_start: dict, batches_done: int, signal_name: str | None) -> None:
+    """After a stop signal: checkpoint the epoch in progress so that rerunning the command
+    replays the epoch's draws, passes over its done batches and continues exactly."""
+    if not run_dir:
+        print(f"{signal_name}: stopped in epoch {epoch} (no --pathCheckpoint, nothing saved)",
+              flush=True)
+        return
+    state = training.state(epoch, rng_state(data))
+    state["interrupted"] = {"batches_done": batches_done, "epoch_start": epoch_start}
+    path = ckpt.checkpoint_path(run_dir, epoch)
+    ckpt.save_checkpoint(path, state)
+    print(f"{signal_name}: stopped in epoch {epoch} after {batches_done} batches; wrote {path}; "
+          f"rerun the same command to continue", flush=True)
+
+
 def train(args: argparse.Namespace, resume: dict | None) -> dict:
     """Train as the options say; returns the logs."""
     seed_everything(args.random_seed, args.deterministic)
@@ -816,14 +893,17 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
 
     run_dir = args.pathCheckpoint
     logs, start_epoch = empty_logs(), 0
+    interrupted = resume.get("interrupted") if resume is not None else None
     if resume is not None:
         training.load(resume)
         restore_rng_state(resume["rng"], data)
-        start_epoch = resume["epoch"] + 1
+        # a checkpoint written on a signal holds epoch N in progress, otherwise epoch N done
+        start_epoch = resume["epoch"] + (0 if interrupted else 1)
         logs_path = Path(run_dir) / ckpt.LOGS_FILE
         if logs_path.is_file():
-            logs = truncate_logs(ckpt.read_json(logs_path), resume["epoch"])
-        print(f"resuming {run_dir} at epoch {start_epoch}", flush=True)
+            logs = truncate_logs(ckpt.read_json(logs_path), start_epoch - 1)
+        where = f" (after its batch {interrupted['batches_done']})" if interrupted else ""
+        print(f"resuming {run_dir} at epoch {start_epoch}{where}", flush=True)
     elif args.load:
         load_initial_weights(args.load, model, training.criterion if args.loadCriterion else None)
     if training.workers is not None and resume is None:
@@ -840,6 +920,9 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
 
     board = TensorBoard(run_dir)
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
+    if interrupted:  # replay the interrupted epoch's draws and pass over its done batches
+        data.train.restore_epoch_state(interrupted["epoch_start"])
+        train_loader.skip = interrupted["batches_done"]
     # PASE classifiers need several speakers per batch, which sequential windows rarely have
     val_loader = data.val.getDataLoader(args.batchSizeGPU, "uniform" if training.workers
                                         is not None else "sequential", False)
@@ -855,43 +938,61 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
                           global_step)
             running.clear()
 
+    nan_budget = NanBudget(args.allow_nan_steps)
     try:
-        for epoch in range(start_epoch, args.nEpoch):
-            lr = training.optimizers["model"].param_groups[0]["lr"]
-            train_stats = run_epoch(model, training.objective, train_loader, device,
-                                    list(training.optimizers.values()),
-                                    desc=f"epoch {epoch} train", on_step=on_train_step)
-            val_stats = run_epoch(model, training.objective, val_loader, device, None,
-                                  desc=f"epoch {epoch} val")
-            for scheduler in training.schedulers.values():
-                scheduler.step()
-            append_logs(logs, epoch, train_stats, val_stats, training.objective.step_names)
-            board.scalars({**epoch_scalars("train", train_stats, training.objective.step_names),
-                           **epoch_scalars("val", val_stats, training.objective.step_names),
-                           "lr": lr}, epoch)
-            audio_rate = train_stats.n_windows * args.sizeWindow / 16000 / \
-                max(train_stats.seconds, 1e-9)
-            print(f"epoch {epoch:3d} | train {train_stats.describe()} | val "
-                  f"{val_stats.describe()} | {train_stats.seconds:.1f} s, "
-                  f"{audio_rate:.1f} s audio/s | lr {lr:.2e}", flush=True)
-            if run_dir and ((epoch + 1) % args.save_step == 0 or epoch == args.nEpoch - 1):
-                ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch),
-                                     training.state(epoch, rng_state(data)))
-                ckpt.remove_old_checkpoints(run_dir, args.keep_checkpoints)
-            if args.supervised_classif_metric and \
-                    (epoch + 1) % args.linsep_classif_each_epochs == 0:
-                metrics = run_linsep(args, model, data, device, epoch, linsep_logs)
-                record_linsep(logs, epoch, metrics)
-                board.scalars({f"linsep/{key}": metrics[key] for key in LINSEP_LOG_KEYS[1:]
-                               if key in metrics}, epoch)
-            if capture_data is not None and (epoch + 1) % args.captureEachEpochs == 0:
-                results = capture(args, model, training.criterion, capture_data, data.speakers,
-                                  epoch, device)
-                logs.setdefault("capture_epoch", []).append(epoch)
-                logs.setdefault("capture_stats", []).append(results)
-                board.scalars({f"stats/{key}": value for key, value in results.items()}, epoch)
-            if run_dir:
-                ckpt.write_json(Path(run_dir) / ckpt.LOGS_FILE, logs)
+        with StopRequest() as stop:
+            for epoch in range(start_epoch, args.nEpoch):
+                epoch_start = data.train.epoch_state()
+                if interrupted and epoch == start_epoch:
+                    epoch_start = interrupted["epoch_start"]
+                lr = training.optimizers["model"].param_groups[0]["lr"]
+                train_stats = run_epoch(model, training.objective, train_loader, device,
+                                        list(training.optimizers.values()),
+                                        desc=f"epoch {epoch} train", on_step=on_train_step,
+                                        stop=stop, nan_budget=nan_budget)
+                if train_stats.interrupted:
+                    done = train_stats.batches_done + (interrupted["batches_done"] if interrupted
+                                                       and epoch == start_epoch else 0)
+                    stop_run(run_dir, training, data, epoch, epoch_start, done,
+                             stop.signal_name)
+                    break
+                val_stats = run_epoch(model, training.objective, val_loader, device, None,
+                                      desc=f"epoch {epoch} val")
+                for scheduler in training.schedulers.values():
+                    scheduler.step()
+                append_logs(logs, epoch, train_stats, val_stats, training.objective.step_names)
+                board.scalars({**epoch_scalars("train", train_stats, training.objective.step_names),
+                               **epoch_scalars("val", val_stats, training.objective.step_names),
+                               "lr": lr}, epoch)
+                audio_rate = train_stats.n_windows * args.sizeWindow / 16000 / \
+                    max(train_stats.seconds, 1e-9)
+                print(f"epoch {epoch:3d} | train {train_stats.describe()} | val "
+                      f"{val_stats.describe()} | {train_stats.seconds:.1f} s, "
+                      f"{audio_rate:.1f} s audio/s | lr {lr:.2e}", flush=True)
+                if run_dir and ((epoch + 1) % args.save_step == 0 or epoch == args.nEpoch - 1):
+                    ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch),
+                                         training.state(epoch, rng_state(data)))
+                    ckpt.remove_old_checkpoints(run_dir, args.keep_checkpoints)
+                if args.supervised_classif_metric and \
+                        (epoch + 1) % args.linsep_classif_each_epochs == 0:
+                    metrics = run_linsep(args, model, data, device, epoch, linsep_logs)
+                    record_linsep(logs, epoch, metrics)
+                    board.scalars({f"linsep/{key}": metrics[key] for key in LINSEP_LOG_KEYS[1:]
+                                   if key in metrics}, epoch)
+                if capture_data is not None and (epoch + 1) % args.captureEachEpochs == 0:
+                    results = capture(args, model, training.criterion, capture_data, data.speakers,
+                                      epoch, device)
+                    logs.setdefault("capture_epoch", []).append(epoch)
+                    logs.setdefault("capture_stats", []).append(results)
+                    board.scalars({f"stats/{key}": value for key, value in results.items()}, epoch)
+                if run_dir:
+                    ckpt.write_json(Path(run_dir) / ckpt.LOGS_FILE, logs)
+    except NonFiniteLoss as exc:
+        last = ckpt.list_checkpoints(run_dir) if run_dir else []
+        raise NonFiniteLoss(f"{exc}; last good checkpoint: "
+                            f"{last[-1][1] if last else 'none yet'}. Rerun the command to "
+                            f"resume from it (perhaps with a lower --learningRate), or allow "
+                            f"skipping such batches with --allow_nan_steps K") from None
     finally:
         board.close()
         data.close()

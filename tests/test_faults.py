@@ -1,0 +1,110 @@
+"""Faults: a stop signal mid-epoch checkpoints and resumes exactly; non-finite losses."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from cpc import train
+from cpc.utils import checkpoint as ckpt
+from tests.test_train import SMALL, corpus_args
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(argv) -> int:
+    return train.main([str(a) for a in argv])
+
+
+class StopAfter(train.StopRequest):
+    """A stop request that arrives after ``n`` checks (one check per training step)."""
+
+    checks_before_stop = 5
+
+    @property
+    def requested(self) -> bool:
+        StopAfter.checks_before_stop -= 1
+        if StopAfter.checks_before_stop < 0 and self.signal_name is None:
+            self.signal_name = "SIGTERM"
+        return self.signal_name is not None
+
+
+def test_stop_mid_epoch_then_rerun_equals_an_uninterrupted_run(tiny_corpus, tmp_path,
+                                                               monkeypatch, capsys):
+    common = corpus_args(tiny_corpus) + SMALL + ["--save_step", "1", "--deterministic",
+                                                 "--nEpoch", "2"]
+    assert run(common + ["--pathCheckpoint", tmp_path / "straight"]) == 0
+    StopAfter.checks_before_stop = 70  # epoch 0 has 55 batches: stop inside epoch 1
+    monkeypatch.setattr(train, "StopRequest", StopAfter)
+    assert run(common + ["--pathCheckpoint", tmp_path / "stopped"]) == 0
+    assert "SIGTERM: stopped in epoch 1 after" in capsys.readouterr().out
+    state = ckpt.load_checkpoint(tmp_path / "stopped" / "checkpoint_1.pt")
+    assert state["epoch"] == 1 and state["interrupted"]["batches_done"] > 0
+    monkeypatch.undo()
+    assert run(common + ["--pathCheckpoint", tmp_path / "stopped"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    a = ckpt.load_checkpoint(tmp_path / "straight" / "checkpoint_1.pt")
+    b = ckpt.load_checkpoint(tmp_path / "stopped" / "checkpoint_1.pt")
+    assert "interrupted" not in b
+    for key in a["gEncoder"]:
+        torch.testing.assert_close(a["gEncoder"][key], b["gEncoder"][key], rtol=1e-6,
+                                   atol=1e-6)
+
+
+def test_sigterm_to_a_real_process_exits_0_with_a_checkpoint(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, str(REPO / "cpc" / "train.py")] + \
+        [str(a) for a in corpus_args(tiny_corpus) + SMALL +
+         ["--pathCheckpoint", out, "--nEpoch", "200", "--save_step", "1000"]]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in process.stdout:  # wait until training has started
+        if line.startswith("val:"):
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    rest = process.stdout.read()
+    assert process.wait(timeout=60) == 0
+    assert "SIGTERM: stopped in epoch" in rest
+    (epoch, path), = ckpt.list_checkpoints(out)
+    assert ckpt.load_checkpoint(path)["interrupted"]["batches_done"] >= 1
+
+
+def _nan_on_call(monkeypatch, bad_calls: set[int]) -> None:
+    original = train.CriterionObjective.__call__
+    calls = {"n": 0}
+
+    def maybe_nan(self, batch, c_feature, encoded, capture=False):
+        out = original(self, batch, c_feature, encoded, capture)
+        calls["n"] += 1
+        if calls["n"] in bad_calls:
+            out.loss = out.loss * float("nan")
+        return out
+    monkeypatch.setattr(train.CriterionObjective, "__call__", maybe_nan)
+
+
+def test_non_finite_loss_stops_naming_the_step_and_last_checkpoint(tiny_corpus, tmp_path,
+                                                                  monkeypatch, capsys):
+    base = corpus_args(tiny_corpus) + SMALL + ["--pathCheckpoint", tmp_path / "run",
+                                               "--save_step", "1"]
+    assert run(base + ["--nEpoch", "1"]) == 0
+    _nan_on_call(monkeypatch, {3})
+    assert run(base + ["--nEpoch", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 1 train, batch 2" in err
+    assert "checkpoint_0.pt" in err and "--allow_nan_steps" in err
+
+
+def test_allow_nan_steps_skips_bad_batches(tiny_corpus, tmp_path, monkeypatch, capsys):
+    _nan_on_call(monkeypatch, {2, 4})
+    argv = corpus_args(tiny_corpus) + SMALL + ["--pathCheckpoint", tmp_path / "run",
+                                               "--nEpoch", "1", "--allow_nan_steps", "2"]
+    assert run(argv) == 0
+    assert capsys.readouterr().err.count("batch skipped") == 2
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint_0.pt")
+    assert all(torch.isfinite(v).all() for v in state["gEncoder"].values())
