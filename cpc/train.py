@@ -912,6 +912,7 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
         estimate_target_stats(training.workers, data.train.getDataLoader(
             args.batchSizeGPU, args.samplingType, False), args.pase_stats_batches)
     if run_dir:
+        ckpt.remove_stale_temp_files(run_dir)
         ckpt.write_json(Path(run_dir) / ckpt.ARGS_FILE, vars(args))
     linsep_logs = args.linsep_logs_dir or (str(Path(run_dir) / "linsep_logs") if run_dir
                                            else None)

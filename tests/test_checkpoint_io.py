@@ -74,3 +74,11 @@ def test_lr_schedule():
         optimizer.step()
         scheduler.step()
     assert seen == pytest.approx([5e-4, 1e-3, 1e-3])
+
+
+def test_stale_temp_files_of_killed_writes_are_removed(tmp_path):
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 0), {"epoch": 0})
+    stale = tmp_path / ".checkpoint_1.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert ckpt.remove_stale_temp_files(tmp_path) == [stale]
+    assert [e for e, _ in ckpt.list_checkpoints(tmp_path)] == [0] and not stale.exists()

@@ -108,3 +108,32 @@ def test_allow_nan_steps_skips_bad_batches(tiny_corpus, tmp_path, monkeypatch, c
     assert capsys.readouterr().err.count("batch skipped") == 2
     state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoint_0.pt")
     assert all(torch.isfinite(v).all() for v in state["gEncoder"].values())
+
+
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_corpus,
+                                                                           tmp_path):
+    """Atomic checkpoint writes: whenever the process dies, the newest checkpoint is usable."""
+    common = [str(a) for a in corpus_args(tiny_corpus) + SMALL +
+              ["--save_step", "1", "--deterministic", "--nEpoch", "4"]]
+    assert run(common + ["--pathCheckpoint", str(tmp_path / "straight")]) == 0
+    killed = tmp_path / "killed"
+    command = [sys.executable, str(REPO / "cpc" / "train.py")] + common + \
+        ["--pathCheckpoint", str(killed)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    rng = __import__("random").Random(0)
+    for _ in range(3):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True, env=env)
+        for line in process.stdout:  # training has started once the data summary is printed
+            if line.startswith("val:"):
+                break
+        time.sleep(rng.uniform(0.0, 1.5))
+        process.kill()
+        process.wait()
+    assert subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env=env).returncode == 0
+    a = ckpt.load_checkpoint(tmp_path / "straight" / "checkpoint_3.pt")["gEncoder"]
+    b = ckpt.load_checkpoint(killed / "checkpoint_3.pt")["gEncoder"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6)
+    assert not list(killed.glob(".*.tmp"))  # temp files of killed writes are cleaned up

@@ -44,6 +44,15 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") ->
         os.close(dir_fd)
 
 
+def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
+    """Delete temp files left by a write that was killed (SIGKILL, power loss) in ``run_dir``."""
+    run_dir = Path(run_dir)
+    stale = [p for p in run_dir.glob(".*.tmp") if p.is_file()] if run_dir.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def write_json(path: str | Path, content: Any) -> None:
     """Atomically write ``content`` as indented JSON."""
     _atomic_write(Path(path), lambda h: json.dump(content, h, indent=2, sort_keys=True), "w")
