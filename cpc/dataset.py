@@ -401,6 +401,15 @@ def sequential_batches(total: int, size_window: int, batch_size: int, offset: in
     return _chunk(_windows_in(0, total, size_window, offset), batch_size)
 
 
+def rank_share(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """This rank's batches: every ``world_size``-th one, after dropping the remainder so that
+    all ranks take the same number of steps (distributed training stays in lockstep)."""
+    if world_size == 1:
+        return batches
+    usable = len(batches) - len(batches) % world_size
+    return batches[rank:usable:world_size]
+
+
 def make_batches(pack: Pack, sampling_type: str, size_window: int, batch_size: int, offset: int,
                  rng: random.Random) -> list[list[int]]:
     """Window start samples of one pack, batched as ``sampling_type`` says."""
@@ -585,18 +594,22 @@ class AudioBatchData:
                      frame_seq_index=frame_seq_index)
 
     def getDataLoader(self, batchSize: int, samplingType: str = "samespeaker",
-                      randomOffset: bool = True, frame_provenance: bool = False
-                      ) -> "AudioLoader":
+                      randomOffset: bool = True, frame_provenance: bool = False,
+                      rank: int = 0, world_size: int = 1) -> "AudioLoader":
         """An iterable over one epoch of batches (every pack); iterate it again for each epoch.
 
-        ``frame_provenance`` adds the file of every frame to each batch (captures).
+        ``frame_provenance`` adds the file of every frame to each batch (captures). With
+        ``world_size`` > 1, every rank draws the same batches (same seed) and takes its share.
         """
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is not in [0, {world_size})")
         if samplingType not in SAMPLING_TYPES:
             raise DataError(f"--samplingType {samplingType!r} is not one of "
                             f"{', '.join(SAMPLING_TYPES)}")
         if batchSize <= 0:
             raise DataError(f"batch size must be positive, got {batchSize}")
-        return AudioLoader(self, batchSize, samplingType, randomOffset, frame_provenance)
+        return AudioLoader(self, batchSize, samplingType, randomOffset, frame_provenance, rank,
+                           world_size)
 
 
 class AudioLoader:
@@ -608,12 +621,15 @@ class AudioLoader:
     """
 
     def __init__(self, dataset: AudioBatchData, batch_size: int, sampling_type: str,
-                 random_offset: bool, frame_provenance: bool = False) -> None:
+                 random_offset: bool, frame_provenance: bool = False, rank: int = 0,
+                 world_size: int = 1) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.sampling_type = sampling_type
         self.random_offset = random_offset
         self.frame_provenance = frame_provenance
+        self.rank = rank
+        self.world_size = world_size
         self.skip = 0  # batches of the next epoch to pass over without building them
 
     def _offset(self) -> int:
@@ -625,8 +641,10 @@ class AudioLoader:
     def __len__(self) -> int:
         """Number of batches of an epoch at offset 0 (the exact count varies with the offset)."""
         rng = random.Random(0)
-        return sum(len(make_batches(p, self.sampling_type, self.dataset.size_window,
-                                    self.batch_size, 0, rng)) for p in self.dataset.packs)
+        return sum(len(rank_share(make_batches(p, self.sampling_type, self.dataset.size_window,
+                                               self.batch_size, 0, rng),
+                                  self.rank, self.world_size))
+                   for p in self.dataset.packs)
 
     def __iter__(self) -> Iterator[Batch]:
         """One epoch; the first ``self.skip`` batches (done before an interruption) are drawn
@@ -636,8 +654,9 @@ class AudioLoader:
         skip, self.skip = self.skip, 0
         for step in range(data.n_packs):
             pack = data._pack((first + step) % data.n_packs)
-            batches = make_batches(pack, self.sampling_type, data.size_window, self.batch_size,
-                                   self._offset(), data.rng)
+            batches = rank_share(make_batches(pack, self.sampling_type, data.size_window,
+                                              self.batch_size, self._offset(), data.rng),
+                                 self.rank, self.world_size)
             for starts in batches[skip:]:
                 yield data.make_batch(pack, starts, self.frame_provenance)
             skip = max(0, skip - len(batches))

@@ -367,3 +367,29 @@ def test_truncated_file_after_listing_is_named(tree):
     data = AudioBatchData(root, S, seqs, None, len(speakers))
     with pytest.raises(DataError, match=seqs[0].stem):
         next(iter(data.getDataLoader(2, "sequential", False)))
+
+
+@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_split_every_sampler_without_overlap(tree, sampling, world_size):
+    """Each rank (same seed) takes a disjoint share; together they cover the whole epoch up to
+    fewer than world_size batches per pack, and all ranks take the same number of steps."""
+    def epoch(rank: int, world: int) -> list[tuple]:
+        data = _dataset(tree, seed=4, max_size_loaded=20000)
+        loader = data.getDataLoader(2, sampling, True, rank=rank, world_size=world)
+        out = [tuple(zip(b.seq_index.tolist(), b.seq_offset.tolist())) for b in loader]
+        data.close()
+        return out
+    single = epoch(0, 1)
+    shares = [epoch(rank, world_size) for rank in range(world_size)]
+    assert len({len(share) for share in shares}) == 1  # lockstep
+    flat = [batch for share in shares for batch in share]
+    assert len(set(flat)) == len(flat)  # no batch on two ranks
+    assert set(flat) <= set(single)
+    n_packs = _dataset(tree, seed=4, max_size_loaded=20000).n_packs
+    assert len(single) - len(flat) < world_size * n_packs
+
+
+def test_rank_outside_the_world_is_refused(tree):
+    with pytest.raises(DataError, match="rank 2 is not in"):
+        _dataset(tree).getDataLoader(2, "uniform", rank=2, world_size=2)
