@@ -52,3 +52,18 @@ class WorkerObjective:
             losses.append(out.loss.detach())
         return CriterionOutput(total_worker_loss(outputs, self.workers), torch.stack(losses),
                                encoded.new_zeros(0))
+
+
+class TrainStep(nn.Module):
+    """The model and its objective as one module, ``batch -> CriterionOutput``: the unit that
+    DistributedDataParallel wraps (gradients of the criterion or workers are averaged too)."""
+
+    def __init__(self, model: nn.Module, objective: CriterionObjective | WorkerObjective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective_modules = nn.ModuleList(objective.modules)
+        self.objective = objective
+
+    def forward(self, batch: Batch) -> CriterionOutput:
+        c_feature, encoded, _ = self.model(batch.audio, batch.speaker)
+        return self.objective(batch, c_feature, encoded)

@@ -34,13 +34,15 @@ from cpc.dataset import (SAMPLING_TYPES, AudioBatchData, CorpusData, build_captu
 from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.criterion.cpc import HEADS
 from cpc.model import ARS, ENCODERS, NORM_LAYERS, build_model
-from cpc.objectives import CriterionObjective, WorkerObjective
+from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CPCError, ConfigError
 from cpc.stats import STATS, StatsCollector, parse_stats_spec
 from cpc.utils.capture import CAPTURE_KINDS, requested_kinds, run_capture
 from cpc.utils.config import load_config, pase_lr_factor
 from cpc.utils.optim import build_optimizer
+from cpc.utils.distributed import (DistInfo, any_rank, barrier, broadcast_int, init_distributed,
+                                   shutdown_distributed, sum_over_ranks)
 from cpc.utils.signals import StopRequest
 
 # Option groups whose values define the network: a resumed run takes them from the saved args,
@@ -475,27 +477,26 @@ class NanBudget:
               f"--allow_nan_steps {self.allowed})", file=sys.stderr, flush=True)
 
 
-def run_epoch(model: torch.nn.Module, objective, loader, device: torch.device,
+def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
               optimizers: list[torch.optim.Optimizer] | None = None, desc: str = "",
-              on_step=None, stop: StopRequest | None = None,
-              nan_budget: NanBudget | None = None) -> EpochStats:
+              on_step=None, should_stop=None, nan_budget: NanBudget | None = None,
+              info: DistInfo = DistInfo()) -> EpochStats:
     """Train (with optimizers) or evaluate (without) over one epoch of ``loader``.
 
     Per-step losses and accuracies are averaged over the windows where they are defined (a
-    PASE worker that could not use a batch reports NaN for it). Training stops after the
-    current step when ``stop`` is requested; a batch with a non-finite loss is charged to
-    ``nan_budget`` (which raises when exhausted) and skipped.
+    PASE worker that could not use a batch reports NaN for it), over all ranks when
+    distributed. Training stops after the current step when ``should_stop()``; a batch with a
+    non-finite loss is charged to ``nan_budget`` (which raises when exhausted) and skipped.
     """
     training = optimizers is not None
-    for module in [model, *objective.modules]:
-        module.train(training)
+    step_module.train(training)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
     n_windows = batches_done = 0
     interrupted = False
     start = time.time()
     bar = tqdm(loader, total=len(loader), desc=desc, leave=False, dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0)
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, disable=not info.is_main)
 
     def accumulate(name: str, values: torch.Tensor, size: int) -> None:
         values = values.detach().double().cpu().reshape(-1)
@@ -506,8 +507,7 @@ def run_epoch(model: torch.nn.Module, objective, loader, device: torch.device,
     with torch.set_grad_enabled(training):
         for step, batch in enumerate(bar):
             batch = batch.to(device)
-            c_feature, encoded, _ = model(batch.audio, batch.speaker)
-            out = objective(batch, c_feature, encoded)
+            out = step_module(batch)
             batches_done += 1
             if training and not torch.isfinite(out.loss):  # one device sync per step
                 (nan_budget or NanBudget(0)).charge(f"{desc}, batch {step}")
@@ -527,9 +527,12 @@ def run_epoch(model: torch.nn.Module, objective, loader, device: torch.device,
                 bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
             if on_step is not None:
                 on_step(out)
-            if stop is not None and stop.requested:
+            if should_stop is not None and should_stop():
                 interrupted = True
                 break
+    n_windows = int(sum_over_ranks(torch.tensor(n_windows), info))
+    sums = {name: sum_over_ranks(value, info) for name, value in sums.items()}
+    counts = {name: sum_over_ranks(value, info) for name, value in counts.items()}
     if n_windows == 0:
         return EpochStats(seconds=time.time() - start, batches_done=batches_done,
                           interrupted=interrupted)
@@ -670,12 +673,13 @@ def load_initial_weights(paths: list[str], model: torch.nn.Module,
         criterion.load_state_dict(state["cpcCriterion"])
 
 
-def load_data(args: argparse.Namespace) -> CorpusData:
+def load_data(args: argparse.Namespace, verbose: bool = True) -> CorpusData:
     data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
                           args.path_phone_data, args.sizeWindow, args.n_process_loader,
                           args.max_size_loaded, args.random_seed, args.ignore_cache,
                           max_files=(1000, 100) if args.debug else None)
-    print(f"train: {data.train.describe()}\nval:   {data.val.describe()}", flush=True)
+    if verbose:
+        print(f"train: {data.train.describe()}\nval:   {data.val.describe()}", flush=True)
     return data
 
 
@@ -884,14 +888,34 @@ def stop_run(run_dir: str | None, training: Training, data: CorpusData, epoch: i
 
 
 def train(args: argparse.Namespace, resume: dict | None) -> dict:
-    """Train as the options say; returns the logs."""
+    """Train as the options say (one process, or one rank of torchrun); returns the logs."""
+    info, device = init_distributed(select_device(args.device))
+    try:
+        return train_process(args, resume, info, device)
+    finally:
+        shutdown_distributed()
+
+
+def train_process(args: argparse.Namespace, resume: dict | None, info: DistInfo,
+                  device: torch.device) -> dict:
+    """The training of one process. Under torchrun every rank draws the same batches and takes
+    its share, DDP averages the gradients, and only rank 0 writes files or runs probes and
+    captures (the other ranks wait)."""
+    if info.active and args.allow_nan_steps:
+        raise ConfigError("--allow_nan_steps cannot skip batches in lockstep across torchrun "
+                          "ranks yet; run without it (a non-finite loss then stops the run)")
+    args.random_seed = broadcast_int(args.random_seed, info, device)
     seed_everything(args.random_seed, args.deterministic)
-    device = select_device(args.device)
-    data = load_data(args)
+    data = load_data(args, verbose=info.is_main)
     training = build_training(args, device, len(data.speakers), data.n_phones)
     model = training.model
+    step_module: torch.nn.Module = TrainStep(model, training.objective)
+    if info.active:
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=training.workers is not None)
 
-    run_dir = args.pathCheckpoint
+    run_dir = args.pathCheckpoint if info.is_main else None  # rank 0 writes, the others read
     logs, start_epoch = empty_logs(), 0
     interrupted = resume.get("interrupted") if resume is not None else None
     if resume is not None:
@@ -899,11 +923,11 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
         restore_rng_state(resume["rng"], data)
         # a checkpoint written on a signal holds epoch N in progress, otherwise epoch N done
         start_epoch = resume["epoch"] + (0 if interrupted else 1)
-        logs_path = Path(run_dir) / ckpt.LOGS_FILE
+        logs_path = Path(args.pathCheckpoint) / ckpt.LOGS_FILE
         if logs_path.is_file():
             logs = truncate_logs(ckpt.read_json(logs_path), start_epoch - 1)
         where = f" (after its batch {interrupted['batches_done']})" if interrupted else ""
-        print(f"resuming {run_dir} at epoch {start_epoch}{where}", flush=True)
+        print(f"resuming {args.pathCheckpoint} at epoch {start_epoch}{where}", flush=True)
     elif args.load:
         load_initial_weights(args.load, model, training.criterion if args.loadCriterion else None)
     if training.workers is not None and resume is None:
@@ -916,17 +940,19 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
         ckpt.write_json(Path(run_dir) / ckpt.ARGS_FILE, vars(args))
     linsep_logs = args.linsep_logs_dir or (str(Path(run_dir) / "linsep_logs") if run_dir
                                            else None)
-    capture_data = load_capture_data(args) if args.captureEachEpochs > 0 and \
+    capture_data = load_capture_data(args) if info.is_main and args.captureEachEpochs > 0 and \
         (capture_kinds(args) or args.captureSetStats) else None
 
     board = TensorBoard(run_dir)
-    train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
+    train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True,
+                                            rank=info.rank, world_size=info.world_size)
     if interrupted:  # replay the interrupted epoch's draws and pass over its done batches
         data.train.restore_epoch_state(interrupted["epoch_start"])
         train_loader.skip = interrupted["batches_done"]
     # PASE classifiers need several speakers per batch, which sequential windows rarely have
     val_loader = data.val.getDataLoader(args.batchSizeGPU, "uniform" if training.workers
-                                        is not None else "sequential", False)
+                                        is not None else "sequential", False,
+                                        rank=info.rank, world_size=info.world_size)
     global_step = start_epoch * len(train_loader)
     running: list[torch.Tensor] = []
 
@@ -947,18 +973,20 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
                 if interrupted and epoch == start_epoch:
                     epoch_start = interrupted["epoch_start"]
                 lr = training.optimizers["model"].param_groups[0]["lr"]
-                train_stats = run_epoch(model, training.objective, train_loader, device,
-                                        list(training.optimizers.values()),
-                                        desc=f"epoch {epoch} train", on_step=on_train_step,
-                                        stop=stop, nan_budget=nan_budget)
+                train_stats = run_epoch(
+                    step_module, train_loader, device, list(training.optimizers.values()),
+                    desc=f"epoch {epoch} train", on_step=on_train_step,
+                    should_stop=lambda: any_rank(stop.requested, info, device),
+                    nan_budget=nan_budget, info=info)
                 if train_stats.interrupted:
                     done = train_stats.batches_done + (interrupted["batches_done"] if interrupted
                                                        and epoch == start_epoch else 0)
-                    stop_run(run_dir, training, data, epoch, epoch_start, done,
-                             stop.signal_name)
+                    if info.is_main:
+                        stop_run(run_dir, training, data, epoch, epoch_start, done,
+                                 stop.signal_name or "stop signal (another rank)")
                     break
-                val_stats = run_epoch(model, training.objective, val_loader, device, None,
-                                      desc=f"epoch {epoch} val")
+                val_stats = run_epoch(step_module, val_loader, device, None,
+                                      desc=f"epoch {epoch} val", info=info)
                 for scheduler in training.schedulers.values():
                     scheduler.step()
                 append_logs(logs, epoch, train_stats, val_stats, training.objective.step_names)
@@ -967,20 +995,22 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
                                "lr": lr}, epoch)
                 audio_rate = train_stats.n_windows * args.sizeWindow / 16000 / \
                     max(train_stats.seconds, 1e-9)
-                print(f"epoch {epoch:3d} | train {train_stats.describe()} | val "
-                      f"{val_stats.describe()} | {train_stats.seconds:.1f} s, "
-                      f"{audio_rate:.1f} s audio/s | lr {lr:.2e}", flush=True)
+                if info.is_main:
+                    print(f"epoch {epoch:3d} | train {train_stats.describe()} | val "
+                          f"{val_stats.describe()} | {train_stats.seconds:.1f} s, "
+                          f"{audio_rate:.1f} s audio/s | lr {lr:.2e}", flush=True)
                 if run_dir and ((epoch + 1) % args.save_step == 0 or epoch == args.nEpoch - 1):
                     ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch),
                                          training.state(epoch, rng_state(data)))
                     ckpt.remove_old_checkpoints(run_dir, args.keep_checkpoints)
-                if args.supervised_classif_metric and \
+                if info.is_main and args.supervised_classif_metric and \
                         (epoch + 1) % args.linsep_classif_each_epochs == 0:
                     metrics = run_linsep(args, model, data, device, epoch, linsep_logs)
                     record_linsep(logs, epoch, metrics)
                     board.scalars({f"linsep/{key}": metrics[key] for key in LINSEP_LOG_KEYS[1:]
                                    if key in metrics}, epoch)
-                if capture_data is not None and (epoch + 1) % args.captureEachEpochs == 0:
+                if info.is_main and capture_data is not None and \
+                        (epoch + 1) % args.captureEachEpochs == 0:
                     results = capture(args, model, training.criterion, capture_data, data.speakers,
                                       epoch, device)
                     logs.setdefault("capture_epoch", []).append(epoch)
@@ -988,6 +1018,7 @@ def train(args: argparse.Namespace, resume: dict | None) -> dict:
                     board.scalars({f"stats/{key}": value for key, value in results.items()}, epoch)
                 if run_dir:
                     ckpt.write_json(Path(run_dir) / ckpt.LOGS_FILE, logs)
+                barrier(info)  # the other ranks wait for rank 0's probes and captures
     except NonFiniteLoss as exc:
         last = ckpt.list_checkpoints(run_dir) if run_dir else []
         raise NonFiniteLoss(f"{exc}; last good checkpoint: "
