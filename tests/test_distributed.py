@@ -36,3 +36,72 @@ def test_two_ranks_write_the_files_of_a_single_process_run(tiny_corpus, tmp_path
     # each rank took half of the batches: the epoch saw (almost) the same windows
     one = json.loads((tmp_path / "one" / "checkpoint_logs.json").read_text())
     assert abs(logs["loss_train"][0] - one["loss_train"][0]) < 0.5
+
+
+def fixed_negatives(batch_size, seq_len, window, n_negatives, group_size=0, generator=None,
+                    device=None, min_shift=1):
+    """Negatives that depend only on the anchor (same item, fixed shifts): the same in one
+    process and across ranks, so gradients can be compared exactly."""
+    import torch
+    items = torch.arange(batch_size, device=device)[:, None, None]
+    times = (torch.arange(window, device=device)[None, :, None] + 1 +
+             torch.arange(n_negatives, device=device)[None, None, :]) % seq_len
+    return (items * seq_len + times).expand(batch_size, window, n_negatives)
+
+
+def first_step_gradients(rank: int, world_size: int, init_file: str, out_file: str) -> None:
+    """One DDP step on this rank's half of a fixed global batch (or the whole of it alone)."""
+    import cpc.criterion.cpc as cpc_criterion
+
+    original = cpc_criterion.sample_negative_indices
+    cpc_criterion.sample_negative_indices = fixed_negatives
+    try:
+        _one_step(rank, world_size, init_file, out_file)
+    finally:
+        cpc_criterion.sample_negative_indices = original
+
+
+def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from cpc.criterion import build_criterion
+    from cpc.dataset import Batch
+    from cpc.model import build_model
+    from cpc.objectives import CriterionObjective, TrainStep
+    from cpc.train import build_parser
+
+    torch.set_num_threads(1)
+    args = build_parser().parse_args(["--pathDB", "x"] + [str(a) for a in SMALL])
+    torch.manual_seed(0)
+    model = build_model(args)
+    criterion = build_criterion("cpc", args, dim_context=model.dim_context,
+                                dim_encoded=model.dim_encoded)
+    step = TrainStep(model, CriterionObjective(criterion))
+    audio = torch.randn(8, 1, 3200, generator=torch.Generator().manual_seed(1))
+    share = slice(rank * 8 // world_size, (rank + 1) * 8 // world_size)
+    if world_size > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                world_size=world_size)
+        step = torch.nn.parallel.DistributedDataParallel(step)
+    batch = Batch(audio[share], torch.zeros(len(audio[share]), dtype=torch.long), None,
+                  torch.zeros(1), torch.zeros(1))
+    step(batch).loss.backward()
+    if rank == 0:
+        module = step.module if world_size > 1 else step
+        torch.save({name: p.grad.clone() for name, p in module.named_parameters()}, out_file)
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def test_first_step_gradients_equal_one_process_on_the_global_batch(tmp_path):
+    import torch
+    import torch.multiprocessing as mp
+    first_step_gradients(0, 1, "", str(tmp_path / "one.pt"))
+    mp.spawn(first_step_gradients, args=(2, str(tmp_path / "init"), str(tmp_path / "two.pt")),
+             nprocs=2, join=True)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6)
