@@ -554,8 +554,9 @@ def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats,
                 worker_names: list[str] | None = None) -> None:
     """One epoch's entries; with PASE workers, also ``worker_<name>_train`` / ``_val``."""
     for i, name in enumerate(worker_names or []):
-        logs.setdefault(f"worker_{name}_train", []).append(train.step_losses[i])
-        logs.setdefault(f"worker_{name}_val", []).append(val.step_losses[i])
+        for part, stats in (("train", train), ("val", val)):  # NaN for an empty pass
+            value = stats.step_losses[i] if i < len(stats.step_losses) else float("nan")
+            logs.setdefault(f"worker_{name}_{part}", []).append(value)
     logs["epoch"].append(epoch)
     logs["loss_train"].append(train.loss)
     logs["loss_val"].append(val.loss)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cpc.utils import checkpoint as ckpt
 from tests.test_train import SMALL, corpus_args
 
@@ -105,3 +107,17 @@ def test_first_step_gradients_equal_one_process_on_the_global_batch(tmp_path):
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", [
+    ["--CPCCTC", "--CPCCTCNumMatched", "5", "--CPCCTCSelfLoop"],
+    # batches of 32: one validation batch, which two ranks cannot share (logged as NaN)
+    ["--config", str(REPO / "configs" / "pase.yaml"), "--sizeWindow", "4800",
+     "--pase_stats_batches", "2", "--batchSizeGPU", "32"],
+], ids=["cpcctc", "pase_workers"])
+def test_every_training_mode_runs_on_two_ranks(tiny_corpus, tmp_path, mode):
+    argv = [str(a) for a in corpus_args(tiny_corpus) + SMALL +
+            ["--nEpoch", "1", "--pathCheckpoint", tmp_path / "run"]] + mode
+    result = run_torchrun(argv, 2)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [e for e, _ in ckpt.list_checkpoints(tmp_path / "run")] == [0]
