@@ -728,12 +728,14 @@ def thin_sequences(seqs: Sequence[SeqInfo], percent: float | None = None,
 def build_capture_dataset(path_db: str | Path, extension: str, path_list: str,
                           path_phone_data: str | None, size_window: int,
                           percent: float | None = None, total: int | None = None,
-                          n_process_loader: int = 8) -> AudioBatchData:
-    """The capture dataset: files of ``path_list`` (thinned), with phone labels when given."""
+                          n_process_loader: int = 8) -> tuple[AudioBatchData, list[str]]:
+    """The capture dataset (files of ``path_list``, thinned, with phone labels when given) and
+    the corpus's speaker names, which its speaker indices refer to."""
     seqs, speakers = findAllSeqs(path_db, extension, n_workers=n_process_loader)
     chosen = thin_sequences(filterSeqs(path_list, seqs), percent, total)
     labels = None
     if path_phone_data:
         labels, _ = parseSeqLabels(path_phone_data)
         chosen = attach_phone_labels(chosen, labels, path_db, path_phone_data)
-    return AudioBatchData(path_db, size_window, chosen, labels, len(speakers), n_process_loader)
+    return (AudioBatchData(path_db, size_window, chosen, labels, len(speakers), n_process_loader),
+            speakers)

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from cpc.criterion import build_criterion
 from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
 from cpc.dataset import (SAMPLING_TYPES, AudioBatchData, CorpusData, build_capture_dataset,
-                         build_datasets, findAllSeqs)
+                         build_datasets)
 from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.criterion.cpc import HEADS
 from cpc.model import ARS, ENCODERS, NORM_LAYERS, build_model
@@ -752,12 +752,12 @@ def capture_kinds(args: argparse.Namespace) -> list[str]:
                            bool(args.path_phone_data), has_criterion=not args.pase_settings)
 
 
-def load_capture_data(args: argparse.Namespace) -> AudioBatchData:
-    data = build_capture_dataset(args.pathDB, args.file_extension, args.pathCaptureDS,
+def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[str]]:
+    data, speakers = build_capture_dataset(args.pathDB, args.file_extension, args.pathCaptureDS,
                                  args.path_phone_data, args.sizeWindow, args.captureDSfreq,
                                  args.captureDStotNr, args.n_process_loader)
     print(f"capture: {data.describe()}", flush=True)
-    return data
+    return data, speakers
 
 
 def capture(args: argparse.Namespace, model: torch.nn.Module,
@@ -778,8 +778,7 @@ def capture(args: argparse.Namespace, model: torch.nn.Module,
 def only_capture(args: argparse.Namespace, resume: dict) -> dict[str, float]:
     """--onlyCapture: capture once with the newest checkpoint; the run directory is untouched."""
     device = select_device(args.device)
-    data = load_capture_data(args)
-    _, speakers = findAllSeqs(args.pathDB, args.file_extension)
+    data, speakers = load_capture_data(args)
     training = build_training(args, device, len(speakers), 0)
     training.load(resume, with_optimizers=False)
     try:
@@ -941,7 +940,7 @@ def train_process(args: argparse.Namespace, resume: dict | None, info: DistInfo,
         ckpt.write_json(Path(run_dir) / ckpt.ARGS_FILE, vars(args))
     linsep_logs = args.linsep_logs_dir or (str(Path(run_dir) / "linsep_logs") if run_dir
                                            else None)
-    capture_data = load_capture_data(args) if info.is_main and args.captureEachEpochs > 0 and \
+    capture_data = load_capture_data(args)[0] if info.is_main and args.captureEachEpochs > 0 and \
         (capture_kinds(args) or args.captureSetStats) else None
 
     board = TensorBoard(run_dir)
