@@ -20,7 +20,7 @@ from cpc.utils.synthetic_corpus import generate_corpus
 
 # A CPC model small enough to learn something from 25 minutes of audio in a few CPU minutes;
 # optimisation is CPC_audio's default (Adam 2e-4, same-speaker batches of 8).
-DEMO_MODEL_FLAGS = ["--hiddenEncoder", "128", "--hiddenGar", "128", "--rnnMode", "linear",
+DEMO_TRAIN_FLAGS = ["--hiddenEncoder", "128", "--hiddenGar", "128", "--rnnMode", "linear",
                     "--nPredicts", "8", "--negativeSamplingExt", "64"]
 
 
@@ -40,7 +40,7 @@ def train_command(corpus: Path, run_dir: Path, n_epoch: int, seed: int) -> list[
             "--path_phone_data", str(corpus / "converted_aligned_phones.txt"),
             "--file_extension", ".flac", "--pathCheckpoint", str(run_dir),
             "--nEpoch", str(n_epoch), "--save_step", "1", "--random_seed", str(seed),
-            "--n_process_loader", "2"] + DEMO_MODEL_FLAGS
+            "--n_process_loader", "2"] + DEMO_TRAIN_FLAGS
 
 
 def probe_table(corpus: Path, run_dir: Path, seed: int) -> list[tuple[str, dict]]:

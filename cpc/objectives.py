@@ -66,4 +66,6 @@ class TrainStep(nn.Module):
 
     def forward(self, batch: Batch) -> CriterionOutput:
         c_feature, encoded, _ = self.model(batch.audio, batch.speaker)
-        return self.objective(batch, c_feature, encoded)
+        out = self.objective(batch, c_feature, encoded)
+        out.context, out.encoded = c_feature.detach(), encoded.detach()
+        return out

@@ -29,10 +29,12 @@ from tqdm import tqdm
 
 from cpc.criterion import build_criterion
 from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
+from cpc.collapse_guard import ON_COLLAPSE, CollapseGuard, CollapseRule, TrainingCollapsed
 from cpc.dataset import (SAMPLING_TYPES, AudioBatchData, CorpusData, build_capture_dataset,
                          build_datasets)
 from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.criterion.cpc import HEADS
+from cpc.health import SATURATING_CONTEXTS, HealthMonitor, describe as describe_health
 from cpc.model import ARS, ENCODERS, NORM_LAYERS, build_model
 from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
 from cpc.utils import checkpoint as ckpt
@@ -40,10 +42,14 @@ from cpc.utils.errors import CPCError, ConfigError
 from cpc.stats import STATS, StatsCollector, parse_stats_spec
 from cpc.utils.capture import CAPTURE_KINDS, requested_kinds, run_capture
 from cpc.utils.config import load_config, pase_lr_factor
-from cpc.utils.optim import build_optimizer
+from cpc.utils.optim import Updater, build_optimizer
 from cpc.utils.distributed import (DistInfo, any_rank, barrier, broadcast_int, init_distributed,
                                    shutdown_distributed, sum_over_ranks)
 from cpc.utils.signals import StopRequest
+
+# The recipe's stabilisers (CPC_audio has neither: --clip_grad_norm 0 --warmup_steps 0).
+DEFAULT_CLIP_GRAD_NORM = 1.0
+DEFAULT_WARMUP_STEPS = 1000
 
 # Option groups whose values define the network: a resumed run takes them from the saved args,
 # and an explicit command-line value that contradicts the saved one is an error.
@@ -245,6 +251,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="Halve the learning rate every this many epochs (-1: never).")
     group.add_argument("--schedulerRamp", type=int, default=None,
                        help="Ramp the learning rate up linearly over this many epochs.")
+    group.add_argument("--clip_grad_norm", type=float, default=DEFAULT_CLIP_GRAD_NORM,
+                       help="Scale the gradients so that their global L2 norm is at most this "
+                            "(0: no clipping, as CPC_audio).")
+    group.add_argument("--warmup_steps", type=int, default=DEFAULT_WARMUP_STEPS,
+                       help="Ramp the learning rate up linearly over the first this many "
+                            "optimiser steps (0: none, as CPC_audio); on top of "
+                            "--schedulerRamp / --schedulerStep.")
     group.add_argument("--random_seed", type=int, default=None,
                        help="Seed of every random generator (default: drawn and saved).")
     group.add_argument("--allow_nan_steps", type=int, default=0,
@@ -259,6 +272,30 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                             "validation files.")
 
 
+def add_health_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Training health", "Every --logging_step steps and at every epoch end: cosine of random "
+        "pairs of encoded / context frames, dead encoder units, saturated context units, "
+        "gradient norm per part and the positive-minus-negative score margin, into "
+        "checkpoint_logs.json and TensorBoard (health/...). A collapse (encoded frames of "
+        "different windows nearly parallel and the loss back at chance, on --collapse_patience "
+        "consecutive checks) is acted on per --on_collapse.")
+    group.add_argument("--on_collapse", type=str, default="rollback", choices=ON_COLLAPSE,
+                       help="rollback: restore the last healthy state kept in memory, multiply "
+                            "the learning rate by --rollback_lr_factor, draw a new data order "
+                            "and go on; stop: checkpoint and end the run; warn: print and go "
+                            "on.")
+    group.add_argument("--collapse_cosine", type=float, default=CollapseRule.cosine,
+                       help="Mean cosine of encoded frames of different windows from which a "
+                            "check counts as collapsed (with the loss at chance).")
+    group.add_argument("--collapse_patience", type=int, default=CollapseRule.patience,
+                       help="Consecutive collapsed checks that declare a collapse.")
+    group.add_argument("--rollback_lr_factor", type=float, default=0.5,
+                       help="Learning-rate multiplier applied at each rollback.")
+    group.add_argument("--max_rollbacks", type=int, default=5,
+                       help="Rollbacks allowed in a run; a further collapse stops it.")
+
+
 def add_save_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Save")
     group.add_argument("--pathCheckpoint", type=str, default=None,
@@ -267,9 +304,10 @@ def add_save_args(parser: argparse.ArgumentParser) -> None:
                        help="Write a checkpoint every this many epochs (and after the last).")
     group.add_argument("--keep_checkpoints", type=int, default=0,
                        help="Keep only the newest this many checkpoints (0: keep all).")
-    group.add_argument("--logging_step", type=int, default=1000,
-                       help="Write running training scalars to TensorBoard every this many "
-                            "steps.")
+    group.add_argument("--logging_step", type=int, default=100,
+                       help="Write running training scalars to TensorBoard and check the "
+                            "training's health every this many steps (0: health at epoch "
+                            "ends only).")
 
 
 def add_load_args(parser: argparse.ArgumentParser) -> None:
@@ -295,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
                 add_cpcctc_args, add_pase_args, add_linsep_args, add_capture_args,
-                add_training_args, add_save_args, add_load_args, add_device_args):
+                add_training_args, add_health_args, add_save_args, add_load_args,
+                add_device_args):
         add(parser)
     return parser
 
@@ -478,17 +517,18 @@ class NanBudget:
 
 
 def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
-              optimizers: list[torch.optim.Optimizer] | None = None, desc: str = "",
+              updater: Updater | None = None, desc: str = "",
               on_step=None, should_stop=None, nan_budget: NanBudget | None = None,
               info: DistInfo = DistInfo()) -> EpochStats:
-    """Train (with optimizers) or evaluate (without) over one epoch of ``loader``.
+    """Train (with an updater) or evaluate (without) over one epoch of ``loader``.
 
     Per-step losses and accuracies are averaged over the windows where they are defined (a
     PASE worker that could not use a batch reports NaN for it), over all ranks when
     distributed. Training stops after the current step when ``should_stop()``; a batch with a
     non-finite loss is charged to ``nan_budget`` (which raises when exhausted) and skipped.
+    ``on_step(out, grad_norms)`` follows every training step (``grad_norms`` None in evaluation).
     """
-    training = optimizers is not None
+    training = updater is not None
     step_module.train(training)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
@@ -512,12 +552,11 @@ def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
             if training and not torch.isfinite(out.loss):  # one device sync per step
                 (nan_budget or NanBudget(0)).charge(f"{desc}, batch {step}")
                 continue
+            grad_norms = None
             if training:
-                for optimizer in optimizers:
-                    optimizer.zero_grad(set_to_none=True)
+                updater.zero_grad()
                 out.loss.backward()
-                for optimizer in optimizers:
-                    optimizer.step()
+                grad_norms = updater.step()
             size = len(batch)
             accumulate("loss", out.loss, size)
             accumulate("steps", out.step_losses, size)
@@ -526,7 +565,7 @@ def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
             if step % 10 == 0:  # .item() synchronises the device: not at every step
                 bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
             if on_step is not None:
-                on_step(out)
+                on_step(out, grad_norms)
             if should_stop is not None and should_stop():
                 interrupted = True
                 break
@@ -566,6 +605,16 @@ def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats,
     logs["locAcc_val"].append(val.step_accuracies)
 
 
+def record_health(logs: dict, health: dict[str, float] | None) -> None:
+    """The epoch-end health figures, one ``health_<name>`` list entry per epoch."""
+    for key, value in (health or {}).items():
+        logs.setdefault(f"health_{key}", []).append(value)
+
+
+# Log entries that are dicts carrying their own "epoch" (several per epoch, or none)
+EPOCH_TAGGED_LOG_KEYS = ("health_steps", "collapse_events")
+
+
 def truncate_logs(logs: dict, last_epoch: int) -> dict:
     """Logs of the epochs up to ``last_epoch`` (a run resumed from an older checkpoint).
 
@@ -577,7 +626,9 @@ def truncate_logs(logs: dict, last_epoch: int) -> dict:
             "capture_epoch": kept("capture_epoch")}
     out = {}
     for key, values in logs.items():
-        if isinstance(values, list):
+        if key in EPOCH_TAGGED_LOG_KEYS:
+            values = [entry for entry in values if entry["epoch"] <= last_epoch]
+        elif isinstance(values, list):
             index_key = "linsep_epoch" if key in LINSEP_LOG_KEYS else \
                 "capture_epoch" if key in CAPTURE_LOG_KEYS else "epoch"
             values = [values[i] for i in keep[index_key]]
@@ -809,6 +860,16 @@ class Training:
     def workers(self) -> torch.nn.ModuleDict | None:
         return getattr(self.objective, "workers", None)
 
+    def parameter_parts(self) -> dict[str, list[torch.nn.Parameter]]:
+        """The trained parameters by part, for gradient norms and clipping."""
+        parts = {"encoder": list(self.model.gEncoder.parameters()),
+                 "context": list(self.model.gAR.parameters())}
+        if self.criterion is not None:
+            parts["criterion"] = list(self.criterion.parameters())
+        if self.workers is not None:
+            parts["workers"] = list(self.workers.parameters())
+        return parts
+
     def state(self, epoch: int, rng: dict) -> dict:
         """Checkpoint content (CPC_audio's keys, plus the workers and their optimisers)."""
         state = {"gEncoder": self.model.state_dict(), "epoch": epoch, "rng": rng,
@@ -955,15 +1016,45 @@ def train_process(args: argparse.Namespace, resume: dict | None, info: DistInfo,
                                         rank=info.rank, world_size=info.world_size)
     global_step = start_epoch * len(train_loader)
     running: list[torch.Tensor] = []
+    updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
+                      args.clip_grad_norm, args.warmup_steps)
+    monitor = HealthMonitor(args.logging_step, list(updater.parts),
+                            args.arMode in SATURATING_CONTEXTS, info, seed=args.random_seed)
+    guard = CollapseGuard(
+        args.on_collapse, CollapseRule(args.collapse_cosine, patience=args.collapse_patience),
+        getattr(training.criterion, "chance_loss", lambda: None)(), training,
+        lambda n: data.train.rng.seed(args.random_seed + 7919 * n), args.rollback_lr_factor,
+        args.max_rollbacks, rollbacks=sum(e["action"] == "rollback"
+                                          for e in logs.get("collapse_events", [])))
+    guard.keep_healthy_state()
+    epoch = start_epoch
 
-    def on_train_step(out) -> None:
+    def health_check() -> dict[str, float] | None:
+        metrics = monitor.check(global_step, epoch)
+        if metrics is None:
+            return None
+        logs.setdefault("health_steps", []).append(monitor.history[-1])
+        lr = training.optimizers["model"].param_groups[0]["lr"]
+        board.scalars({**{f"health/{key}": value for key, value in metrics.items()},
+                       "health/lr": lr, "health/rollbacks": guard.rollbacks}, global_step)
+        event = guard.after_check(metrics, global_step, epoch)
+        if event is not None:
+            logs.setdefault("collapse_events", []).append(event)
+            if info.is_main:
+                print(event["message"], file=sys.stderr, flush=True)
+        return metrics
+
+    def on_train_step(out, grad_norms) -> None:
         nonlocal global_step
         global_step += 1
         running.append(out.loss.detach())
+        monitor.observe(out, grad_norms)
         if args.logging_step > 0 and global_step % args.logging_step == 0:
             board.scalars({"train/running_loss": torch.stack(running).mean().item()},
                           global_step)
             running.clear()
+        if monitor.due(global_step):
+            health_check()
 
     nan_budget = NanBudget(args.allow_nan_steps)
     try:
@@ -974,22 +1065,33 @@ def train_process(args: argparse.Namespace, resume: dict | None, info: DistInfo,
                     epoch_start = interrupted["epoch_start"]
                 lr = training.optimizers["model"].param_groups[0]["lr"]
                 train_stats = run_epoch(
-                    step_module, train_loader, device, list(training.optimizers.values()),
+                    step_module, train_loader, device, updater,
                     desc=f"epoch {epoch} train", on_step=on_train_step,
-                    should_stop=lambda: any_rank(stop.requested, info, device),
+                    should_stop=lambda: guard.stop_requested or any_rank(stop.requested, info,
+                                                                         device),
                     nan_budget=nan_budget, info=info)
+                health = health_check() or monitor.latest
                 if train_stats.interrupted:
                     done = train_stats.batches_done + (interrupted["batches_done"] if interrupted
                                                        and epoch == start_epoch else 0)
                     if info.is_main:
                         stop_run(run_dir, training, data, epoch, epoch_start, done,
+                                 "collapse guard" if guard.stop_requested else
                                  stop.signal_name or "stop signal (another rank)")
+                    if guard.stop_requested:
+                        if run_dir:
+                            ckpt.write_json(Path(run_dir) / ckpt.LOGS_FILE, logs)
+                        raise TrainingCollapsed(
+                            f"{guard.events[-1]['message']}. Retry from an earlier checkpoint "
+                            f"with a lower --learningRate, --clip_grad_norm or --warmup_steps, "
+                            f"or let the guard roll back (--on_collapse rollback)")
                     break
                 val_stats = run_epoch(step_module, val_loader, device, None,
                                       desc=f"epoch {epoch} val", info=info)
                 for scheduler in training.schedulers.values():
                     scheduler.step()
                 append_logs(logs, epoch, train_stats, val_stats, training.objective.step_names)
+                record_health(logs, health)
                 board.scalars({**epoch_scalars("train", train_stats, training.objective.step_names),
                                **epoch_scalars("val", val_stats, training.objective.step_names),
                                "lr": lr}, epoch)
@@ -999,6 +1101,8 @@ def train_process(args: argparse.Namespace, resume: dict | None, info: DistInfo,
                     print(f"epoch {epoch:3d} | train {train_stats.describe()} | val "
                           f"{val_stats.describe()} | {train_stats.seconds:.1f} s, "
                           f"{audio_rate:.1f} s audio/s | lr {lr:.2e}", flush=True)
+                    if health is not None:
+                        print(f"          {describe_health(health)}", flush=True)
                 if run_dir and ((epoch + 1) % args.save_step == 0 or epoch == args.nEpoch - 1):
                     ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch),
                                          training.state(epoch, rng_state(data)))

@@ -16,6 +16,7 @@ For contexts ``c (B, T, Dc)`` and encoded frames ``z (B, T, De)`` with ``K`` pre
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -316,6 +317,10 @@ class CPCCriterion(nn.Module):
         self.wPrediction = PredictionHeads(n_predicts, dim_context, dim_encoded, rnn_mode, dropout,
                                            max_rel_distance)
 
+    def chance_loss(self) -> float:
+        """The loss when every candidate scores the same: K * ln(1 + N)."""
+        return self.n_predicts * math.log(1 + self.n_negatives)
+
     def forward(self, cFeature: torch.Tensor, encodedData: torch.Tensor, label: torch.Tensor | None = None,
                 capture: bool = False) -> CriterionOutput:
         if self.reverse:
@@ -331,7 +336,9 @@ class CPCCriterion(nn.Module):
                                  self.limit_negs_in_batch)
         step_losses, step_accuracies = info_nce_step_stats(logits, negative_indices)
         captures = {"pred": predictions, "negative_indices": negative_indices} if capture else {}
-        return CriterionOutput(step_losses.sum(), step_losses, step_accuracies, captures)
+        scores = logits.detach()
+        margin = (scores[..., 0] - scores[..., 1:].mean(dim=-1)).mean()
+        return CriterionOutput(step_losses.sum(), step_losses, step_accuracies, captures, margin)
 
 
 @register_criterion("cpc")

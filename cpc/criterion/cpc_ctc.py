@@ -30,6 +30,7 @@ from the end) of the M x K grid of matched frames (row m: ``z_{t+1+m}``) by head
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 import torch.nn as nn
@@ -170,6 +171,17 @@ class CPCCTCCriterion(nn.Module):
         self.blank = nn.Parameter(torch.zeros(dim_encoded)) if learn_blank else None
         self.register_buffer("forbidden", forbidden, persistent=False)  # derived from the flags
 
+    def chance_loss(self) -> float:
+        """The loss when every candidate scores the same (each cell ``-ln(1 + N)``): the same
+        soft alignment as training, on uniform cell scores."""
+        n_columns = self.n_predicts + int(self.blank is not None) + int(self.self_loop)
+        log_scores = torch.full((1, self.n_matched, n_columns), -math.log(1 + self.n_negatives),
+                                dtype=torch.float64)
+        if self.forbidden is not None:
+            log_scores = log_scores.masked_fill(self.forbidden.cpu(), float("-inf"))
+        cost, _ = soft_align(log_scores / self.loss_temp, self.skip_beg, self.skip_end)
+        return float(cost[0]) * self.loss_temp
+
     def aligned_columns(self, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``(B, W, K', D)``: [blank] [z_t] P_1..P_K for the W anchors of ``c (B, W, Dc)``."""
         predictions = self.wPrediction(c)
@@ -218,7 +230,10 @@ class CPCCTCCriterion(nn.Module):
         if capture:
             captures = {"pred": predictions, "cpcctc_align": alignment,
                         "cpcctc_log_scores": log_scores.detach(), "negative_indices": negatives}
-        return CriterionOutput(loss, loss * share, step_accuracies, captures)
+        detached = scores.detach()
+        margin = (detached[..., :self.n_matched].mean(dim=-1)
+                  - detached[..., self.n_matched:].mean(dim=-1)).mean()
+        return CriterionOutput(loss, loss * share, step_accuracies, captures, margin)
 
 
 @register_criterion("cpcctc")

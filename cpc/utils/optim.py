@@ -1,9 +1,24 @@
-"""Optimiser and learning-rate schedule of CPC training (CPC_audio semantics)."""
+"""Optimiser, learning-rate schedules and the update step of CPC training.
+
+Two schedules multiply the base learning rate:
+
+* per epoch (CPC_audio semantics): ``--schedulerRamp`` and ``--schedulerStep``, a LambdaLR
+  stepped once per epoch;
+* per optimiser step: ``--warmup_steps W``, a linear warm-up ``(n + 1) / W`` over the first W
+  steps, where n is the optimiser's own step count (Adam's ``step`` state), so it resumes exactly
+  from a checkpoint and restarts nowhere else.
+
+:class:`Updater` applies them, clips the global gradient norm (``--clip_grad_norm``) and
+returns the gradient norm of each named part of the model (encoder, context network, criterion)
+for the health monitor.
+"""
 from __future__ import annotations
 
 from typing import Iterable
 
 import torch
+
+Scheduler = torch.optim.lr_scheduler.LambdaLR
 
 
 def lr_factor(epoch: int, ramp_epochs: int | None, step_epochs: int) -> float:
@@ -20,11 +35,87 @@ def lr_factor(epoch: int, ramp_epochs: int | None, step_epochs: int) -> float:
     return 1.0
 
 
+def warmup_factor(steps_taken: int, warmup_steps: int) -> float:
+    """Multiplier of the learning rate for the optimiser step after ``steps_taken`` steps."""
+    if warmup_steps <= 0 or steps_taken >= warmup_steps:
+        return 1.0
+    return (steps_taken + 1) / warmup_steps
+
+
 def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float, beta1: float, beta2: float,
                     epsilon: float, ramp_epochs: int | None, step_epochs: int
-                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+                    ) -> tuple[torch.optim.Optimizer, Scheduler]:
     """Adam and its per-epoch schedule."""
     optimizer = torch.optim.Adam(list(params), lr=lr, betas=(beta1, beta2), eps=epsilon)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: lr_factor(epoch, ramp_epochs, step_epochs))
     return optimizer, scheduler
+
+
+def steps_taken(optimizer: torch.optim.Optimizer) -> int:
+    """Optimiser steps taken so far (Adam's per-parameter ``step`` counter; 0 before the first)."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0
+
+
+def scheduled_lrs(scheduler: Scheduler) -> list[float]:
+    """The per-epoch schedule's learning rate of each parameter group, without warm-up."""
+    return [base * factor(scheduler.last_epoch)
+            for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+
+
+def scale_base_lr(optimizer: torch.optim.Optimizer, scheduler: Scheduler, factor: float) -> None:
+    """Multiply the base learning rate (saved with the scheduler, so it persists on resume)."""
+    scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+
+
+class Updater:
+    """One update of every optimiser after ``loss.backward()``.
+
+    ``parts`` names disjoint parameter lists (e.g. encoder, context, criterion); their gradient
+    norms are measured at every step (one fused norm per part, no device synchronisation) and,
+    with ``clip_grad_norm > 0``, all gradients are scaled so that the global norm is at most
+    that value. The warm-up factor is applied on top of each scheduler's per-epoch rate.
+    """
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer],
+                 schedulers: dict[str, Scheduler], parts: dict[str, list[torch.nn.Parameter]],
+                 clip_grad_norm: float = 0.0, warmup_steps: int = 0) -> None:
+        self.optimizers = optimizers
+        self.schedulers = schedulers
+        self.parts = parts
+        self.clip_grad_norm = clip_grad_norm
+        self.warmup_steps = warmup_steps
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def grad_norms(self) -> torch.Tensor:
+        """``(len(parts),)`` L2 norm of each part's gradients (0 for a part without any)."""
+        norms = []
+        for params in self.parts.values():
+            grads = [p.grad for p in params if p.grad is not None]
+            norms.append(torch.nn.utils.get_total_norm(grads) if grads else None)
+        device = next((n.device for n in norms if n is not None), torch.device("cpu"))
+        return torch.stack([n.to(device) if n is not None else torch.zeros((), device=device)
+                            for n in norms])
+
+    def step(self) -> torch.Tensor:
+        """Clip, warm up, step; returns the per-part gradient norms before clipping."""
+        norms = self.grad_norms()
+        if self.clip_grad_norm > 0:
+            total = torch.linalg.vector_norm(norms)
+            params = [p for part in self.parts.values() for p in part]
+            torch.nn.utils.clip_grads_with_norm_(params, self.clip_grad_norm, total)
+        for name, optimizer in self.optimizers.items():
+            if self.warmup_steps > 0:
+                factor = warmup_factor(steps_taken(optimizer), self.warmup_steps)
+                for group, lr in zip(optimizer.param_groups, scheduled_lrs(self.schedulers[name])):
+                    group["lr"] = lr * factor
+            optimizer.step()
+        return norms

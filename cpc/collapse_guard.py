@@ -1,0 +1,150 @@
+"""The collapse guard: notices a collapsed training from its health checks and acts on it.
+
+Rule (from the measured collapses of the CPC recipe): a check counts as collapsed when the
+encoder output carries no information -- frames of different windows point in nearly one
+direction (``z_cos_across`` at least ``cosine``; 0.55 at initialisation, 0.96-0.996 collapsed)
+or at least ``dead_fraction`` of its units are dead -- and, for criteria with a chance level,
+the mean training loss since the previous check is back within ``chance_tolerance`` of chance
+(CPC: K ln(1 + N)). A collapse is declared after ``patience`` consecutive collapsed
+checks, so a run that collapses briefly and recovers by itself is left alone.
+
+``--on_collapse`` then says what happens:
+
+* ``warn``: one line naming the step and the figures (again if it recovers);
+* ``stop``: the run checkpoints the epoch in progress and ends with a message;
+* ``rollback`` (default): the last healthy state kept in memory (model, criterion / workers,
+  optimisers, schedules; copied at every healthy check) is restored, every learning rate is
+  multiplied by ``lr_factor``, the data order is drawn anew, and training continues; after
+  ``max_rollbacks`` rollbacks the run stops instead.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from cpc.utils.errors import CPCError
+from cpc.utils.optim import scale_base_lr
+
+ON_COLLAPSE = ("rollback", "stop", "warn")
+
+
+class TrainingCollapsed(CPCError):
+    """The guard stopped a collapsed run (``--on_collapse stop``, or rollbacks exhausted)."""
+
+
+@dataclass(frozen=True)
+class CollapseRule:
+    cosine: float = 0.95
+    chance_tolerance: float = 0.05
+    patience: int = 3
+    dead_fraction: float = 0.9
+
+    def is_collapsed(self, metrics: dict[str, float], chance_loss: float | None) -> bool:
+        """Whether one check's figures look collapsed (NaN figures never do)."""
+        if not (metrics.get("z_cos_across", float("nan")) >= self.cosine
+                or metrics.get("dead_units", float("nan")) >= self.dead_fraction):
+            return False
+        return chance_loss is None or metrics["loss"] >= (1 - self.chance_tolerance) * chance_loss
+
+
+def cpu_copy(tree: Any) -> Any:
+    """A deep copy of a state tree with every tensor cloned to the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {key: cpu_copy(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(cpu_copy(value) for value in tree)
+    return copy.deepcopy(tree)
+
+
+@dataclass
+class CollapseGuard:
+    """Decides after each health check; keeps the last healthy state for ``rollback``.
+
+    ``training`` is the run's :class:`~cpc.train.Training` (``state``/``load``, ``optimizers``,
+    ``schedulers``); ``reseed_data`` draws a new data order from an integer.
+    """
+
+    mode: str
+    rule: CollapseRule
+    chance_loss: float | None
+    training: Any
+    reseed_data: Any
+    lr_factor: float = 0.5
+    max_rollbacks: int = 5
+    streak: int = 0
+    rollbacks: int = 0
+    stop_requested: bool = False
+    events: list[dict] = field(default_factory=list)
+    _snapshot: dict | None = None
+    _snapshot_rollbacks: int = 0  # rollbacks whose lower rates the snapshot already has
+
+    def __post_init__(self) -> None:
+        if self.mode not in ON_COLLAPSE:
+            raise ValueError(f"unknown --on_collapse {self.mode!r}; use one of {ON_COLLAPSE}")
+
+    def keep_healthy_state(self) -> None:
+        """Copy the current training state as the one to roll back to."""
+        if self.mode == "rollback":
+            self._snapshot = cpu_copy(self.training.state(epoch=-1, rng={}))
+            self._snapshot_rollbacks = self.rollbacks
+
+    def figures(self, metrics: dict[str, float]) -> str:
+        chance = f" (chance {self.chance_loss:.4g})" if self.chance_loss is not None else ""
+        margin = f", score margin {metrics['score_margin']:.2g}" if "score_margin" in metrics \
+            else ""
+        return (f"loss {metrics['loss']:.4g}{chance}, z cosine across windows "
+                f"{metrics['z_cos_across']:.3f}, dead units {100 * metrics['dead_units']:.0f}%"
+                f"{margin}")
+
+    def after_check(self, metrics: dict[str, float], step: int, epoch: int) -> dict | None:
+        """Act on one check; returns the logged event (None when nothing happened)."""
+        if not self.rule.is_collapsed(metrics, self.chance_loss):
+            recovered = self.streak >= self.rule.patience
+            self.streak = 0
+            self.keep_healthy_state()
+            if recovered and self.mode == "warn":
+                return self._event("recovered", step, epoch, metrics,
+                                   f"training recovered from the collapse at step {step}: "
+                                   f"{self.figures(metrics)}")
+            return None
+        self.streak += 1
+        if self.streak != self.rule.patience:
+            return None  # not yet confirmed, or already reported
+        where = f"collapse detected at step {step} (epoch {epoch}): {self.figures(metrics)}"
+        if self.mode == "warn":
+            return self._event("warn", step, epoch, metrics,
+                               f"warning: {where}; training goes on (--on_collapse warn)")
+        if self.mode == "rollback" and self._snapshot is not None \
+                and self.rollbacks < self.max_rollbacks:
+            return self._rollback(step, epoch, metrics, where)
+        self.stop_requested = True
+        why = "--on_collapse stop" if self.mode == "stop" else \
+            f"{self.rollbacks} rollbacks did not help (--max_rollbacks {self.max_rollbacks})" \
+            if self._snapshot is not None else "no healthy state to roll back to"
+        return self._event("stop", step, epoch, metrics, f"{where}; stopping ({why})")
+
+    def _rollback(self, step: int, epoch: int, metrics: dict[str, float], where: str) -> dict:
+        self.training.load(self._snapshot)
+        self.rollbacks += 1
+        factor = self.lr_factor ** (self.rollbacks - self._snapshot_rollbacks)
+        for name, optimizer in self.training.optimizers.items():
+            scale_base_lr(optimizer, self.training.schedulers[name], factor)
+        self.reseed_data(self.rollbacks)
+        self.streak = 0
+        lr = self.training.optimizers["model"].param_groups[0]["lr"]
+        return self._event("rollback", step, epoch, metrics,
+                           f"{where}; rolled back to the last healthy state, learning rate now "
+                           f"{lr:.3g}, new data order (rollback {self.rollbacks} of at most "
+                           f"{self.max_rollbacks})", rollback=self.rollbacks, lr=lr)
+
+    def _event(self, action: str, step: int, epoch: int, metrics: dict[str, float],
+               message: str, **extra: Any) -> dict:
+        event = {"action": action, "step": step, "epoch": epoch, "message": message,
+                 "loss": metrics["loss"], "z_cos_across": metrics["z_cos_across"], **extra}
+        self.events.append(event)
+        return event
