@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +45,14 @@ def flag_value(flags: list[str], name: str) -> str:
     return flags[len(flags) - 1 - flags[::-1].index(name) + 1]
 
 
-def run_one(corpus: Path, seed: int, kernel: str, epochs: int, extra: list[str]) -> dict:
+def run_one(corpus: Path, seed: int, kernel: str, epochs: int, extra: list[str],
+            keep_logs: Path | None = None, threads: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         argv = train_command(corpus, run_dir, epochs, seed) + ["--save_step", "1000"] + extra
         env = {**os.environ, **KERNELS[kernel]}
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
         start = time.time()
         proc = subprocess.run([sys.executable, str(ROOT / "cpc" / "train.py")] + argv, env=env,
                               capture_output=True, text=True)
@@ -56,6 +60,9 @@ def run_one(corpus: Path, seed: int, kernel: str, epochs: int, extra: list[str])
         if proc.returncode not in (0, 2) or not (run_dir / "checkpoint_logs.json").is_file():
             raise SystemExit(f"training failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         logs = json.loads((run_dir / "checkpoint_logs.json").read_text())
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            (keep_logs / f"seed{seed}_{kernel}.json").write_text(json.dumps(logs))
     return {"seed": seed, "kernel": kernel, "seconds": seconds, "returncode": proc.returncode,
             "loss": logs["loss_train"], "acc": [sum(a) / len(a) for a in logs["locAcc_train"]],
             "events": [(e["action"], e["step"]) for e in logs.get("collapse_events", [])],
@@ -74,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                         default=["aten_default", "dnnl_sse41"])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--json", type=Path, default=None, help="also write the runs here")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="runs at once, the cores shared between them (learning figures "
+                             "only: times are then not comparable)")
+    parser.add_argument("--keep_logs", type=Path, default=None,
+                        help="keep each run's checkpoint_logs.json in this directory")
     args = parser.parse_args(argv)
 
     from cpc.demo import ensure_corpus
@@ -84,15 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         1 + int(flag_value(flags, "--negativeSamplingExt")))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"recipe {args.recipe} {' '.join(extra)}; chance loss {chance:.2f}", flush=True)
-    runs = []
-    for kernel in args.kernels:
-        for seed in args.seeds:
-            run = run_one(args.corpus, seed, kernel, args.epochs, extra)
+    jobs = [(seed, kernel) for kernel in args.kernels for seed in args.seeds]
+    threads = max(1, (os.cpu_count() or 1) // args.parallel) if args.parallel > 1 else None
+    with ThreadPoolExecutor(args.parallel) as pool:
+        futures = [pool.submit(run_one, args.corpus, seed, kernel, args.epochs, extra,
+                               args.keep_logs, threads) for seed, kernel in jobs]
+        runs = []
+        for future in futures:
+            run = future.result()
             runs.append(run)
             curve = " ".join(f"{loss:.2f}" for loss in run["loss"])
-            print(f"seed {seed} {kernel:12s} loss/epoch {curve} | acc {run['acc'][-1]:.3f} | "
-                  f"max z cos {run['max_z_cos']:.3f} | events {run['events'] or 'none'} | "
-                  f"{run['seconds']:.0f} s", flush=True)
+            print(f"seed {run['seed']} {run['kernel']:12s} loss/epoch {curve} | acc "
+                  f"{run['acc'][-1]:.3f} | max z cos {run['max_z_cos']:.3f} | events "
+                  f"{run['events'] or 'none'} | {run['seconds']:.0f} s", flush=True)
     learned = [r for r in runs if r["loss"] and r["loss"][-1] < 0.9 * chance]
     print(f"{len(learned)}/{len(runs)} runs end below 0.9 x chance; final losses "
           f"{min(r['loss'][-1] for r in runs):.2f}-{max(r['loss'][-1] for r in runs):.2f}")

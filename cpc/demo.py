@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from cpc import train
+from cpc.dataset import parseSeqLabels, read_split_list
 from cpc.eval import linear_separability
 from cpc.utils.synthetic_corpus import generate_corpus
 
 # A CPC model small enough to learn something from 25 minutes of audio in a few CPU minutes;
-# optimisation is CPC_audio's default (Adam 2e-4, same-speaker batches of 8).
+# optimisation is train.py's default: CPC_audio's (Adam 2e-4, same-speaker batches of 8) plus
+# gradient clipping and a per-step warm-up, which keep it from collapsing on any seed or CPU
+# (bench/stability_bench.py), and the collapse guard behind them.
 DEMO_TRAIN_FLAGS = ["--hiddenEncoder", "128", "--hiddenGar", "128", "--rnnMode", "linear",
                     "--nPredicts", "8", "--negativeSamplingExt", "64"]
 
@@ -60,6 +66,27 @@ def probe_table(corpus: Path, run_dir: Path, seed: int) -> list[tuple[str, dict]
     return rows
 
 
+def chance_levels(corpus: Path) -> dict[str, float]:
+    """What guessing scores on the validation split: the speaker probes 1 / speakers, the frame
+    phone probe the share of the most frequent phone (always answering it)."""
+    stems = read_split_list(corpus / "val_split.txt")
+    labels, n_phones = parseSeqLabels(corpus / "converted_aligned_phones.txt")
+    counts = np.bincount(np.concatenate([labels[stem] for stem in stems]), minlength=n_phones)
+    n_speakers = len({stem.split("-")[0] for stem in stems})
+    return {"speaker": 1 / n_speakers, "phone": counts.max() / counts.sum()}
+
+
+def training_summary(run_dir: Path) -> str:
+    """First and last epoch's training loss, against the loss of chance (K ln(1 + N))."""
+    logs = json.loads((run_dir / "checkpoint_logs.json").read_text())
+    flags = dict(zip(DEMO_TRAIN_FLAGS[::2], DEMO_TRAIN_FLAGS[1::2]))
+    chance = int(flags["--nPredicts"]) * math.log(1 + int(flags["--negativeSamplingExt"]))
+    rollbacks = sum(e["action"] == "rollback" for e in logs.get("collapse_events", []))
+    return (f"CPC training loss {logs['loss_train'][0]:.2f} (epoch 0) -> "
+            f"{logs['loss_train'][-1]:.2f} (epoch {logs['epoch'][-1]}); chance {chance:.2f}; "
+            f"collapse rollbacks: {rollbacks}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speakers", type=int, default=20)
     parser.add_argument("--chapters", type=int, default=2)
     parser.add_argument("--utterances", type=int, default=10, help="per chapter")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -81,12 +108,17 @@ def main(argv: list[str] | None = None) -> int:
         return status
     print()
     rows = probe_table(args.corpus, args.run, args.seed)
+    chance = chance_levels(args.corpus)
     names = {"checkpoint": "CPC (trained)", "random_init": "CPC (untrained)", "mfcc": "MFCC"}
+    print(f"\n{training_summary(args.run)}")
     print("\nlinear separability on the validation split (best probe epoch):")
     print(f"  {'features':16s} {'speaker (last)':>15s} {'speaker (mean)':>15s} {'phone':>8s}")
     for features, result in rows:
         print(f"  {names[features]:16s} {result['speaker_best_val_acc']:15.3f} "
               f"{result['speaker_mean_best_val_acc']:15.3f} {result['phone_best_val_acc']:8.3f}")
+    print(f"  {'chance':16s} {chance['speaker']:15.3f} {chance['speaker']:15.3f} "
+          f"{chance['phone']:8.3f}")
+    print("  (chance: speakers 1 / their number; phone frames the most frequent phone's share)")
     print(f"\ncheckpoints: {args.run}/checkpoint_<epoch>.pt, logs: {args.run}/checkpoint_logs.json"
           f"\nTensorBoard: tensorboard --logdir {args.run}/tensorboard")
     return 0

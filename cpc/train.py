@@ -49,7 +49,7 @@ from cpc.utils.signals import StopRequest
 
 # The recipe's stabilisers (CPC_audio has neither: --clip_grad_norm 0 --warmup_steps 0).
 DEFAULT_CLIP_GRAD_NORM = 1.0
-DEFAULT_WARMUP_STEPS = 1000
+DEFAULT_WARMUP_STEPS = 200
 
 # Option groups whose values define the network: a resumed run takes them from the saved args,
 # and an explicit command-line value that contradicts the saved one is an error.
@@ -598,6 +598,7 @@ def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats,
             logs.setdefault(f"worker_{name}_{part}", []).append(value)
     logs["epoch"].append(epoch)
     logs["loss_train"].append(train.loss)
+    logs.setdefault("train_seconds", []).append(train.seconds)
     logs["loss_val"].append(val.loss)
     logs["locLoss_train"].append(train.step_losses)
     logs["locAcc_train"].append(train.step_accuracies)

@@ -9,7 +9,7 @@ from cpc.utils.optim import build_optimizer
 
 CHANCE = 10.0
 HEALTHY = {"loss": 8.0, "z_cos_across": 0.5, "dead_units": 0.1}
-COLLAPSED = {"loss": 9.9, "z_cos_across": 0.99, "dead_units": 0.5}
+COLLAPSED = {"loss": 9.9, "z_cos_across": 0.996, "dead_units": 0.5}
 
 
 class TinyTraining:

@@ -121,3 +121,5 @@ def test_every_training_mode_runs_on_two_ranks(tiny_corpus, tmp_path, mode):
     result = run_torchrun(argv, 2)
     assert result.returncode == 0, result.stderr[-2000:]
     assert [e for e, _ in ckpt.list_checkpoints(tmp_path / "run")] == [0]
+    logs = json.loads((tmp_path / "run" / "checkpoint_logs.json").read_text())
+    assert len(logs["health_z_cos_across"]) == 1  # health figures averaged over the ranks
