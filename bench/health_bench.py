@@ -80,7 +80,7 @@ def measure(flags: list[str], steps: int, every: int, device: torch.device) -> d
         monitor.observe(out, updater.step())
 
     def check() -> None:
-        guard.after_check(monitor.check(0, 0), 0, 0)  # a healthy check copies the state
+        guard.after_check(monitor.check(), 0, 0)  # a healthy check copies the state
 
     times: dict[str, list[float]] = {"plain": [], "monitored": [], "check": []}
     for step in range(steps + 2):

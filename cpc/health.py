@@ -102,9 +102,8 @@ def describe(metrics: dict[str, float]) -> str:
 
 
 class HealthMonitor:
-    """Measures a training step every ``every`` steps (0: only at epoch ends), averages the
-    figures over ranks, and keeps the records: ``history`` (one dict per check, with its
-    global step and epoch) and ``latest``."""
+    """Measures a training step every ``every`` steps (0: only at epoch ends) and averages the
+    figures over ranks; ``latest`` holds the last check's figures."""
 
     def __init__(self, every: int, part_names: list[str], saturating_context: bool,
                  info: DistInfo = DistInfo(), seed: int = 0) -> None:
@@ -113,7 +112,6 @@ class HealthMonitor:
         self.saturating_context = saturating_context
         self.info = info
         self.generator = torch.Generator().manual_seed(seed)
-        self.history: list[dict[str, float]] = []
         self.latest: dict[str, float] | None = None
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
@@ -129,7 +127,7 @@ class HealthMonitor:
     def due(self, global_step: int) -> bool:
         return self.every > 0 and global_step % self.every == 0
 
-    def check(self, global_step: int, epoch: int) -> dict[str, float] | None:
+    def check(self) -> dict[str, float] | None:
         """The figures of the latest observed step (loss: mean since the previous check)."""
         if self._last is None or self._last[0] is None:
             return None
@@ -144,5 +142,4 @@ class HealthMonitor:
         metrics = dict(zip(names, stacked.tolist()))  # the one synchronisation of a check
         self._loss_sum, self._loss_count, self._last = None, 0, None
         self.latest = metrics
-        self.history.append({"step": global_step, "epoch": epoch, **metrics})
         return metrics

@@ -607,9 +607,10 @@ def append_logs(logs: dict, epoch: int, train: EpochStats, val: EpochStats,
 
 
 def record_health(logs: dict, health: dict[str, float] | None) -> None:
-    """The epoch-end health figures, one ``health_<name>`` list entry per epoch."""
+    """The epoch-end health figures, one ``health_<name>`` entry per epoch (after
+    :func:`append_logs`; NaN for the earlier epochs of a run begun without them)."""
     for key, value in (health or {}).items():
-        logs.setdefault(f"health_{key}", []).append(value)
+        logs.setdefault(f"health_{key}", [float("nan")] * (len(logs["epoch"]) - 1)).append(value)
 
 
 # Log entries that are dicts carrying their own "epoch" (several per epoch, or none)
@@ -1031,10 +1032,11 @@ def train_process(args: argparse.Namespace, resume: dict | None, info: DistInfo,
     epoch = start_epoch
 
     def health_check() -> dict[str, float] | None:
-        metrics = monitor.check(global_step, epoch)
+        metrics = monitor.check()
         if metrics is None:
             return None
-        logs.setdefault("health_steps", []).append(monitor.history[-1])
+        logs.setdefault("health_steps", []).append({"step": global_step, "epoch": epoch,
+                                                    **metrics})
         lr = training.optimizers["model"].param_groups[0]["lr"]
         board.scalars({**{f"health/{key}": value for key, value in metrics.items()},
                        "health/lr": lr, "health/rollbacks": guard.rollbacks}, global_step)

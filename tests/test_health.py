@@ -93,16 +93,16 @@ def step_output(z: torch.Tensor, c: torch.Tensor, loss: float) -> CriterionOutpu
 def test_monitor_checks_on_schedule_and_averages_the_loss():
     monitor = HealthMonitor(every=2, part_names=["encoder", "context"], saturating_context=True)
     z, c = torch.rand(2, 6, 4), torch.rand(2, 6, 3) * 2 - 1
-    assert monitor.check(0, 0) is None  # nothing observed yet
+    assert monitor.check() is None  # nothing observed yet
     monitor.observe(step_output(z, c, 3.0), torch.tensor([1.0, 2.0]))
     assert not monitor.due(1)
     monitor.observe(step_output(z, c, 5.0), torch.tensor([0.5, 0.25]))
     assert monitor.due(2)
-    metrics = monitor.check(2, 0)
+    metrics = monitor.check()
     assert metrics["loss"] == pytest.approx(4.0)
     assert metrics["grad_encoder"] == pytest.approx(0.5) and metrics["grad_context"] == 0.25
     assert metrics["score_margin"] == pytest.approx(0.1)
     assert metrics["saturated"] == pytest.approx(saturated_fraction(c).item())
-    assert monitor.history == [{"step": 2, "epoch": 0, **metrics}]
-    assert monitor.check(3, 0) is None  # nothing new since
+    assert monitor.latest == metrics
+    assert monitor.check() is None  # nothing new since
     assert describe(metrics).startswith("health: z cos")

@@ -80,3 +80,27 @@ def test_rollback_restores_lowers_the_rate_and_learns(tiny_corpus, tmp_path, cap
     assert logs["health_loss"][-1] < rollbacks[0]["loss"] - 0.05
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(out)[-1][1])
     assert state["scheduler"]["base_lrs"] == pytest.approx([2e-3])  # kept on resume
+
+
+def test_resumed_run_keeps_one_health_record_per_epoch(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    base = corpus_args(tiny_corpus) + SMALL + ["--pathCheckpoint", out, "--save_step", "1",
+                                               "--logging_step", "20"]
+    assert run(base + ["--nEpoch", "1"]) == 0
+    assert run(base + ["--nEpoch", "2"]) == 0
+    logs = logs_of(out)
+    assert len(logs["health_loss"]) == 2 and len(logs["train_seconds"]) == 2
+    assert sorted({h["epoch"] for h in logs["health_steps"]}) == [0, 1]
+
+
+def test_logs_of_older_runs_gain_aligned_health_lists():
+    logs = {"epoch": [], "health_steps": [{"epoch": 0, "step": 5}, {"epoch": 2, "step": 9}],
+            "collapse_events": [{"epoch": 2, "step": 9, "action": "warn"}]}
+    for epoch in range(3):
+        logs["epoch"].append(epoch)
+        if epoch == 2:  # a run begun before the health figures existed, resumed
+            train.record_health(logs, {"loss": 1.5})
+    assert logs["health_loss"][2] == 1.5 and len(logs["health_loss"]) == 3
+    kept = train.truncate_logs(logs, 1)
+    assert kept["health_loss"] == logs["health_loss"][:2]
+    assert kept["health_steps"] == [{"epoch": 0, "step": 5}] and kept["collapse_events"] == []
