@@ -3,7 +3,7 @@
     python bench/health_bench.py [--steps 20] [--every 100] [--device cpu]
 
 For the default CPC model (encoder 256, LSTM 256, 12 heads, 128 negatives, batch 8 x 20480) with
-linear heads, and for the demo model, steps alternate between a plain step (zero_grad, forward,
+linear heads, and for the demo model, steps alternate (in both orders) between a plain step (zero_grad, forward,
 backward, Adam) and a monitored step (the same through the Updater with gradient clipping and
 per-part norms, plus the monitor's per-step bookkeeping). A health check (figures, one
 synchronisation) and the guard's copy of the healthy state are timed on their own and
@@ -84,7 +84,10 @@ def measure(flags: list[str], steps: int, every: int, device: torch.device) -> d
 
     times: dict[str, list[float]] = {"plain": [], "monitored": [], "check": []}
     for step in range(steps + 2):
-        plain_s, monitored_s = timed(plain, device), timed(monitored, device)
+        if step % 2:  # alternate the order: neither kind always runs on a warmer cache
+            plain_s, monitored_s = timed(plain, device), timed(monitored, device)
+        else:
+            monitored_s, plain_s = timed(monitored, device), timed(plain, device)
         check_s = timed(check, device)
         if step >= 2:
             times["plain"].append(plain_s)
