@@ -23,7 +23,7 @@ setup(
     extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
-            "cpc-make-corpus=cpc.utils.synthetic_corpus:main",
+            "cpc-make-corpus=cpc.corpora.synthetic:main",
         ],
     },
 )

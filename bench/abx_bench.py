@@ -29,8 +29,8 @@ from cpc.eval.abx_core import abx  # noqa: E402
 from cpc.eval.build_zeroSpeech_features import build_feature_maker, list_files_by_stem  # noqa: E402
 from cpc.eval.make_abx_items import make_items, read_phone_symbols  # noqa: E402
 from cpc.feature_loader import buildFeature  # noqa: E402
-from cpc.utils.audio_features import mfcc  # noqa: E402
-from cpc.utils.synthetic_corpus import generate_corpus  # noqa: E402
+from cpc.audio_features import mfcc  # noqa: E402
+from cpc.corpora.synthetic import generate_corpus  # noqa: E402
 
 
 def item_file(corpus: Path, stems: list[str]) -> ItemFile:

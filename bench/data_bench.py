@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cpc.dataset import AudioBatchData, findAllSeqs  # noqa: E402
-from cpc.utils.synthetic_corpus import generate_corpus  # noqa: E402
+from cpc.corpora.synthetic import generate_corpus  # noqa: E402
 
 
 def median_time(run, repeats: int) -> float:

@@ -63,8 +63,8 @@ from cpc.eval.make_abx_items import make_items, read_phone_symbols, write_item_f
 from cpc.feature_loader import loadArgs  # noqa: E402
 from cpc.model import build_model  # noqa: E402
 from cpc.utils import checkpoint as ckpt  # noqa: E402
-from cpc.utils.audio_features import mfcc  # noqa: E402
-from cpc.utils.synthetic_corpus import generate_corpus  # noqa: E402
+from cpc.audio_features import mfcc  # noqa: E402
+from cpc.corpora.synthetic import generate_corpus  # noqa: E402
 
 CPCCTC_FLAGS = ["--CPCCTC", "--CPCCTCNumMatched", "12", "--CPCCTCSelfLoop", "--CPCCTCSkipBeg",
                 "1", "--CPCCTCSkipEnd", "2", "--limitNegsInBatch", "8"]

@@ -24,9 +24,9 @@ from cpc.criterion import build_criterion  # noqa: E402
 from cpc.dataset import build_datasets  # noqa: E402
 from cpc.eval.linear_separability import ProbeConfig, extract_features, train_probe  # noqa: E402
 from cpc.model import build_model  # noqa: E402
-from cpc.train import build_parser  # noqa: E402
+from cpc.options import build_parser  # noqa: E402
 from cpc.utils.optim import build_optimizer  # noqa: E402
-from cpc.utils.synthetic_corpus import generate_corpus  # noqa: E402
+from cpc.corpora.synthetic import generate_corpus  # noqa: E402
 
 
 def main() -> None:

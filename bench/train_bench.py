@@ -32,7 +32,7 @@ def measure(flags: list[str], steps: int, batch: int, device_name: str) -> dict:
 
     from cpc.criterion import build_criterion
     from cpc.model import build_model
-    from cpc.train import build_parser
+    from cpc.options import build_parser
     from cpc.utils.optim import build_optimizer
 
     args = build_parser().parse_args(["--pathDB", "unused"] + flags)

@@ -66,7 +66,7 @@ def cpu_copy(tree: Any) -> Any:
 class CollapseGuard:
     """Decides after each health check; keeps the last healthy state for ``rollback``.
 
-    ``training`` is the run's :class:`~cpc.train.Training` (``state``/``load``, ``optimizers``,
+    ``training`` is the run's :class:`~cpc.trainer.Training` (``state``/``load``, ``optimizers``,
     ``schedulers``); ``reseed_data`` draws a new data order from an integer.
     """
 

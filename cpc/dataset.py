@@ -25,9 +25,9 @@ import soundfile as sf
 import torch
 
 from cpc.utils.errors import CPCError
+from cpc.utils.files import atomic_write_text
+from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 
-DOWNSAMPLING = 160  # samples per encoder frame, and per phone label (10 ms at 16 kHz)
-SAMPLE_RATE = 16000
 SAMPLING_TYPES = ("samespeaker", "samesequence", "uniform", "sequential")
 _CACHE_VERSION = 1
 
@@ -139,7 +139,7 @@ def findAllSeqs(pathDB: str | Path, extension: str = ".flac", loadCache: bool = 
             probed = pool.map(lambda item: _probe(path_db / item[0]), to_probe)
             for (rel, size, mtime), info in zip(to_probe, probed):
                 facts[rel] = {"size": size, "mtime_ns": mtime, **info}
-        _write_json_atomic(cache_path, {"version": _CACHE_VERSION, "pathDB": str(path_db.resolve()),
+        _write_listing_cache(cache_path, {"version": _CACHE_VERSION, "pathDB": str(path_db.resolve()),
                                         "files": facts})
 
     speaker_names: list[str] = []
@@ -169,13 +169,10 @@ def _check_header(path: Path, info: dict) -> None:
         raise DataError(f"{path} is empty (0 samples)")
 
 
-def _write_json_atomic(path: Path, content: dict) -> None:
-    """Best-effort cache write: temp file then rename; an unwritable cache dir is not an error."""
+def _write_listing_cache(path: Path, content: dict) -> None:
+    """Best-effort cache write; an unwritable cache directory is not an error."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(content))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(content), durable=False)
     except OSError as exc:
         warnings.warn(f"could not write the listing cache {path}: {exc}")
 
@@ -276,13 +273,13 @@ def attach_phone_labels(seqs: Sequence[SeqInfo], labels: dict[str, np.ndarray],
         if lab is None:
             missing.append(seq.stem)
             continue
-        n_frames = seq.n_samples // DOWNSAMPLING
+        n_frames = seq.n_samples // FRAME_SIZE
         if abs(n_frames - len(lab)) > 1:
             raise DataError(f"{Path(path_db) / seq.path}: {seq.n_samples} samples "
-                            f"({n_frames} frames of {DOWNSAMPLING}) but {len(lab)} phone labels; "
+                            f"({n_frames} frames of {FRAME_SIZE}) but {len(lab)} phone labels; "
                             f"a mismatch of more than one frame means labels of another file "
                             f"or another frame rate")
-        kept.append(seq._replace(n_samples=min(n_frames, len(lab)) * DOWNSAMPLING))
+        kept.append(seq._replace(n_samples=min(n_frames, len(lab)) * FRAME_SIZE))
     if not kept:
         raise DataError(f"none of the {len(seqs)} files has phone labels in {labels_file} "
                         f"(first stems: {', '.join(s.stem for s in seqs[:3])})")
@@ -460,9 +457,9 @@ class AudioBatchData:
                  phone_labels: dict[str, np.ndarray] | None, n_speakers: int,
                  n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
                  seed: int = 0) -> None:
-        if size_window <= 0 or size_window % DOWNSAMPLING:
+        if size_window <= 0 or size_window % FRAME_SIZE:
             raise DataError(f"--sizeWindow {size_window} must be a positive multiple of "
-                            f"{DOWNSAMPLING} (one encoder frame)")
+                            f"{FRAME_SIZE} (one encoder frame)")
         if not sequences:
             raise DataError(f"no file to load from {path_db}")
         self.path_db = Path(path_db)
@@ -535,7 +532,7 @@ class AudioBatchData:
         if self.phone_labels is not None:
             phones = torch.from_numpy(np.concatenate(
                 [self.phone_labels[self.sequences[i].stem][:self.sequences[i].n_samples
-                                                           // DOWNSAMPLING]
+                                                           // FRAME_SIZE]
                  for i in pack.seq_ids]).astype(np.int64))
         return Pack(pack.seq_ids, pack.seq_starts, pack.seq_speakers, torch.from_numpy(audio),
                     phones)
@@ -577,13 +574,13 @@ class AudioBatchData:
         position = np.searchsorted(pack.seq_starts, starts_np, side="right") - 1
         phones = None
         if pack.phones is not None:
-            frames = self.size_window // DOWNSAMPLING
-            phones = torch.stack([pack.phones[s // DOWNSAMPLING: s // DOWNSAMPLING + frames]
+            frames = self.size_window // FRAME_SIZE
+            phones = torch.stack([pack.phones[s // FRAME_SIZE: s // FRAME_SIZE + frames]
                                   for s in starts_np])
         frame_seq_index = None
         if frame_provenance:
-            frame_starts = starts_np[:, None] + DOWNSAMPLING * np.arange(
-                self.size_window // DOWNSAMPLING)
+            frame_starts = starts_np[:, None] + FRAME_SIZE * np.arange(
+                self.size_window // FRAME_SIZE)
             frame_position = np.searchsorted(pack.seq_starts, frame_starts, side="right") - 1
             frame_seq_index = torch.from_numpy(pack.seq_ids[frame_position])
         return Batch(audio=audio,
@@ -635,8 +632,8 @@ class AudioLoader:
     def _offset(self) -> int:
         if not self.random_offset:
             return 0
-        return self.dataset.rng.randint(0, self.dataset.size_window // 2 // DOWNSAMPLING) \
-            * DOWNSAMPLING
+        return self.dataset.rng.randint(0, self.dataset.size_window // 2 // FRAME_SIZE) \
+            * FRAME_SIZE
 
     def __len__(self) -> int:
         """Number of batches of an epoch at offset 0 (the exact count varies with the offset)."""

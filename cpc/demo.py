@@ -20,7 +20,7 @@ import numpy as np
 from cpc import train
 from cpc.dataset import parseSeqLabels, read_split_list
 from cpc.eval import linear_separability
-from cpc.utils.synthetic_corpus import generate_corpus
+from cpc.corpora.synthetic import generate_corpus
 
 # A CPC model small enough to learn something from 25 minutes of audio in a few CPU minutes;
 # optimisation is train.py's default: CPC_audio's (Adam 2e-4, same-speaker batches of 8) plus

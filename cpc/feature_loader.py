@@ -16,12 +16,14 @@ import torch.nn as nn
 
 from .dataset import read_audio
 from .model import CPCModel, build_model
+from .options import complete_with_defaults
 from .utils import checkpoint as ckpt
 
 
 def loadArgs(args_json: str | os.PathLike | dict) -> argparse.Namespace:
-    """Namespace from a ``checkpoint_args.json`` path or an already-parsed dict."""
-    return argparse.Namespace(**(args_json if isinstance(args_json, dict) else ckpt.read_json(args_json)))
+    """Namespace from a ``checkpoint_args.json`` path or an already-parsed dict, completed with
+    the parser's defaults for the options it lacks (CPC_audio's files and our older ones)."""
+    return complete_with_defaults(args_json if isinstance(args_json, dict) else ckpt.read_json(args_json))
 
 
 def getCheckpointData(pathDir: str | os.PathLike) -> tuple[str, dict, argparse.Namespace] | None:
@@ -53,7 +55,7 @@ def _architecture_source(checkpoint: str, args: argparse.Namespace) -> list[str]
     fine-tuning) takes its architecture from that checkpoint; resumed runs (same directory)
     do not. Unlike CPC_audio, ``load`` paths that do not exist here (runs copied from another
     machine) are ignored and the run's own args are used."""
-    load = getattr(args, "load", None)
+    load = args.load
     if not load or not all(os.path.exists(path) for path in load):
         return None
     if len(load) > 1 or os.path.dirname(os.path.abspath(load[0])) != os.path.dirname(checkpoint):

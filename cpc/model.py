@@ -1,16 +1,18 @@
 """CPC model: an encoder (waveform -> frames) and a context network (frames -> contexts).
 
-Encoders and context networks ("ARs") live in registries so that a new one is one class plus one
-registration line::
+Encoders and context networks ("ARs") are chosen by name from the registries ``ENCODERS``
+(``--encoder_type``) and ``ARS`` (``--arMode``), so that a new one is one class plus one
+registration::
 
-    @register_ar("QRNN")
-    def _build_qrnn(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
-        return QRNNAR(dim_input, args.hiddenGar, ...)
+    @ARS.register("QRNN")
+    def _build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+        return QRNNAR(dim_input, args.hiddenGar, args.nLevelsGRU, reverse=_reverse(args))
 
-(the module defining it must be imported by this one, e.g. at the bottom, so the name is
-registered before ``build_model`` runs). ``build_model`` reads CPC_audio's flag names, so a
-CPC_audio ``checkpoint_args.json`` loaded into a Namespace builds the same architecture, and
-state-dict key names match CPC_audio's for the CPC encoder and the recurrent ARs.
+(an encoder defined in another module is registered here, where that module is imported, as
+``pase``). ``build_model`` reads CPC_audio's flag names from a complete Namespace (parsed, or
+an old ``checkpoint_args.json`` completed by :func:`cpc.options.complete_with_defaults`), so a
+CPC_audio run builds the same architecture, and state-dict key names match CPC_audio's for the
+CPC encoder and the recurrent ARs.
 """
 from __future__ import annotations
 
@@ -22,10 +24,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from .audio_features import mfcc
+from .pase_encoder import build_pase_encoder
+from .qrnn import QRNN
+from .registry import Registry
 from .transformers import CausalTransformer
-from .utils.audio_features import mfcc
-
-DOWNSAMPLING = 160  # samples per encoded frame, for every encoder
+from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 
 
 # --------------------------------------------------------------------------- encoders
@@ -56,12 +60,11 @@ class ChannelNorm(nn.Module):
         return x
 
 
-NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
-    "layerNorm": ChannelNorm,
-    "instanceNorm": lambda dim: nn.InstanceNorm1d(dim, affine=True),
-    "batchNorm": nn.BatchNorm1d,
-    "ID": lambda dim: nn.Identity(),
-}
+NORM_LAYERS: Registry[Callable[[int], nn.Module]] = Registry("norm layer", flag="--normMode")
+NORM_LAYERS.add("layerNorm", ChannelNorm)
+NORM_LAYERS.add("instanceNorm", lambda dim: nn.InstanceNorm1d(dim, affine=True))
+NORM_LAYERS.add("batchNorm", nn.BatchNorm1d)
+NORM_LAYERS.add("ID", lambda dim: nn.Identity())
 
 
 class CPCEncoder(nn.Module):
@@ -73,13 +76,11 @@ class CPCEncoder(nn.Module):
     ``(S + 1) // 160``: it equals ``S // 160`` except when ``S % 160 == 159``.
     """
 
-    DOWNSAMPLING = DOWNSAMPLING
+    DOWNSAMPLING = FRAME_SIZE
 
     def __init__(self, dim: int = 256, norm_mode: str = "layerNorm"):
         super().__init__()
-        if norm_mode not in NORM_LAYERS:
-            raise ValueError(f"unknown normMode {norm_mode!r}; choose from {sorted(NORM_LAYERS)}")
-        norm = NORM_LAYERS[norm_mode]
+        norm = NORM_LAYERS.get(norm_mode)
         self.dim_output = dim
         self.conv0 = nn.Conv1d(1, dim, 10, stride=5, padding=3)
         self.batchNorm0 = norm(dim)
@@ -102,14 +103,14 @@ class MFCCEncoder(nn.Module):
     """Fixed MFCC front end: ``(B, 1, S) -> (B, dim, S // 160)``, ``dim`` coefficients per frame.
 
     25 ms Hann window (400 samples) in a 512-point FFT, hop 160, "aligned" zero-padded framing
-    (see :mod:`cpc.utils.audio_features`): frame ``t`` is centred on samples
+    (see :mod:`cpc.audio_features`): frame ``t`` is centred on samples
     ``[160 t, 160 (t + 1))``. ``max(128, dim)`` HTK mel filters as in CPC_audio, natural log.
     No parameters.
     """
 
-    DOWNSAMPLING = DOWNSAMPLING
+    DOWNSAMPLING = FRAME_SIZE
 
-    def __init__(self, dim: int, sample_rate: int = 16000):
+    def __init__(self, dim: int, sample_rate: int = SAMPLE_RATE):
         super().__init__()
         self.dim_output = dim
         self.sample_rate = sample_rate
@@ -117,7 +118,7 @@ class MFCCEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return mfcc(x.squeeze(1), sample_rate=self.sample_rate, n_mfcc=self.dim_output,
-                    n_mels=self.n_mels, n_fft=512, hop_length=DOWNSAMPLING, win_length=400)
+                    n_mels=self.n_mels, n_fft=512, hop_length=FRAME_SIZE, win_length=400)
 
 
 # --------------------------------------------------------------------------- context networks
@@ -202,74 +203,75 @@ class NoAR(ContextNetwork):
         return [x]
 
 
+class QRNNAR(ContextNetwork):
+    """QRNN context network (``--arMode QRNN``): ``nLevelsGRU`` layers of ``hiddenGar`` units.
+
+    Window 2 (the gates see frames ``t-1`` and ``t``), output gate, no zoneout or dropout; every
+    batch starts from a zero state, as for :class:`CPCAR`.
+    """
+
+    def __init__(self, dim_input: int, dim_output: int, n_layers: int = 1, reverse: bool = False):
+        super().__init__(dim_output, reverse)
+        self.baseNet = QRNN(dim_input, dim_output, num_layers=n_layers, window=2, batch_first=True)
+
+    def _run(self, x: torch.Tensor, all_layers: bool) -> list[torch.Tensor]:
+        outputs, _ = self.baseNet.forward_all_layers(x)
+        return outputs if all_layers else outputs[-1:]
+
+
 # --------------------------------------------------------------------------- registries
 
 EncoderBuilder = Callable[[argparse.Namespace], nn.Module]
 ARBuilder = Callable[[argparse.Namespace, int], ContextNetwork]
-ENCODERS: dict[str, EncoderBuilder] = {}
-ARS: dict[str, ARBuilder] = {}
-
-
-def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
-    """Register ``builder(args) -> encoder`` under ``--encoder_type name``."""
-    def decorator(builder: EncoderBuilder) -> EncoderBuilder:
-        ENCODERS[name] = builder
-        return builder
-    return decorator
-
-
-def register_ar(name: str) -> Callable[[ARBuilder], ARBuilder]:
-    """Register ``builder(args, dim_input) -> ContextNetwork`` under ``--arMode name``."""
-    def decorator(builder: ARBuilder) -> ARBuilder:
-        ARS[name] = builder
-        return builder
-    return decorator
-
-
-def _lookup(registry: dict, name: str, flag: str):
-    if name not in registry:
-        raise ValueError(f"unknown {flag} {name!r}; available: {sorted(registry)}")
-    return registry[name]
+ENCODERS: Registry[EncoderBuilder] = Registry("encoder", flag="--encoder_type")  # builder(args)
+ARS: Registry[ARBuilder] = Registry("context network", flag="--arMode")  # builder(args, dim_input)
 
 
 def _reverse(args: argparse.Namespace) -> bool:
-    mode = getattr(args, "cpc_mode", None)
+    """``--cpc_mode reverse``; CPC_audio's args files may also hold "none"."""
+    mode = args.cpc_mode
     if mode not in (None, "none", "reverse"):
         raise ValueError(f"unsupported cpc_mode {mode!r}; supported: None, 'none', 'reverse'")
     return mode == "reverse"
 
 
-@register_encoder("cpc")
+@ENCODERS.register("cpc")
 def _build_cpc_encoder(args: argparse.Namespace) -> nn.Module:
-    return CPCEncoder(getattr(args, "hiddenEncoder", 256), getattr(args, "normMode", "layerNorm"))
+    return CPCEncoder(args.hiddenEncoder, args.normMode)
 
 
-@register_encoder("mfcc")
+@ENCODERS.register("mfcc")
 def _build_mfcc_encoder(args: argparse.Namespace) -> nn.Module:
-    return MFCCEncoder(getattr(args, "hiddenEncoder", 256))
+    return MFCCEncoder(args.hiddenEncoder)
+
+
+ENCODERS.add("pase", build_pase_encoder)
 
 
 def _recurrent_builder(mode: str) -> ARBuilder:
     def build(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
-        return CPCAR(dim_input, getattr(args, "hiddenGar", 256), getattr(args, "nLevelsGRU", 1),
-                     mode=mode, reverse=_reverse(args))
+        return CPCAR(dim_input, args.hiddenGar, args.nLevelsGRU, mode=mode, reverse=_reverse(args))
     return build
 
 
 for _mode in RNN_TYPES:
-    register_ar(_mode)(_recurrent_builder(_mode))
+    ARS.add(_mode, _recurrent_builder(_mode))
 
 
-@register_ar("transformer")
+@ARS.register("transformer")
 def _build_transformer_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
-    return TransformerAR(dim_input, getattr(args, "nLevelsGRU", 1), abspos=getattr(args, "abspos", False),
-                         max_rel_distance=getattr(args, "sizeWindow", 20480) // DOWNSAMPLING,
-                         reverse=_reverse(args))
+    return TransformerAR(dim_input, args.nLevelsGRU, abspos=args.abspos,
+                         max_rel_distance=args.sizeWindow // FRAME_SIZE, reverse=_reverse(args))
 
 
-@register_ar("no_ar")
+@ARS.register("no_ar")
 def _build_no_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
     return NoAR(dim_input)
+
+
+@ARS.register("QRNN")
+def _build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+    return QRNNAR(dim_input, args.hiddenGar, args.nLevelsGRU, reverse=_reverse(args))
 
 
 # --------------------------------------------------------------------------- model
@@ -304,46 +306,13 @@ class CPCModel(nn.Module):
 
 
 def build_model(args: argparse.Namespace) -> CPCModel:
-    """Build a :class:`CPCModel` from CPC_audio-named flags (missing ones take CPC_audio's defaults).
+    """Build a :class:`CPCModel` from CPC_audio-named flags of a complete Namespace.
 
     Reads ``encoder_type, hiddenEncoder, normMode, arMode, hiddenGar, nLevelsGRU, abspos,
-    sizeWindow, cpc_mode``. Feature sizes are ``model.dim_context`` (== hiddenEncoder for
-    ``transformer`` and ``no_ar``, as CPC_audio forces) and ``model.dim_encoded``.
+    sizeWindow, cpc_mode`` (and the encoder's own flags, e.g. ``pase_*``). Feature sizes are
+    ``model.dim_context`` (== hiddenEncoder for ``transformer`` and ``no_ar``, as CPC_audio
+    forces) and ``model.dim_encoded``.
     """
-    encoder = _lookup(ENCODERS, getattr(args, "encoder_type", "cpc"), "encoder_type")(args)
-    ar = _lookup(ARS, getattr(args, "arMode", "LSTM"), "arMode")(args, encoder.dim_output)
+    encoder = ENCODERS.get(args.encoder_type)(args)
+    ar = ARS.get(args.arMode)(args, encoder.dim_output)
     return CPCModel(encoder, ar)
-
-
-# --------------------------------------------------------------------------- QRNN context network
-
-from .qrnn import QRNN  # noqa: E402  (kept with its only user)
-
-
-class QRNNAR(ContextNetwork):
-    """QRNN context network (``--arMode QRNN``): ``nLevelsGRU`` layers of ``hiddenGar`` units.
-
-    Window 2 (the gates see frames ``t-1`` and ``t``), output gate, no zoneout or dropout; every
-    batch starts from a zero state, as for :class:`CPCAR`.
-    """
-
-    def __init__(self, dim_input: int, dim_output: int, n_layers: int = 1, reverse: bool = False):
-        super().__init__(dim_output, reverse)
-        self.baseNet = QRNN(dim_input, dim_output, num_layers=n_layers, window=2, batch_first=True)
-
-    def _run(self, x: torch.Tensor, all_layers: bool) -> list[torch.Tensor]:
-        outputs, _ = self.baseNet.forward_all_layers(x)
-        return outputs if all_layers else outputs[-1:]
-
-
-@register_ar("QRNN")
-def _build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
-    return QRNNAR(dim_input, getattr(args, "hiddenGar", 256), getattr(args, "nLevelsGRU", 1),
-                  reverse=_reverse(args))
-
-
-# --------------------------------------------------------------------------- PASE encoder
-
-from .pase_encoder import build_pase_encoder  # noqa: E402  (registered like the QRNN AR above)
-
-register_encoder("pase")(build_pase_encoder)

@@ -22,9 +22,8 @@ class CriterionObjective:
         self.modules = [criterion]
         self.step_names: list[str] | None = None
 
-    def __call__(self, batch: Batch, c_feature: torch.Tensor, encoded: torch.Tensor,
-                 capture: bool = False) -> CriterionOutput:
-        return self.criterion(c_feature, encoded, batch.speaker, capture=capture)
+    def __call__(self, batch: Batch, c_feature: torch.Tensor, encoded: torch.Tensor) -> CriterionOutput:
+        return self.criterion(c_feature, encoded, batch.speaker)
 
 
 class WorkerObjective:
@@ -39,8 +38,7 @@ class WorkerObjective:
         self.modules = [workers]
         self.step_names = list(workers.keys())
 
-    def __call__(self, batch: Batch, c_feature: torch.Tensor, encoded: torch.Tensor,
-                 capture: bool = False) -> CriterionOutput:
+    def __call__(self, batch: Batch, c_feature: torch.Tensor, encoded: torch.Tensor) -> CriterionOutput:
         outputs, losses = [], []
         for worker in self.workers.values():
             try:

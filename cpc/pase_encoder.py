@@ -32,14 +32,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .qrnn import QRNN
-from .utils.audio_features import hz_to_mel, mel_to_hz
+from .audio_features import hz_to_mel, mel_to_hz
+from .utils.constants import SAMPLE_RATE
 
 SINC_FILTERS = 64
 SINC_KERNEL = 251
 CONV_KERNELS = (20, 11, 11, 11, 11, 11, 11)
 CONV_STRIDES = (10, 2, 1, 2, 1, 2, 2)
 CONV_CHANNELS = (64, 128, 128, 256, 256, 512, 512)
-DOWNSAMPLING = math.prod(CONV_STRIDES)  # 160, as every encoder of cpc.model
+DOWNSAMPLING = math.prod(CONV_STRIDES)  # FRAME_SIZE, as every encoder of cpc.model
 
 
 def same_frames_padding(kernel_size: int, stride: int, extra_left: bool = False) -> tuple[int, int]:
@@ -81,7 +82,7 @@ class SincConv(nn.Module):
     """
 
     def __init__(self, out_channels: int = SINC_FILTERS, kernel_size: int = SINC_KERNEL,
-                 sample_rate: int = 16000, min_low_hz: float = 50.0, min_band_hz: float = 50.0):
+                 sample_rate: int = SAMPLE_RATE, min_low_hz: float = 50.0, min_band_hz: float = 50.0):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"SincConv needs an odd kernel size (a symmetric filter); got {kernel_size}")
@@ -169,7 +170,7 @@ class PASEEncoder(nn.Module):
 
     def __init__(self, dim_output: int = 256, qrnn: bool = False, qrnn_layers: int = 1,
                  skip: bool = False, sinc_filters: int = SINC_FILTERS,
-                 channels: tuple[int, ...] = CONV_CHANNELS, sample_rate: int = 16000):
+                 channels: tuple[int, ...] = CONV_CHANNELS, sample_rate: int = SAMPLE_RATE):
         super().__init__()
         if len(channels) != len(CONV_KERNELS):
             raise ValueError(f"PASE has {len(CONV_KERNELS)} conv blocks; got {len(channels)} channel sizes")
@@ -210,6 +211,5 @@ class PASEEncoder(nn.Module):
 
 def build_pase_encoder(args: argparse.Namespace) -> PASEEncoder:
     """``--encoder_type pase`` from ``hiddenEncoder``, ``pase_qrnn``, ``pase_qrnn_layers``, ``pase_skip``."""
-    return PASEEncoder(getattr(args, "hiddenEncoder", 256), qrnn=getattr(args, "pase_qrnn", False),
-                       qrnn_layers=getattr(args, "pase_qrnn_layers", 1),
-                       skip=getattr(args, "pase_skip", False))
+    return PASEEncoder(args.hiddenEncoder, qrnn=args.pase_qrnn, qrnn_layers=args.pase_qrnn_layers,
+                       skip=args.pase_skip)

@@ -53,7 +53,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """A small espeak-ng corpus (4 speakers x 6 utterances), generated once per test session."""
-    from cpc.utils.synthetic_corpus import generate_corpus
+    from cpc.corpora.synthetic import generate_corpus
     root = tmp_path_factory.mktemp("tiny_corpus") / "corpus"
     generate_corpus(root, 4, 1, 6, seed=1, workers=2)
     return root

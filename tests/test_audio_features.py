@@ -5,7 +5,7 @@ import scipy.fft
 import scipy.signal
 import torch
 
-from cpc.utils import audio_features as af
+from cpc import audio_features as af
 
 SR = 16000
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cpc import train
-from cpc.utils.capture_loader import CaptureLoader, capture_epochs
+from cpc.capture.loader import CaptureLoader, capture_epochs
 from tests.test_train import SMALL, corpus_args
 
 FRAMES = 3200 // 160  # SMALL uses --sizeWindow 3200
@@ -139,7 +139,7 @@ def test_loader_errors_name_what_is_missing(trained_run):
 
 
 def test_plots_of_a_cpc_capture(trained_run, tiny_corpus):
-    from cpc.utils.plot_capture import main as plot_main
+    from cpc.capture.plots import main as plot_main
     out = trained_run / "plots"
     assert plot_main([str(trained_run / "cap" / "0"), "--out", str(out), "--phones",
                       str(tiny_corpus / "phones.txt")]) == 0
@@ -166,7 +166,7 @@ def test_cpcctc_capture_everything_and_alignment_plots(tiny_corpus, tmp_path):
         align = batch["cpcctc_align"]
         assert int(align.min()) >= 0 and int(align.max()) <= K
         assert bool((align[..., 1:] >= align[..., :-1]).all())  # monotone
-    from cpc.utils.plot_capture import main as plot_main
+    from cpc.capture.plots import main as plot_main
     assert plot_main([str(tmp_path / "cap" / "0"), "--out", str(tmp_path / "plots"),
                       "--windows", "2"]) == 0
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cpc.utils import checkpoint as ckpt
+from cpc.utils.files import remove_stale_temp_files
 from cpc.utils.optim import build_optimizer, lr_factor
 
 
@@ -80,5 +81,5 @@ def test_stale_temp_files_of_killed_writes_are_removed(tmp_path):
     ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 0), {"epoch": 0})
     stale = tmp_path / ".checkpoint_1.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")
-    assert ckpt.remove_stale_temp_files(tmp_path) == [stale]
+    assert remove_stale_temp_files(tmp_path) == [stale]
     assert [e for e, _ in ckpt.list_checkpoints(tmp_path)] == [0] and not stale.exists()

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cpc.utils.config import load_config, pase_lr_factor
+from cpc.config_file import load_config
+from cpc.utils.optim import pase_lr_factor
 from cpc.utils.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -104,7 +105,7 @@ def test_lr_decays_by_the_factor_every_interval():
 
 @pytest.mark.parametrize("name", ["pase.yaml", "pase_plus.yaml"])
 def test_shipped_configs_load_against_train_parser(name):
-    from cpc.train import build_parser
+    from cpc.options import build_parser
     parser = build_parser()
     dests = {action.dest for action in parser._actions}
     if "pase_qrnn" not in dests:  # the flags train.py's Architecture group adds for the PASE encoder

@@ -13,6 +13,7 @@ from cpc import train
 from cpc.criterion import CPCCTCCriterion, build_criterion
 from cpc.criterion.cpc_ctc import extend_mask, parse_masq_rules
 from cpc.criterion.soft_align import soft_align
+from cpc.options import complete_with_defaults
 from cpc.utils.errors import ConfigError
 
 DIM = 6
@@ -22,7 +23,7 @@ def ctc_args(**overrides) -> argparse.Namespace:
     values = dict(nPredicts=3, CPCCTCNumMatched=5, negativeSamplingExt=4, rnnMode="linear",
                   dropout=False, cpc_mode=None, limitNegsInBatch=0, sizeWindow=20480)
     values.update(overrides)
-    return argparse.Namespace(**values)
+    return complete_with_defaults(values)
 
 
 def build(**overrides) -> CPCCTCCriterion:

@@ -5,11 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cpc.criterion import (CPCCriterion, CriterionOutput, CTCPhoneCriterion, PhoneCriterion,
-                           SpeakerCriterion, available_criteria, build_criterion, edit_distance,
-                           phone_error_rate, register_criterion, sample_negative_indices)
+from cpc.criterion import (CRITERIA, CPCCTCCriterion, CPCCriterion, CriterionOutput, CTCPhoneCriterion,
+                           PhoneCriterion, SpeakerCriterion, build_criterion, edit_distance,
+                           phone_error_rate, sample_negative_indices)
 from cpc.criterion.cpc import info_nce_logits, info_nce_step_stats
 from cpc.criterion.supervised import collapse_repeats
+from cpc.options import complete_with_defaults
+from cpc.utils.errors import ConfigError
 
 HEAD_MODES = ["transformer", "RNN", "LSTM", "linear", "ffd", "conv4", "conv8", "conv12"]
 
@@ -18,7 +20,7 @@ def cpc_args(**overrides) -> argparse.Namespace:
     values = dict(nPredicts=4, negativeSamplingExt=7, rnnMode="linear", dropout=False, cpc_mode=None,
                   limitNegsInBatch=0, sizeWindow=20480)
     values.update(overrides)
-    return argparse.Namespace(**values)
+    return complete_with_defaults(values)
 
 
 def reference_cpc(criterion: CPCCriterion, c: torch.Tensor, z: torch.Tensor, negative_indices: torch.Tensor,
@@ -221,8 +223,7 @@ def test_ctc_criterion_learns_phone_sequences():
 
 
 def test_supervised_criteria_read_encoded_features_on_encoder():
-    args = argparse.Namespace(onEncoder=True, nLevelsPhone=1)
-    criterion = build_criterion("phone", args, dim_context=3, dim_encoded=5, n_phones=4)
+    criterion = PhoneCriterion(5, 4, on_encoder=True)  # dim_context 3, dim_encoded 5
     out = criterion(torch.randn(2, 6, 3), torch.randn(2, 6, 5), torch.randint(0, 4, (2, 6)), capture=True)
     assert out.captures["logits"].shape == (2, 6, 4)
 
@@ -256,15 +257,18 @@ def test_edit_distance_and_per():
 
 
 def test_registry_builds_every_criterion_and_rejects_unknown_names():
-    assert {"cpc", "cpcctc", "speaker", "phone", "ctc_phone"} <= set(available_criteria())
-    args = argparse.Namespace()
-    assert isinstance(build_criterion("speaker", args, dim_context=4, dim_encoded=6, n_speakers=3),
-                      SpeakerCriterion)
-    ctc = build_criterion("ctc_phone", args, dim_context=4, dim_encoded=6, n_phones=7)
-    assert ctc.PhoneCriterionClassifier.out_features == 8 and ctc.blank == 7
+    assert CRITERIA.names() == ["cpc", "cpcctc"]
+    args = complete_with_defaults({})
     defaults = build_criterion("cpc", args, dim_context=4, dim_encoded=8)
     assert len(defaults.wPrediction.predictors) == 12 and defaults.n_negatives == 128
-    with pytest.raises(ValueError, match="ctc_phone"):
+    assert isinstance(build_criterion("cpcctc", args, dim_context=4, dim_encoded=8), CPCCTCCriterion)
+    with pytest.raises(ConfigError, match="unknown criterion 'no_such_criterion'; available: cpc, cpcctc"):
         build_criterion("no_such_criterion", args, dim_context=4, dim_encoded=4)
     with pytest.raises(ValueError, match="already registered"):
-        register_criterion("cpc")(lambda *a, **k: None)
+        CRITERIA.register("cpc")(lambda *a, **k: None)
+
+
+def test_supervised_criteria_classes():
+    assert isinstance(SpeakerCriterion(4, 3).linearSpeakerClassifier, torch.nn.Linear)
+    ctc = CTCPhoneCriterion(4, 7)
+    assert ctc.PhoneCriterionClassifier.out_features == 8 and ctc.blank == 7

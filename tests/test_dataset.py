@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 
 from cpc import dataset as ds
-from cpc.dataset import (DOWNSAMPLING, AudioBatchData, DataError, attach_phone_labels,
+from cpc.utils.constants import FRAME_SIZE
+from cpc.dataset import (AudioBatchData, DataError, attach_phone_labels,
                          filterSeqs, findAllSeqs, make_batches, parseSeqLabels, plan_packs,
                          read_audio, split_train_val)
 from tests.conftest import ramp_signal, write_tree
@@ -170,7 +171,7 @@ def test_attach_labels_trims_and_checks(tree):
     root, _, _ = tree
     seqs, _ = findAllSeqs(root, ".flac")
     by_stem = {s.stem: s for s in seqs}
-    frames = {stem: s.n_samples // DOWNSAMPLING for stem, s in by_stem.items()}
+    frames = {stem: s.n_samples // FRAME_SIZE for stem, s in by_stem.items()}
     labels = {stem: np.zeros(n, dtype=np.int32) for stem, n in frames.items()}
     labels["11-0-0000"] = np.zeros(frames["11-0-0000"] + 1, dtype=np.int32)  # one frame more
     labels["22-0-0000"] = np.zeros(frames["22-0-0000"] - 1, dtype=np.int32)  # one frame less
@@ -179,8 +180,8 @@ def test_attach_labels_trims_and_checks(tree):
         kept = attach_phone_labels(seqs, labels, root)
     kept_by = {s.stem: s for s in kept}
     assert "33-0-0003" not in kept_by
-    assert kept_by["11-0-0000"].n_samples == frames["11-0-0000"] * DOWNSAMPLING
-    assert kept_by["22-0-0000"].n_samples == (frames["22-0-0000"] - 1) * DOWNSAMPLING
+    assert kept_by["11-0-0000"].n_samples == frames["11-0-0000"] * FRAME_SIZE
+    assert kept_by["22-0-0000"].n_samples == (frames["22-0-0000"] - 1) * FRAME_SIZE
     labels["11-0-0000"] = np.zeros(frames["11-0-0000"] + 3, dtype=np.int32)
     with pytest.raises(DataError, match="11-0-0000.flac"):
         attach_phone_labels(seqs, labels, root)
@@ -272,7 +273,7 @@ def _dataset(tree, labels=None, **kw):
 def test_batches_hold_the_right_audio_and_labels(tree, sampling):
     root, _, _ = tree
     seqs, _ = findAllSeqs(root, ".flac")
-    labels = {s.stem: (np.arange(s.n_samples // DOWNSAMPLING) + 100 * i).astype(np.int32)
+    labels = {s.stem: (np.arange(s.n_samples // FRAME_SIZE) + 100 * i).astype(np.int32)
               for i, s in enumerate(seqs)}
     data = _dataset(tree, labels)
     files = {i: read_audio(root / s.path) for i, s in enumerate(data.sequences)}
@@ -280,18 +281,18 @@ def test_batches_hold_the_right_audio_and_labels(tree, sampling):
     for epoch in range(2):
         for batch in data.getDataLoader(3, sampling, randomOffset=True):
             assert batch.audio.shape[1:] == (1, S) and batch.audio.dtype == torch.float32
-            assert batch.phones.shape == (len(batch), S // DOWNSAMPLING)
+            assert batch.phones.shape == (len(batch), S // FRAME_SIZE)
             for b in range(len(batch)):
                 index, offset = int(batch.seq_index[b]), int(batch.seq_offset[b])
                 seq = data.sequences[index]
-                assert offset % DOWNSAMPLING == 0
+                assert offset % FRAME_SIZE == 0
                 assert int(batch.speaker[b]) == seq.speaker
                 if offset + S <= seq.n_samples:  # the window lies in one file
                     torch.testing.assert_close(batch.audio[b, 0],
                                                torch.from_numpy(files[index][offset:offset + S]))
-                    frame = offset // DOWNSAMPLING
+                    frame = offset // FRAME_SIZE
                     assert batch.phones[b].tolist() == \
-                        labels[seq.stem][frame:frame + S // DOWNSAMPLING].tolist()
+                        labels[seq.stem][frame:frame + S // FRAME_SIZE].tolist()
                     n_checked += 1
     assert n_checked > 10
 
@@ -299,12 +300,12 @@ def test_batches_hold_the_right_audio_and_labels(tree, sampling):
 def test_frame_provenance_names_the_file_of_every_frame(tree):
     data = _dataset(tree)
     for batch in data.getDataLoader(4, "sequential", False, frame_provenance=True):
-        assert batch.frame_seq_index.shape == (len(batch), S // DOWNSAMPLING)
+        assert batch.frame_seq_index.shape == (len(batch), S // FRAME_SIZE)
         assert torch.equal(batch.frame_seq_index[:, 0], batch.seq_index)
         for b in range(len(batch)):
             index, offset = int(batch.seq_index[b]), int(batch.seq_offset[b])
             length = data.sequences[index].n_samples
-            inside = (offset + DOWNSAMPLING * torch.arange(S // DOWNSAMPLING)) < length
+            inside = (offset + FRAME_SIZE * torch.arange(S // FRAME_SIZE)) < length
             assert torch.equal(batch.frame_seq_index[b] == index, inside)
 
 
@@ -337,7 +338,7 @@ def test_random_offsets_vary_and_stay_aligned(tree):
     loader = data.getDataLoader(2, "sequential", randomOffset=True)
     offsets = {loader._offset() for _ in range(50)}
     assert len(offsets) > 1
-    assert all(o % DOWNSAMPLING == 0 and 0 <= o <= S // 2 for o in offsets)
+    assert all(o % FRAME_SIZE == 0 and 0 <= o <= S // 2 for o in offsets)
 
 
 def test_summary(tree):

@@ -71,7 +71,7 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
     from cpc.dataset import Batch
     from cpc.model import build_model
     from cpc.objectives import CriterionObjective, TrainStep
-    from cpc.train import build_parser
+    from cpc.options import build_parser
 
     torch.set_num_threads(1)
     args = build_parser().parse_args(["--pathDB", "x"] + [str(a) for a in SMALL])

@@ -1,5 +1,4 @@
 """Utterance-level speaker classification: masked pooling, results on the built-in corpus, errors."""
-import argparse
 import json
 
 import numpy as np
@@ -8,15 +7,16 @@ import torch
 
 from cpc.eval import downstream_speaker as ds
 from cpc.model import build_model
+from cpc.options import complete_with_defaults
 
 
 def save_run(run_dir, **arch) -> None:
     """A run directory as train.py writes it: checkpoint_<epoch>.pt beside checkpoint_args.json."""
-    args = argparse.Namespace(**arch)
     torch.manual_seed(0)
     run_dir.mkdir(parents=True)
-    torch.save({"gEncoder": build_model(args).state_dict(), "epoch": 0}, run_dir / "checkpoint_0.pt")
-    (run_dir / "checkpoint_args.json").write_text(json.dumps(vars(args)))
+    torch.save({"gEncoder": build_model(complete_with_defaults(arch)).state_dict(), "epoch": 0},
+               run_dir / "checkpoint_0.pt")
+    (run_dir / "checkpoint_args.json").write_text(json.dumps(arch))
 
 
 @pytest.mark.parametrize("mode", ds.POOLINGS)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from cpc import train
+from cpc import train, trainer
+from cpc.objectives import CriterionObjective
 from cpc.utils import checkpoint as ckpt
 from tests.test_train import SMALL, corpus_args
 
@@ -21,7 +22,7 @@ def run(argv) -> int:
     return train.main([str(a) for a in argv])
 
 
-class StopAfter(train.StopRequest):
+class StopAfter(trainer.StopRequest):
     """A stop request that arrives after ``n`` checks (one check per training step)."""
 
     checks_before_stop = 5
@@ -40,7 +41,7 @@ def test_stop_mid_epoch_then_rerun_equals_an_uninterrupted_run(tiny_corpus, tmp_
                                                  "--nEpoch", "2"]
     assert run(common + ["--pathCheckpoint", tmp_path / "straight"]) == 0
     StopAfter.checks_before_stop = 70  # epoch 0 has 55 batches: stop inside epoch 1
-    monkeypatch.setattr(train, "StopRequest", StopAfter)
+    monkeypatch.setattr(trainer, "StopRequest", StopAfter)
     assert run(common + ["--pathCheckpoint", tmp_path / "stopped"]) == 0
     assert "SIGTERM: stopped in epoch 1 after" in capsys.readouterr().out
     state = ckpt.load_checkpoint(tmp_path / "stopped" / "checkpoint_1.pt")
@@ -76,16 +77,16 @@ def test_sigterm_to_a_real_process_exits_0_with_a_checkpoint(tiny_corpus, tmp_pa
 
 
 def _nan_on_call(monkeypatch, bad_calls: set[int]) -> None:
-    original = train.CriterionObjective.__call__
+    original = CriterionObjective.__call__
     calls = {"n": 0}
 
-    def maybe_nan(self, batch, c_feature, encoded, capture=False):
-        out = original(self, batch, c_feature, encoded, capture)
+    def maybe_nan(self, batch, c_feature, encoded):
+        out = original(self, batch, c_feature, encoded)
         calls["n"] += 1
         if calls["n"] in bad_calls:
             out.loss = out.loss * float("nan")
         return out
-    monkeypatch.setattr(train.CriterionObjective, "__call__", maybe_nan)
+    monkeypatch.setattr(CriterionObjective, "__call__", maybe_nan)
 
 
 def test_non_finite_loss_stops_naming_the_step_and_last_checkpoint(tiny_corpus, tmp_path,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from cpc.feature_loader import (ConcatenatedModel, FeatureModule, buildFeature, getCheckpointData,
                                 loadArgs, loadModel)
 from cpc.model import build_model
+from cpc.options import complete_with_defaults
 
 
 def tiny_args(**overrides) -> argparse.Namespace:
@@ -21,7 +22,7 @@ def tiny_args(**overrides) -> argparse.Namespace:
                   encoder_type="cpc", sizeWindow=20480, abspos=False, cpc_mode=None, nPredicts=12,
                   negativeSamplingExt=128, rnnMode="transformer", dropout=False, load=None)
     values.update(overrides)
-    return argparse.Namespace(**values)
+    return complete_with_defaults(values)
 
 
 def save_run(run_dir, args, states: dict[int, dict], logs: dict | None = None) -> None:

@@ -7,6 +7,7 @@ import torch
 
 from cpc.criterion import build_criterion
 from cpc.model import ENCODERS, build_model
+from cpc.options import complete_with_defaults
 from cpc.pase_encoder import DOWNSAMPLING, PASEEncoder, SincConv, same_frames_padding
 
 SMALL = dict(sinc_filters=8, channels=(8, 8, 8, 16, 16, 16, 16))
@@ -17,7 +18,7 @@ def pase_args(**overrides) -> argparse.Namespace:
                   arMode="GRU", hiddenGar=10, nLevelsGRU=1, nPredicts=3, negativeSamplingExt=4,
                   rnnMode="linear", sizeWindow=3200)
     values.update(overrides)
-    return argparse.Namespace(**values)
+    return complete_with_defaults(values)
 
 
 def test_registered_and_downsamples_by_160():

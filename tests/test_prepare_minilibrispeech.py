@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from cpc.dataset import findAllSeqs
-from cpc.utils import prepare_minilibrispeech as prep
+from cpc.corpora import minilibrispeech as prep
 
 SPEAKERS = {"train-clean-5": ("19", "32"), "dev-clean-2": ("84",)}
 

@@ -1,5 +1,4 @@
 """QRNN: the forget_mult recurrence, its backend dispatch, the QRNN module and --arMode QRNN."""
-import argparse
 import ctypes
 import importlib
 import shutil
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from cpc.model import build_model
+from cpc.options import complete_with_defaults
 from cpc.qrnn import QRNN, QRNNLayer, forget_mult
 
 fm_module = importlib.import_module("cpc.qrnn.forget_mult")  # the package attribute is the function
@@ -311,9 +311,9 @@ def test_invalid_arguments():
 @pytest.mark.parametrize("n_levels", [1, 2])
 @pytest.mark.parametrize("cpc_mode", [None, "reverse"])
 def test_build_model_qrnn_context_shapes(n_levels, cpc_mode):
-    args = argparse.Namespace(hiddenEncoder=16, hiddenGar=12, nLevelsGRU=n_levels, arMode="QRNN",
-                              normMode="layerNorm", encoder_type="cpc", sizeWindow=20480,
-                              abspos=False, cpc_mode=cpc_mode)
+    args = complete_with_defaults(dict(hiddenEncoder=16, hiddenGar=12, nLevelsGRU=n_levels, arMode="QRNN",
+                                       normMode="layerNorm", encoder_type="cpc", sizeWindow=20480,
+                                       abspos=False, cpc_mode=cpc_mode))
     model = build_model(args)
     assert model.dim_context == 12 and len(model.gAR.baseNet.layers) == n_levels
     c, z, _ = model(torch.randn(2, 1, 1700), None)

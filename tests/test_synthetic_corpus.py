@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpc.utils import synthetic_corpus as sc
-from cpc.utils.espeak import Voice, synthesize
+from cpc.corpora import synthetic as sc
+from cpc.corpora.espeak import Voice, synthesize
 
 SPEAKERS, CHAPTERS, UTTERANCES, SEED = 3, 1, 3, 7
 

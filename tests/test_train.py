@@ -107,3 +107,15 @@ def test_bad_flags_are_one_line_errors(tiny_corpus, tmp_path, capsys, flags, mes
 def test_missing_pathdb_is_an_error(capsys):
     assert run(["--nEpoch", "1"]) == 2
     assert "--pathDB is required" in capsys.readouterr().err
+
+
+def test_criterion_flag_selects_a_registered_criterion_and_cpcctc_is_its_alias():
+    import argparse
+
+    from cpc.train import criterion_name, parse_args
+    from cpc.utils.errors import ConfigError
+    assert criterion_name(parse_args(["--pathDB", "x"])[0]) == "cpc"
+    assert criterion_name(parse_args(["--pathDB", "x", "--CPCCTC"])[0]) == "cpcctc"
+    assert criterion_name(parse_args(["--pathDB", "x", "--criterion", "cpcctc"])[0]) == "cpcctc"
+    with pytest.raises(ConfigError, match="contradicts --criterion apc"):
+        criterion_name(argparse.Namespace(CPCCTC=True, criterion="apc"))

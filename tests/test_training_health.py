@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cpc import train
+from cpc.run_log import record_health, truncate_logs
 from cpc.utils import checkpoint as ckpt
 from tests.test_train import SMALL, corpus_args, run
 
@@ -99,8 +99,8 @@ def test_logs_of_older_runs_gain_aligned_health_lists():
     for epoch in range(3):
         logs["epoch"].append(epoch)
         if epoch == 2:  # a run begun before the health figures existed, resumed
-            train.record_health(logs, {"loss": 1.5})
+            record_health(logs, {"loss": 1.5})
     assert logs["health_loss"][2] == 1.5 and len(logs["health_loss"]) == 3
-    kept = train.truncate_logs(logs, 1)
+    kept = truncate_logs(logs, 1)
     assert kept["health_loss"] == logs["health_loss"][:2]
     assert kept["health_steps"] == [{"epoch": 0, "step": 5}] and kept["collapse_events"] == []

@@ -14,7 +14,7 @@ from cpc.criterion.workers.labellers import (FbankLabeller, LPSLabeller, MFCCLab
                                              WaveformLabeller)
 from cpc.criterion.workers.regressors import WaveformDecoder
 from cpc.pase_encoder import PASEEncoder
-from cpc.utils import audio_features as af
+from cpc import audio_features as af
 from cpc.utils.errors import ConfigError
 
 SR = 16000

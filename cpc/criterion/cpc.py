@@ -24,10 +24,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..model import DOWNSAMPLING
+from ..registry import Registry
 from ..transformers import CausalTransformer
+from ..utils.constants import FRAME_SIZE
 from .base import CriterionOutput
-from .registry import register_criterion
+from .registry import CRITERIA
 
 
 # --------------------------------------------------------------------------- InfoNCE math
@@ -261,17 +262,16 @@ class TransformerHead(PredictionHead):
         return torch.vmap(run_head, in_dims=(0, None), out_dims=2, randomness="different")(stacked, c)
 
 
-HeadFactory = Callable[[int, int, int], PredictionHead]
-HEADS: dict[str, HeadFactory] = {
-    "linear": lambda din, dout, max_rel: LinearHead(din, dout),
-    "ffd": lambda din, dout, max_rel: FeedForwardHead(din, dout),
-    "conv4": lambda din, dout, max_rel: ShiftedConvHead(din, dout, 4),
-    "conv8": lambda din, dout, max_rel: ShiftedConvHead(din, dout, 8),
-    "conv12": lambda din, dout, max_rel: ShiftedConvHead(din, dout, 12),
-    "LSTM": lambda din, dout, max_rel: RecurrentHead(din, dout, nn.LSTM),
-    "RNN": lambda din, dout, max_rel: RecurrentHead(din, dout, nn.RNN),
-    "transformer": TransformerHead,
-}
+HeadFactory = Callable[[int, int, int], PredictionHead]  # (dim_context, dim_encoded, max_rel_distance)
+HEADS: Registry[HeadFactory] = Registry("prediction head", flag="--rnnMode")
+HEADS.add("linear", lambda din, dout, max_rel: LinearHead(din, dout))
+HEADS.add("ffd", lambda din, dout, max_rel: FeedForwardHead(din, dout))
+HEADS.add("conv4", lambda din, dout, max_rel: ShiftedConvHead(din, dout, 4))
+HEADS.add("conv8", lambda din, dout, max_rel: ShiftedConvHead(din, dout, 8))
+HEADS.add("conv12", lambda din, dout, max_rel: ShiftedConvHead(din, dout, 12))
+HEADS.add("LSTM", lambda din, dout, max_rel: RecurrentHead(din, dout, nn.LSTM))
+HEADS.add("RNN", lambda din, dout, max_rel: RecurrentHead(din, dout, nn.RNN))
+HEADS.add("transformer", TransformerHead)
 
 
 class PredictionHeads(nn.Module):
@@ -284,9 +284,8 @@ class PredictionHeads(nn.Module):
     def __init__(self, n_predicts: int, dim_context: int, dim_encoded: int, mode: str = "transformer",
                  dropout: bool = False, max_rel_distance: int = 128):
         super().__init__()
-        if mode not in HEADS:
-            raise ValueError(f"unknown rnnMode {mode!r}; available: {sorted(HEADS)}")
-        self.predictors = nn.ModuleList(HEADS[mode](dim_context, dim_encoded, max_rel_distance)
+        head = HEADS.get(mode)
+        self.predictors = nn.ModuleList(head(dim_context, dim_encoded, max_rel_distance)
                                         for _ in range(n_predicts))
         self.dropout = nn.Dropout(p=0.5) if dropout else None
 
@@ -341,14 +340,12 @@ class CPCCriterion(nn.Module):
         return CriterionOutput(step_losses.sum(), step_losses, step_accuracies, captures, margin)
 
 
-@register_criterion("cpc")
+@CRITERIA.register("cpc")
 def build(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
           n_phones: int = 0) -> CPCCriterion:
     """CPC criterion from ``nPredicts, negativeSamplingExt, rnnMode, dropout, cpc_mode,
-    limitNegsInBatch, sizeWindow`` (CPC_audio defaults when absent)."""
-    n_predicts = getattr(args, "nPredicts", 12)
-    return CPCCriterion(n_predicts, dim_context, dim_encoded, getattr(args, "negativeSamplingExt", 128),
-                        rnn_mode=getattr(args, "rnnMode", "transformer"), dropout=getattr(args, "dropout", False),
-                        reverse=getattr(args, "cpc_mode", None) == "reverse",
-                        limit_negs_in_batch=getattr(args, "limitNegsInBatch", 0),
-                        max_rel_distance=max(1, getattr(args, "sizeWindow", 20480) // DOWNSAMPLING - n_predicts))
+    limitNegsInBatch, sizeWindow``."""
+    return CPCCriterion(args.nPredicts, dim_context, dim_encoded, args.negativeSamplingExt,
+                        rnn_mode=args.rnnMode, dropout=args.dropout, reverse=args.cpc_mode == "reverse",
+                        limit_negs_in_batch=args.limitNegsInBatch,
+                        max_rel_distance=max(1, args.sizeWindow // FRAME_SIZE - args.nPredicts))

@@ -36,11 +36,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..model import DOWNSAMPLING
+from ..utils.constants import FRAME_SIZE
 from ..utils.errors import ConfigError
 from .base import CriterionOutput
 from .cpc import PredictionHeads, candidate_scores, sample_negative_indices
-from .registry import register_criterion
+from .registry import CRITERIA
 from .soft_align import soft_align
 
 
@@ -236,30 +236,22 @@ class CPCCTCCriterion(nn.Module):
         return CriterionOutput(loss, loss * share, step_accuracies, captures, margin)
 
 
-@register_criterion("cpcctc")
+@CRITERIA.register("cpcctc")
 def build(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
           n_phones: int = 0) -> CPCCTCCriterion:
     """CPC-CTC criterion from ``nPredicts, negativeSamplingExt, rnnMode, dropout, cpc_mode,
-    limitNegsInBatch, sizeWindow`` and the ``CPCCTC*`` flags (the fork's defaults when absent)."""
-    n_predicts = getattr(args, "nPredicts", 12)
-    n_matched = getattr(args, "CPCCTCNumMatched", 16)
-    no_negs = getattr(args, "CPCCTCNoNegsMatchWin", False)
-    size_window = getattr(args, "sizeWindow", 20480)
-    frames = size_window // DOWNSAMPLING
+    limitNegsInBatch, sizeWindow`` and the ``CPCCTC*`` flags."""
+    n_matched, no_negs, size_window = args.CPCCTCNumMatched, args.CPCCTCNoNegsMatchWin, args.sizeWindow
+    frames = size_window // FRAME_SIZE
     needed = n_matched + (2 if no_negs else 1)
     if frames < needed:
         raise ConfigError(f"--sizeWindow {size_window} gives {frames} frames, fewer than the {needed} "
                           f"that --CPCCTCNumMatched {n_matched}"
                           f"{' with --CPCCTCNoNegsMatchWin' if no_negs else ''} needs")
     return CPCCTCCriterion(
-        n_predicts, n_matched, dim_context, dim_encoded, getattr(args, "negativeSamplingExt", 128),
-        rnn_mode=getattr(args, "rnnMode", "transformer"), dropout=getattr(args, "dropout", False),
-        reverse=getattr(args, "cpc_mode", None) == "reverse",
-        limit_negs_in_batch=getattr(args, "limitNegsInBatch", 0),
-        skip_beg=getattr(args, "CPCCTCSkipBeg", 0), skip_end=getattr(args, "CPCCTCSkipEnd", 0),
-        self_loop=getattr(args, "CPCCTCSelfLoop", False), learn_blank=getattr(args, "CPCCTCLearnBlank", False),
-        no_negs_in_match_window=no_negs, masq_rules=getattr(args, "CPCCTCMasq", ""),
-        loss_temp=getattr(args, "CPCCTCLossTemp", 1.0),
-        normalize_encs=getattr(args, "CPCCTCNormalizeEncs", False),
-        normalize_preds=getattr(args, "CPCCTCNormalizePreds", False),
-        max_rel_distance=max(1, frames - n_matched))
+        args.nPredicts, n_matched, dim_context, dim_encoded, args.negativeSamplingExt,
+        rnn_mode=args.rnnMode, dropout=args.dropout, reverse=args.cpc_mode == "reverse",
+        limit_negs_in_batch=args.limitNegsInBatch, skip_beg=args.CPCCTCSkipBeg, skip_end=args.CPCCTCSkipEnd,
+        self_loop=args.CPCCTCSelfLoop, learn_blank=args.CPCCTCLearnBlank, no_negs_in_match_window=no_negs,
+        masq_rules=args.CPCCTCMasq, loss_temp=args.CPCCTCLossTemp, normalize_encs=args.CPCCTCNormalizeEncs,
+        normalize_preds=args.CPCCTCNormalizePreds, max_rel_distance=max(1, frames - n_matched))

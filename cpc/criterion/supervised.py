@@ -1,8 +1,11 @@
-"""Supervised criteria on top of CPC features (training baselines and linear-separability probes).
+"""Supervised criteria on top of CPC features: the linear-separability probes of
+:mod:`cpc.eval.linear_separability` (built there directly, not through the criterion registry).
 
-* ``speaker``: one speaker label per window, classified from the last frame or the time mean.
-* ``phone``: frame-wise phone classification (labels ``(B, T)`` aligned with the frames).
-* ``ctc_phone``: CTC over the window's phone sequence. The target is the frame labels with
+* :class:`SpeakerCriterion`: one speaker label per window, classified from the last frame or the
+  time mean.
+* :class:`PhoneCriterion`: frame-wise phone classification (labels ``(B, T)`` aligned with the
+  frames).
+* :class:`CTCPhoneCriterion`: CTC over the window's phone sequence. The target is the frame labels with
   consecutive repeats collapsed (``a a b b b a -> a b a``); nothing else is removed (silence is a
   phone like the others), so it matches what greedy decoding of a perfect model returns.
 
@@ -12,7 +15,6 @@ Each criterion classifies ``cFeature`` (or ``encodedData`` when ``on_encoder``).
 """
 from __future__ import annotations
 
-import argparse
 from typing import Sequence
 
 import torch
@@ -20,7 +22,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import CriterionOutput
-from .registry import register_criterion
 
 
 def classifier(dim: int, n_classes: int, n_layers: int = 1) -> nn.Module:
@@ -147,34 +148,3 @@ class CTCPhoneCriterion(nn.Module):
         accuracy = torch.tensor([1.0 - per], device=loss.device)
         return CriterionOutput(loss, loss.view(1), accuracy, {"logits": logits} if capture else {})
 
-
-def _on_encoder(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "onEncoder", False) or getattr(args, "get_encoded", False))
-
-
-@register_criterion("speaker")
-def build_speaker(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
-                  n_phones: int = 0) -> SpeakerCriterion:
-    """Reads ``nLevelsSpeaker`` (1), ``speakerPooling`` ("last"), ``onEncoder``/``get_encoded``."""
-    on_encoder = _on_encoder(args)
-    return SpeakerCriterion(dim_encoded if on_encoder else dim_context, n_speakers,
-                            getattr(args, "nLevelsSpeaker", 1), getattr(args, "speakerPooling", "last"),
-                            on_encoder)
-
-
-@register_criterion("phone")
-def build_phone(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
-                n_phones: int = 0) -> PhoneCriterion:
-    """Reads ``nLevelsPhone`` (1) and ``onEncoder``/``get_encoded``."""
-    on_encoder = _on_encoder(args)
-    return PhoneCriterion(dim_encoded if on_encoder else dim_context, n_phones,
-                          getattr(args, "nLevelsPhone", 1), on_encoder)
-
-
-@register_criterion("ctc_phone")
-def build_ctc_phone(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
-                    n_phones: int = 0) -> CTCPhoneCriterion:
-    """Reads ``nLevelsPhone`` (1) and ``onEncoder``/``get_encoded``."""
-    on_encoder = _on_encoder(args)
-    return CTCPhoneCriterion(dim_encoded if on_encoder else dim_context, n_phones,
-                             getattr(args, "nLevelsPhone", 1), on_encoder)

@@ -217,7 +217,7 @@ def _feature_loader(args: argparse.Namespace, items: ItemFile, device: torch.dev
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cpc.train import select_device
+    from cpc.utils.devices import select_device
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     modes = list(MODES) if args.mode == "all" else [args.mode]

@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable
 
 if __package__ in (None, ""):  # run as `python cpc/eval/build_zeroSpeech_features.py`
     sys.path[0] = str(Path(__file__).resolve().parents[2])
@@ -37,10 +36,11 @@ from cpc.dataset import DataError
 from cpc.feature_loader import FeatureModule, buildFeature, loadModel
 from cpc.hub import LayerFeatureModule
 from cpc.utils.errors import CPCError
+from cpc.utils.constants import FRAME_SECONDS
+from cpc.utils.files import atomic_write
 
 FORMATS = ("npy", "npz", "txt")
 READABLE = (".npy", ".npz", ".txt", ".pt")
-FRAME_SECONDS = 0.01
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,31 +67,20 @@ def list_files_by_stem(root: str | Path, extension: str) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def _write_atomic(path: Path, write: Callable[[object], None], mode: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_features(path: str | Path, features: np.ndarray, fmt: str) -> None:
     """Write ``T x D`` features in one of :data:`FORMATS` (temp file + rename)."""
     features = np.asarray(features, dtype=np.float32)
     path = Path(path)
     if fmt == "npy":
-        _write_atomic(path, lambda handle: np.save(handle, features), "wb")
+        atomic_write(path, lambda handle: np.save(handle, features), durable=False)
     elif fmt == "npz":
         n_frames = features.shape[0]
         time = (np.arange(n_frames) + 0.5) * FRAME_SECONDS
         total = np.array([n_frames * FRAME_SECONDS], dtype=np.float32)
-        _write_atomic(path, lambda handle: np.savez(handle, features=features, time=time,
+        atomic_write(path, lambda handle: np.savez(handle, features=features, time=time,
                                                     totTime=total), "wb")
     elif fmt == "txt":
-        _write_atomic(path, lambda handle: np.savetxt(handle, features, fmt="%.9g"), "w")
+        atomic_write(path, lambda handle: np.savetxt(handle, features, fmt="%.9g"), "w", durable=False)
     else:
         raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
 
@@ -187,7 +176,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cpc.train import select_device
+    from cpc.utils.devices import select_device
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:

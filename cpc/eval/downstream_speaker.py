@@ -10,7 +10,7 @@ are pooled over each file's own frames (``mean``, or ``stats``: mean and standar
 standardised with the training set's statistics and classified by a linear layer. The speaker
 is the first directory level under pathDB; validation speakers must appear in training
 (closed set: for MiniLibriSpeech use the speaker_*_split.txt lists of
-``cpc.utils.prepare_minilibrispeech``).
+``cpc.corpora.minilibrispeech``).
 
 Frozen (default): the model runs once over the data and only the classifier is trained.
 ``--finetune``: the model is trained with the classifier (model in train mode while training).
@@ -32,8 +32,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cpc.dataset import SAMPLE_RATE, DataError, filterSeqs, findAllSeqs, read_audio
+from cpc.dataset import DataError, filterSeqs, findAllSeqs, read_audio
 from cpc.utils import checkpoint as ckpt
+from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 
 POOLINGS = ("mean", "stats")
 
@@ -72,7 +73,7 @@ def batch_indices(utterances: list[Utterance], batch_size: int, rng: random.Rand
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def load_batch(utterances: list[Utterance], max_samples: int, downsampling: int = 160
+def load_batch(utterances: list[Utterance], max_samples: int, downsampling: int = FRAME_SIZE
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-padded audio ``(B, 1, S_max)`` of the files (first ``max_samples`` each) and their frame counts."""
     signals = [torch.from_numpy(read_audio(u.path)[:max_samples]) for u in utterances]
@@ -200,7 +201,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from cpc.feature_loader import loadModel
-    from cpc.train import select_device
+    from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)

@@ -33,6 +33,7 @@ from cpc.criterion.supervised import (CTCPhoneCriterion, PhoneCriterion, Speaker
                                       collapse_repeats, edit_distance)
 from cpc.dataset import AudioBatchData
 from cpc.utils import checkpoint as ckpt
+from cpc.utils.constants import FRAME_SIZE
 
 PROBES = ("speaker", "speaker_mean", "phone", "phone_ctc")
 
@@ -73,7 +74,7 @@ def extract_features(model: nn.Module, dataset: AudioBatchData, batch_size: int,
     loader = dataset.getDataLoader(batch_size, "sequential", randomOffset=False)
     stride = 1
     if with_frames:
-        frames = dataset.size_window // 160
+        frames = dataset.size_window // FRAME_SIZE
         per_window = frames * _feature_dim(model, get_encoded) * 2  # float16
         max_windows = max(1, int(budget_gb * 2**30 // per_window))
         stride = max(1, math.ceil(dataset.n_windows() / max_windows))
@@ -343,7 +344,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from cpc.dataset import build_datasets
-    from cpc.train import select_device
+    from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)

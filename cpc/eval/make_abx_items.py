@@ -29,9 +29,9 @@ import numpy as np
 
 from cpc.dataset import DataError, parseSeqLabels, read_split_list
 from cpc.utils.errors import CPCError
+from cpc.utils.constants import FRAME_SECONDS
 
 SILENCE_ID = 0
-FRAME_SECONDS = 0.01
 HEADER = "#file onset offset #phone prev-phone next-phone speaker"
 
 

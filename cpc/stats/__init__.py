@@ -5,6 +5,6 @@ Importing this package registers every stat; a new stat module must be imported 
 from . import repr_diff  # noqa: F401  (registers reprDiff)
 from .base import Stat, StatError
 from .collector import StatsCollector
-from .registry import STATS, parse_stats_spec, register_stat
+from .registry import STATS, parse_stats_spec
 
-__all__ = ["STATS", "Stat", "StatError", "StatsCollector", "parse_stats_spec", "register_stat"]
+__all__ = ["STATS", "Stat", "StatError", "StatsCollector", "parse_stats_spec"]

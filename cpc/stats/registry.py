@@ -1,6 +1,6 @@
 """Registry of stats and the parser of ``--captureSetStats "name:arg,arg_name2:arg,..."``.
 
-A new stat is one module with a builder decorated by ``@register_stat("name")`` (the builder
+A new stat is one module with a builder decorated by ``@STATS.register("name")`` (the builder
 receives the spec's string arguments and raises :class:`StatError` on bad ones), plus its import
 in ``cpc/stats/__init__.py``.
 """
@@ -9,19 +9,12 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from cpc.registry import Registry
+
 from .base import Stat, StatError
 
 StatBuilder = Callable[[list[str]], Stat]
-STATS: dict[str, StatBuilder] = {}
-
-
-def register_stat(name: str) -> Callable[[StatBuilder], StatBuilder]:
-    def decorator(builder: StatBuilder) -> StatBuilder:
-        if name in STATS:
-            raise ValueError(f"stat {name!r} is registered twice")
-        STATS[name] = builder
-        return builder
-    return decorator
+STATS: Registry[StatBuilder] = Registry("stat", flag="--captureSetStats")
 
 
 def parse_stats_spec(spec: str) -> list[Stat]:
@@ -32,15 +25,15 @@ def parse_stats_spec(spec: str) -> list[Stat]:
     """
     if not spec.strip():
         return []
-    names = "|".join(re.escape(name) for name in sorted(STATS, key=len, reverse=True))
+    names = "|".join(re.escape(name) for name in sorted(STATS.names(), key=len, reverse=True))
     parts = re.split(rf"_(?=(?:{names}):)", spec.strip())
     stats: list[Stat] = []
     for part in parts:
         name, _, arguments = part.partition(":")
         if name not in STATS:
             raise StatError(f"--captureSetStats: unknown stat {name!r} in {spec!r}; available: "
-                            f"{', '.join(sorted(STATS))} (format: name:arg,arg_name:arg,...)")
-        stat = STATS[name](arguments.split(",") if arguments else [])
+                            f"{', '.join(STATS.names())} (format: name:arg,arg_name:arg,...)")
+        stat = STATS.get(name)(arguments.split(",") if arguments else [])
         if any(stat.name == other.name for other in stats):
             raise StatError(f"--captureSetStats: {stat.name} is requested twice")
         stats.append(stat)

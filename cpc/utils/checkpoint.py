@@ -8,54 +8,23 @@ Checkpoints are read with ``weights_only=True``: loading one never runs code.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
+
+from cpc.utils.files import atomic_write
 
 CHECKPOINT_RE = re.compile(r"^checkpoint_(\d+)\.pt$")
 ARGS_FILE = "checkpoint_args.json"
 LOGS_FILE = "checkpoint_logs.json"
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through ``write(handle)`` into a temp file beside ``path``, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
-    """Delete temp files left by a write that was killed (SIGKILL, power loss) in ``run_dir``."""
-    run_dir = Path(run_dir)
-    stale = [p for p in run_dir.glob(".*.tmp") if p.is_file()] if run_dir.is_dir() else []
-    for path in stale:
-        path.unlink()
-    return stale
-
-
 def write_json(path: str | Path, content: Any) -> None:
     """Atomically write ``content`` as indented JSON."""
-    _atomic_write(Path(path), lambda h: json.dump(content, h, indent=2, sort_keys=True), "w")
+    atomic_write(Path(path), lambda h: json.dump(content, h, indent=2, sort_keys=True), "w")
 
 
 def read_json(path: str | Path) -> Any:
@@ -65,7 +34,7 @@ def read_json(path: str | Path) -> Any:
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Atomically ``torch.save`` a state dict."""
-    _atomic_write(Path(path), lambda h: torch.save(state, h))
+    atomic_write(Path(path), lambda h: torch.save(state, h))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -14,7 +14,7 @@ for the health monitor.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -42,14 +42,28 @@ def warmup_factor(steps_taken: int, warmup_steps: int) -> float:
     return (steps_taken + 1) / warmup_steps
 
 
+def pase_lr_factor(epoch: int, interval: int, decay: float) -> float:
+    """PASE's multiplier of (0-based) ``epoch``: ``decay ** (epoch // interval)``, i.e. the rate
+    is multiplied by ``decay`` every ``interval`` epochs."""
+    if interval < 1:
+        raise ValueError(f"the decay interval must be at least 1 epoch; got {interval}")
+    return decay ** (epoch // interval)
+
+
+def build_adam(params: Iterable[torch.nn.Parameter], lr: float, beta1: float, beta2: float,
+               epsilon: float, schedule: Callable[[int], float]) -> tuple[torch.optim.Optimizer,
+                                                                        Scheduler]:
+    """Adam and a LambdaLR multiplying its rate by ``schedule(epoch)``, stepped once per epoch."""
+    optimizer = torch.optim.Adam(list(params), lr=lr, betas=(beta1, beta2), eps=epsilon)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
 def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float, beta1: float, beta2: float,
                     epsilon: float, ramp_epochs: int | None, step_epochs: int
                     ) -> tuple[torch.optim.Optimizer, Scheduler]:
-    """Adam and its per-epoch schedule."""
-    optimizer = torch.optim.Adam(list(params), lr=lr, betas=(beta1, beta2), eps=epsilon)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: lr_factor(epoch, ramp_epochs, step_epochs))
-    return optimizer, scheduler
+    """Adam on CPC_audio's per-epoch schedule (``--schedulerRamp``, ``--schedulerStep``)."""
+    return build_adam(params, lr, beta1, beta2, epsilon,
+                      lambda epoch: lr_factor(epoch, ramp_epochs, step_epochs))
 
 
 def steps_taken(optimizer: torch.optim.Optimizer) -> int:

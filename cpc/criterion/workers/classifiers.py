@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from cpc.utils.errors import ConfigError
 
 from .base import Worker, WorkerBatchError, WorkerOutput, mlp_head
-from .registry import keyword_settings, register_worker
+from .registry import WORKERS, WorkerSpec, keyword_settings
 
 
 def other_speaker_rows(speaker: torch.Tensor) -> torch.Tensor:
@@ -132,7 +132,7 @@ def register_classifier(name: str, worker_class: type[Worker], **fixed) -> None:
     def build(worker_name: str, values: dict, dim_encoded: int, sample_rate: int) -> Worker:
         return worker_class(worker_name, dim_encoded, **fixed, **values)
 
-    register_worker(name, "classifier", build, settings)
+    WORKERS.add(name, WorkerSpec("classifier", build, settings))
 
 
 register_classifier("lim", InfoMaxDiscriminator, pooled=False)

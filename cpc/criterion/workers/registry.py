@@ -1,8 +1,11 @@
-"""Name -> worker registry, and ``build_workers`` from the YAML ``workers_config`` section.
+"""The workers by name (``WORKERS``), and ``build_workers`` from the YAML ``workers_config`` section.
 
 A worker module registers each name with one line, e.g.::
 
-    register_worker("mfcc", "regressor", build_mfcc, settings=("n_mfcc", "weight", ...))
+    WORKERS.add("mfcc", WorkerSpec("regressor", build_mfcc, settings=("n_mfcc", "weight", ...)))
+
+(``register_regressor`` / ``register_classifier`` of :mod:`.regressors` / :mod:`.classifiers`
+write that line for the usual cases).
 
 ``workers_config`` (the YAML section) names the workers of each kind with their settings::
 
@@ -24,6 +27,8 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from cpc.registry import Registry
+from cpc.utils.constants import SAMPLE_RATE
 from cpc.utils.errors import ConfigError
 
 from .base import Worker
@@ -34,21 +39,20 @@ WorkerBuilder = Callable[..., Worker]  # builder(name, settings: dict, dim_encod
 
 @dataclass(frozen=True)
 class WorkerSpec:
+    """A registered worker: its ``workers_config`` section (``kind``), its builder
+    ``build(name, settings: dict, dim_encoded, sample_rate) -> Worker`` and the setting names it
+    accepts."""
+
     kind: str
     build: WorkerBuilder
-    settings: tuple[str, ...]  # accepted setting names
+    settings: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"worker kind must be one of {KINDS}; got {self.kind!r}")
 
 
-_WORKERS: dict[str, WorkerSpec] = {}
-
-
-def register_worker(name: str, kind: str, build: WorkerBuilder, settings: tuple[str, ...]) -> None:
-    """Register ``build(name, settings, dim_encoded, sample_rate) -> Worker`` under ``name``."""
-    if kind not in KINDS:
-        raise ValueError(f"worker kind must be one of {KINDS}; got {kind!r}")
-    if name in _WORKERS:
-        raise ValueError(f"worker {name!r} is already registered")
-    _WORKERS[name] = WorkerSpec(kind, build, tuple(sorted(settings)))
+WORKERS: Registry[WorkerSpec] = Registry("worker", flag="workers_config")
 
 
 def keyword_settings(function: Callable, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -60,7 +64,7 @@ def keyword_settings(function: Callable, skip: tuple[str, ...] = ()) -> tuple[st
 
 def available_workers(kind: str | None = None) -> list[str]:
     """Registered worker names (of one kind), sorted."""
-    return sorted(name for name, spec in _WORKERS.items() if kind in (None, spec.kind))
+    return [name for name in WORKERS if kind in (None, WORKERS.get(name).kind)]
 
 
 def _section(kind: str, section: Any) -> dict[str, dict]:
@@ -76,7 +80,7 @@ def _section(kind: str, section: Any) -> dict[str, dict]:
                           f"got {type(section).__name__}")
     normalised = {}
     for name, settings in section.items():
-        spec = _WORKERS.get(name)
+        spec = WORKERS.get(name) if name in WORKERS else None
         if spec is None or spec.kind != kind:
             where = f" (it is a {spec.kind})" if spec else ""
             raise ConfigError(f"workers_config.{kind}: unknown {kind} {name!r}{where}; available "
@@ -87,7 +91,7 @@ def _section(kind: str, section: Any) -> dict[str, dict]:
         unknown = sorted(set(settings) - set(spec.settings))
         if unknown:
             raise ConfigError(f"workers_config.{kind}.{name}: unknown setting(s) {', '.join(map(str, unknown))}; "
-                              f"valid: {', '.join(spec.settings)}")
+                              f"valid: {', '.join(sorted(spec.settings))}")
         normalised[name] = dict(settings)
     return normalised
 
@@ -106,7 +110,7 @@ def check_workers_config(workers_config: Any) -> dict[str, dict[str, dict]]:
     return {kind: _section(kind, workers_config.get(kind)) for kind in KINDS}
 
 
-def build_workers(workers_config: Any, dim_encoded: int, sample_rate: int = 16000) -> nn.ModuleDict:
+def build_workers(workers_config: Any, dim_encoded: int, sample_rate: int = SAMPLE_RATE) -> nn.ModuleDict:
     """The workers of ``workers_config`` on encoded frames of ``dim_encoded``, keyed by name.
 
     Invalid values of a setting (a window shorter than a frame, a bad loss name...) are
@@ -116,7 +120,7 @@ def build_workers(workers_config: Any, dim_encoded: int, sample_rate: int = 1600
     for kind, section in check_workers_config(workers_config).items():
         for name, settings in section.items():
             try:
-                workers[name] = _WORKERS[name].build(name, settings, dim_encoded, sample_rate)
+                workers[name] = WORKERS.get(name).build(name, settings, dim_encoded, sample_rate)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"workers_config.{kind}.{name}: {exc}") from None
     return workers

@@ -1,7 +1,8 @@
 """Regression workers: a head predicts a labeller's (z-normalised) target from the encoded frames.
 
 One class, :class:`Regressor`, serves every regressor; a regressor is registered by one line
-``register_regressor(name, LabellerClass, ...)`` naming its labeller, loss and head. Losses
+``register_regressor(name, labeller="...", ...)`` naming its labeller (of
+:data:`~.labellers.LABELLERS`), loss and head. Losses
 follow PASE: L1 for the waveform, MSE for the others.
 
 - ``waveform``: a decoder of transposed convolutions (PASE+'s: channels 512, 256, 128; kernels
@@ -27,9 +28,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cpc.utils.constants import FRAME_SIZE
+
 from .base import Worker, WorkerOutput, mlp_head
-from .labellers import HOP, FbankLabeller, LPSLabeller, MFCCLabeller, ProsodyLabeller, WaveformLabeller
-from .registry import keyword_settings, register_worker
+from .labellers import LABELLERS
+from .registry import WORKERS, WorkerSpec, keyword_settings
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss, "mse": F.mse_loss}
@@ -74,7 +77,7 @@ class Regressor(Worker):
         prediction = self.head(encoded)
         if prediction.shape != target.shape:
             raise ValueError(f"worker {self.name}: prediction {tuple(prediction.shape)} vs target "
-                             f"{tuple(target.shape)}: the encoder must give S // {HOP} frames for "
+                             f"{tuple(target.shape)}: the encoder must give S // {FRAME_SIZE} frames for "
                              f"{audio.shape[-1]} samples")
         return WorkerOutput(LOSSES[self.loss_name](prediction, target), self.name)
 
@@ -107,8 +110,8 @@ class WaveformDecoder(nn.Module):
         super().__init__()
         if not len(channels) == len(kernel_sizes) == len(strides):
             raise ValueError("channels, kernel_sizes and strides must have the same length")
-        if math.prod(strides) != HOP:
-            raise ValueError(f"the decoder strides must multiply to {HOP}; got {list(strides)}")
+        if math.prod(strides) != FRAME_SIZE:
+            raise ValueError(f"the decoder strides must multiply to {FRAME_SIZE}; got {list(strides)}")
         if any(kernel < stride for kernel, stride in zip(kernel_sizes, strides)):
             raise ValueError(f"each kernel size must be at least its stride; got {list(kernel_sizes)}, "
                              f"{list(strides)}")
@@ -126,10 +129,12 @@ class WaveformDecoder(nn.Module):
         return self.layers(encoded.transpose(1, 2))
 
 
-def register_regressor(name: str, labeller_class: type, loss: str = "mse", head: type[nn.Module] = FrameHead,
+def register_regressor(name: str, labeller: str, loss: str = "mse", head: type[nn.Module] = FrameHead,
                        normalize: bool = True, **labeller_defaults) -> None:
-    """Register a :class:`Regressor` of ``labeller_class`` with ``head``; ``labeller_defaults``
-    override the labeller's defaults (e.g. a long window)."""
+    """Register a :class:`Regressor` of the labeller registered as ``labeller``, with ``head``;
+    ``labeller_defaults`` override the labeller's defaults (e.g. a long window). Its settings are
+    the labeller's, the head's, ``weight``, ``loss`` and ``normalize``."""
+    labeller_class = LABELLERS.get(labeller)
     labeller_keys = keyword_settings(labeller_class.__init__, ("sample_rate",))
     head_keys = keyword_settings(head.__init__, ("dim_in", "dim_out"))
     takes_rate = "sample_rate" in inspect.signature(labeller_class.__init__).parameters
@@ -138,20 +143,20 @@ def register_regressor(name: str, labeller_class: type, loss: str = "mse", head:
         labeller_settings = {**labeller_defaults, **{k: v for k, v in settings.items() if k in labeller_keys}}
         if takes_rate:
             labeller_settings["sample_rate"] = sample_rate
-        labeller = labeller_class(**labeller_settings)
-        head_module = head(dim_encoded, labeller.dim, **{k: v for k, v in settings.items() if k in head_keys})
-        return Regressor(worker_name, labeller, head_module, loss=settings.get("loss", loss),
+        target = labeller_class(**labeller_settings)
+        head_module = head(dim_encoded, target.dim, **{k: v for k, v in settings.items() if k in head_keys})
+        return Regressor(worker_name, target, head_module, loss=settings.get("loss", loss),
                          normalize=settings.get("normalize", normalize), weight=settings.get("weight", 1.0))
 
-    register_worker(name, "regressor", build, labeller_keys + head_keys + ("weight", "loss", "normalize"))
+    WORKERS.add(name, WorkerSpec("regressor", build, labeller_keys + head_keys + ("weight", "loss", "normalize")))
 
 
-register_regressor("waveform", WaveformLabeller, loss="l1", head=WaveformDecoder, normalize=False)
-register_regressor("lps", LPSLabeller)
-register_regressor("lps_long", LPSLabeller, **LONG_WINDOW)
-register_regressor("fbank", FbankLabeller)
-register_regressor("fbank_long", FbankLabeller, **LONG_WINDOW)
-register_regressor("mfcc", MFCCLabeller)
-register_regressor("mfcc_long", MFCCLabeller, **LONG_WINDOW)
-register_regressor("prosody", ProsodyLabeller)
-register_regressor("prosody_long", ProsodyLabeller, win_length=LONG_WINDOW["win_length"])
+register_regressor("waveform", labeller="waveform", loss="l1", head=WaveformDecoder, normalize=False)
+register_regressor("lps", labeller="lps")
+register_regressor("lps_long", labeller="lps", **LONG_WINDOW)
+register_regressor("fbank", labeller="fbank")
+register_regressor("fbank_long", labeller="fbank", **LONG_WINDOW)
+register_regressor("mfcc", labeller="mfcc")
+register_regressor("mfcc_long", labeller="mfcc", **LONG_WINDOW)
+register_regressor("prosody", labeller="prosody")
+register_regressor("prosody_long", labeller="prosody", win_length=LONG_WINDOW["win_length"])

@@ -1,6 +1,6 @@
 """Plots of a captured epoch: what a researcher looks at first.
 
-    python -m cpc.utils.plot_capture <pathCaptureSave>/<epoch> --out DIR [--windows 3]
+    python -m cpc.capture.plots <pathCaptureSave>/<epoch> --out DIR [--windows 3]
 
 Writes, when the capture holds what they need:
 - ``alignment_window<i>.png``: a window's phone labels (phone_align) above its CPC-CTC
@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cpc.utils.capture_loader import CaptureLoader  # noqa: E402
+from cpc.capture.loader import CaptureLoader  # noqa: E402
 
 
 def pca_2d(frames: np.ndarray) -> np.ndarray:

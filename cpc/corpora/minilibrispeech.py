@@ -1,6 +1,6 @@
 """Download, verify and unpack MiniLibriSpeech (OpenSLR 31) into the layout train.py reads.
 
-    python -m cpc.utils.prepare_minilibrispeech OUT [--base-url URL]
+    python -m cpc.corpora.minilibrispeech OUT [--base-url URL]
 
 Fetches ``train-clean-5.tar.gz`` and ``dev-clean-2.tar.gz`` from ``--base-url`` (default the
 official OpenSLR resource; ``file://`` URLs work too), resuming partial downloads (HTTP Range

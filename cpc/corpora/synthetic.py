@@ -14,7 +14,7 @@ alignment comes from espeak-ng's own phoneme events, so it is exact. Output in O
 
 The same parameters give a byte-identical corpus, whatever the number of workers.
 
-    python -m cpc.utils.synthetic_corpus OUT --speakers 20 --chapters 2 --utterances 10 --seed 0
+    python -m cpc.corpora.synthetic OUT --speakers 20 --chapters 2 --utterances 10 --seed 0
 """
 from __future__ import annotations
 
@@ -38,11 +38,11 @@ import soundfile as sf
 from scipy.signal import firwin, resample_poly
 from tqdm import tqdm
 
-from cpc.utils.espeak import Voice, synthesize
+from cpc.corpora.espeak import Voice, synthesize
+from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
+from cpc.utils.files import atomic_write_text
 
 FORMAT_VERSION = 1  # bump whenever the same parameters would produce different files
-SAMPLE_RATE = 16000
-FRAME_HOP = 160  # samples per label frame: 10 ms
 ESPEAK_RATE = 22050
 SILENCE = 0
 VAL_FRACTION = 0.1
@@ -282,7 +282,7 @@ def phone_segments(phones: Sequence[tuple[int, str]], offset: int, speech_len: i
 
 
 def frame_labels(starts: Sequence[int], ids: Sequence[int], n_samples: int,
-                 hop: int = FRAME_HOP) -> np.ndarray:
+                 hop: int = FRAME_SIZE) -> np.ndarray:
     """One class id per `hop` samples: frame i gets the segment holding sample hop*i + hop//2.
 
     Segment k spans [starts[k], starts[k+1]) (the last one runs to the end); samples before the
@@ -350,13 +350,6 @@ def _render_to_file(utterance: Utterance, out_dir: Path) -> Rendered:
     return Rendered(utterance.stem, len(audio), tuple(int(x) for x in labels))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary name and rename, so a file is either complete or absent."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _lines(rows: Sequence[str]) -> str:
     return "".join(f"{row}\n" for row in rows)
 
@@ -369,22 +362,22 @@ def _write_metadata(out_dir: Path, plan: Sequence[Utterance], rendered: Sequence
         chapters.setdefault((utterance.speaker.speaker_id, utterance.chapter_id),
                             []).append(utterance)
     for (speaker_id, chapter_id), utterances in chapters.items():
-        _write_atomic(out_dir / str(speaker_id) / str(chapter_id)
+        atomic_write_text(out_dir / str(speaker_id) / str(chapter_id)
                       / f"{speaker_id}-{chapter_id}.trans.txt",
                       _lines(sorted(f"{u.stem} {transcript(u.text)}" for u in utterances)))
     speakers = sorted({u.speaker for u in plan}, key=lambda s: s.speaker_id)
-    _write_atomic(out_dir / "speakers.txt", _lines(
+    atomic_write_text(out_dir / "speakers.txt", _lines(
         ["speaker accent variant pitch range rate gender"]
         + [f"{s.speaker_id} {s.accent} {s.variant} {s.pitch} {s.pitch_range} {s.rate} {s.gender}"
            for s in speakers]))
-    _write_atomic(out_dir / "phones.txt",
+    atomic_write_text(out_dir / "phones.txt",
                   _lines([f"{i} {symbol}" for i, symbol in enumerate(PHONE_CLASSES)]))
-    _write_atomic(out_dir / "converted_aligned_phones.txt", _lines(sorted(
+    atomic_write_text(out_dir / "converted_aligned_phones.txt", _lines(sorted(
         f"{r.stem} {' '.join(map(str, r.labels))}" for r in rendered)))
     train, val = split_stems([r.stem for r in rendered], random.Random(seed))
-    _write_atomic(out_dir / "train_split.txt", _lines(train))
-    _write_atomic(out_dir / "val_split.txt", _lines(val))
-    _write_atomic(out_dir / "corpus_info.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / "train_split.txt", _lines(train))
+    atomic_write_text(out_dir / "val_split.txt", _lines(val))
+    atomic_write_text(out_dir / "corpus_info.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 def _existing_corpus(out_dir: Path, parameters: dict) -> dict | None:
@@ -452,7 +445,7 @@ def generate_corpus(out_dir: str | os.PathLike, n_speakers: int, n_chapters: int
     total_seconds = sum(r.n_samples for r in rendered) / SAMPLE_RATE
     info = {"parameters": parameters, "n_files": len(rendered),
             "total_seconds": round(total_seconds, 6), "n_phones": len(PHONE_CLASSES),
-            "sample_rate": SAMPLE_RATE, "frame_hop": FRAME_HOP}
+            "sample_rate": SAMPLE_RATE, "frame_hop": FRAME_SIZE}
     _write_metadata(out_dir, plan, rendered, info, seed)
     return CorpusSummary(out_dir, n_speakers, len(rendered), total_seconds, len(PHONE_CLASSES),
                          time.perf_counter() - start)

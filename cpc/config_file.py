@@ -9,7 +9,7 @@ Keys are argparse destinations (``nEpoch``, ``encoder_type``...) or PASE keys::
     worker_lr_start      initial learning rate of each worker (float > 0; default 5e-4)
     lr_update_interval   epochs between learning-rate decays (int >= 1; default 30)
     decay_factor         factor applied at each decay (0 < f <= 1; default 0.5):
-                         lr(epoch) = lr_start * pase_lr_factor(epoch, lr_update_interval, decay_factor)
+                         lr(epoch) = lr_start * cpc.utils.optim.pase_lr_factor(epoch, lr_update_interval, decay_factor)
     workers_config       {regressor: {...}, classifier: {...}}, see cpc.criterion.workers.registry
 
 train.py applies a file in three lines; the command line wins over the file, which wins over
@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
+from cpc.criterion.workers import check_workers_config
+from cpc.utils.constants import FRAME_SIZE
 from cpc.utils.errors import ConfigError
 
-FRAME = 160  # samples per encoder frame: windows are whole frames
 # name: (type, default, minimum, maximum)
 PASE_SETTINGS: dict[str, tuple[type, Any, float, float | None]] = {
     "ckpt_save_interval": (int, 1, 1, None),
@@ -44,14 +45,6 @@ PASE_SETTINGS: dict[str, tuple[type, Any, float, float | None]] = {
 }
 CHUNK_SIZE = "chunk_size"
 WORKERS_CONFIG = "workers_config"
-
-
-def pase_lr_factor(epoch: int, interval: int, decay: float) -> float:
-    """Learning-rate multiplier of (0-based) ``epoch``: ``decay ** (epoch // interval)``, i.e. the
-    rate is multiplied by ``decay`` every ``interval`` epochs."""
-    if interval < 1:
-        raise ValueError(f"the decay interval must be at least 1 epoch; got {interval}")
-    return decay ** (epoch // interval)
 
 
 def _number(value: Any, kind: type, where: str) -> int | float:
@@ -146,8 +139,6 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> tuple[dict
     ``workers_config`` normalised to ``{"regressor": {name: settings}, "classifier": {...}}``
     (both empty without workers). ``chunk_size`` becomes ``defaults["sizeWindow"]``.
     """
-    from cpc.criterion.workers.registry import check_workers_config  # the registry names the workers
-
     content = read_yaml(path)
     actions = _flag_actions(parser)
     special = set(PASE_SETTINGS) | {CHUNK_SIZE, WORKERS_CONFIG}
@@ -163,9 +154,9 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> tuple[dict
     pase[WORKERS_CONFIG] = check_workers_config(content.get(WORKERS_CONFIG))
     if CHUNK_SIZE in content:
         chunk = _number(content[CHUNK_SIZE], int, f"{path}: {CHUNK_SIZE}")
-        if chunk <= 0 or chunk % FRAME:
-            raise ConfigError(f"{path}: {CHUNK_SIZE} {chunk} must be a positive multiple of {FRAME} "
-                              f"samples (whole encoder frames), e.g. {max(1, round(chunk / FRAME)) * FRAME}")
+        if chunk <= 0 or chunk % FRAME_SIZE:
+            raise ConfigError(f"{path}: {CHUNK_SIZE} {chunk} must be a positive multiple of {FRAME_SIZE} "
+                              f"samples (whole encoder frames), e.g. {max(1, round(chunk / FRAME_SIZE)) * FRAME_SIZE}")
         if "sizeWindow" in defaults and defaults["sizeWindow"] != chunk:
             raise ConfigError(f"{path}: {CHUNK_SIZE} {chunk} contradicts sizeWindow {defaults['sizeWindow']}; "
                               f"give only one")

@@ -20,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
+
 
 def aligned_frame_padding(n_fft: int, hop_length: int) -> tuple[int, int]:
     """(left, right) zero padding giving ``S // hop_length`` frames centred on their hop blocks."""
@@ -29,7 +31,7 @@ def aligned_frame_padding(n_fft: int, hop_length: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def power_spectrogram(waveform: torch.Tensor, n_fft: int = 400, hop_length: int = 160,
+def power_spectrogram(waveform: torch.Tensor, n_fft: int = 400, hop_length: int = FRAME_SIZE,
                       win_length: int | None = None) -> torch.Tensor:
     """|STFT|^2 with a periodic Hann window: ``(..., S) -> (..., n_fft // 2 + 1, S // hop_length)``.
 
@@ -93,14 +95,14 @@ def dct_matrix(n_out: int, n_in: int, dtype: torch.dtype = torch.float32,
     return basis.to(device=device, dtype=dtype)
 
 
-def log_power_spectrum(waveform: torch.Tensor, n_fft: int = 400, hop_length: int = 160,
+def log_power_spectrum(waveform: torch.Tensor, n_fft: int = 400, hop_length: int = FRAME_SIZE,
                        win_length: int | None = None, eps: float = 1e-6) -> torch.Tensor:
     """``log(|STFT|^2 + eps)``: ``(..., S) -> (..., n_fft // 2 + 1, S // hop_length)``."""
     return torch.log(power_spectrogram(waveform, n_fft, hop_length, win_length) + eps)
 
 
-def log_mel_fbank(waveform: torch.Tensor, sample_rate: int = 16000, n_mels: int = 40,
-                  n_fft: int = 400, hop_length: int = 160, win_length: int | None = None,
+def log_mel_fbank(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, n_mels: int = 40,
+                  n_fft: int = 400, hop_length: int = FRAME_SIZE, win_length: int | None = None,
                   f_min: float = 0.0, f_max: float | None = None, eps: float = 1e-6) -> torch.Tensor:
     """``log(mel_filterbank @ power + eps)``: ``(..., S) -> (..., n_mels, S // hop_length)``."""
     power = power_spectrogram(waveform, n_fft, hop_length, win_length)
@@ -109,8 +111,8 @@ def log_mel_fbank(waveform: torch.Tensor, sample_rate: int = 16000, n_mels: int 
     return torch.log(torch.matmul(mel, power) + eps)
 
 
-def mfcc(waveform: torch.Tensor, sample_rate: int = 16000, n_mfcc: int = 13, n_mels: int = 40,
-         n_fft: int = 400, hop_length: int = 160, win_length: int | None = None,
+def mfcc(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, n_mfcc: int = 13, n_mels: int = 40,
+         n_fft: int = 400, hop_length: int = FRAME_SIZE, win_length: int | None = None,
          f_min: float = 0.0, f_max: float | None = None, eps: float = 1e-6) -> torch.Tensor:
     """Orthonormal DCT-II of the log-mel fbank, first ``n_mfcc`` coefficients.
 
@@ -124,7 +126,7 @@ def mfcc(waveform: torch.Tensor, sample_rate: int = 16000, n_mfcc: int = 13, n_m
 
 # --------------------------------------------------------------------------- frame-level prosody
 
-def frame_signal(waveform: torch.Tensor, frame_length: int, hop_length: int = 160) -> torch.Tensor:
+def frame_signal(waveform: torch.Tensor, frame_length: int, hop_length: int = FRAME_SIZE) -> torch.Tensor:
     """Aligned frames ``(..., S) -> (..., S // hop_length, frame_length)`` (zero-padded edges).
 
     Frame ``t`` is centred on hop block ``[t * hop, (t + 1) * hop)``, as the spectra above.
@@ -139,12 +141,12 @@ def frame_signal(waveform: torch.Tensor, frame_length: int, hop_length: int = 16
     return frames.reshape(*batch_shape, n_frames, frame_length)
 
 
-def rms_energy(waveform: torch.Tensor, win_length: int = 320, hop_length: int = 160) -> torch.Tensor:
+def rms_energy(waveform: torch.Tensor, win_length: int = 320, hop_length: int = FRAME_SIZE) -> torch.Tensor:
     """Root mean square of each aligned frame: ``(..., S) -> (..., S // hop_length)``."""
     return frame_signal(waveform, win_length, hop_length).square().mean(dim=-1).sqrt()
 
 
-def zero_crossing_rate(waveform: torch.Tensor, win_length: int = 320, hop_length: int = 160
+def zero_crossing_rate(waveform: torch.Tensor, win_length: int = 320, hop_length: int = FRAME_SIZE
                        ) -> torch.Tensor:
     """Fraction of adjacent sample pairs of each frame whose signs differ (0 counts as positive).
 
@@ -154,7 +156,7 @@ def zero_crossing_rate(waveform: torch.Tensor, win_length: int = 320, hop_length
     return (positive[..., 1:] != positive[..., :-1]).to(waveform.dtype).mean(dim=-1)
 
 
-def nccf_pitch(waveform: torch.Tensor, sample_rate: int = 16000, hop_length: int = 160,
+def nccf_pitch(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, hop_length: int = FRAME_SIZE,
                win_length: int = 320, f0_min: float = 60.0, f0_max: float = 300.0,
                lag_weight: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """F0 (Hz) and peak normalised cross-correlation of each aligned frame, ``(..., S // hop)`` each.
@@ -210,7 +212,7 @@ def interpolate_unvoiced(values: torch.Tensor, voiced: torch.Tensor, fill: float
     return torch.where((previous < 0) & (following < 0), torch.full_like(values, fill), out)
 
 
-def prosody_features(waveform: torch.Tensor, sample_rate: int = 16000, hop_length: int = 160,
+def prosody_features(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, hop_length: int = FRAME_SIZE,
                      win_length: int = 320, f0_min: float = 60.0, f0_max: float = 300.0,
                      voicing_threshold: float = 0.6, silence_rms: float = 1e-4) -> torch.Tensor:
     """PASE's prosody targets ``(..., S) -> (..., 4, S // hop_length)``: log F0, voicing, energy, ZCR.

@@ -1,0 +1,175 @@
+"""The per-epoch jobs of a training run, as hooks of :class:`cpc.trainer.Trainer`.
+
+* :class:`HealthHook`: health figures every ``--logging_step`` steps and at each epoch end,
+  and the collapse guard acting on them (rollback, stop, warn);
+* :class:`CheckpointHook`: a checkpoint every ``--save_step`` epochs and after the last one,
+  keeping the newest ``--keep_checkpoints``;
+* :class:`ProbeHook`: linear-separability probes every ``--linsep_classif_each_epochs`` epochs;
+* :class:`CaptureHook`: capture of the capture dataset, and its stats, every
+  ``--captureEachEpochs`` epochs.
+
+Probes and captures run on rank 0 only (the other ranks wait at the loop's barrier).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cpc.capture.writer import run_capture
+from cpc.collapse_guard import CollapseGuard, TrainingCollapsed
+from cpc.criterion.base import CriterionOutput
+from cpc.dataset import AudioBatchData, CorpusData
+from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
+from cpc.health import HealthMonitor, describe as describe_health
+from cpc.run_log import (LINSEP_LOG_KEYS, record_capture, record_health, record_linsep,
+                         record_tagged)
+from cpc.stats import StatsCollector, parse_stats_spec
+from cpc.trainer import EpochEnd, EpochStats, Hook, Run, rng_state
+from cpc.utils import checkpoint as ckpt
+
+
+class HealthHook(Hook):
+    """Feeds the health monitor every step, checks it when due and at each epoch end, logs the
+    figures and lets the collapse guard act on them."""
+
+    def __init__(self, monitor: HealthMonitor, guard: CollapseGuard) -> None:
+        self.monitor, self.guard = monitor, guard
+        self._epoch_health: dict[str, float] | None = None
+
+    def on_train_step(self, run: Run, out: CriterionOutput, grad_norms: torch.Tensor) -> None:
+        self.monitor.observe(out, grad_norms)
+        if self.monitor.due(run.global_step):
+            self._check(run)
+
+    def after_train(self, run: Run, stats: EpochStats) -> None:
+        self._epoch_health = self._check(run) or self.monitor.latest
+
+    def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
+        record_health(run.logs, self._epoch_health)
+        if run.info.is_main and self._epoch_health is not None:
+            print(f"          {describe_health(self._epoch_health)}", flush=True)
+
+    def stop_reason(self) -> str | None:
+        return "collapse guard" if self.guard.stop_requested else None
+
+    def on_stop(self, run: Run) -> None:
+        if self.guard.stop_requested:
+            raise TrainingCollapsed(
+                f"{self.guard.events[-1]['message']}. Retry from an earlier checkpoint with a "
+                f"lower --learningRate, --clip_grad_norm or --warmup_steps, or let the guard "
+                f"roll back (--on_collapse rollback)")
+
+    def _check(self, run: Run) -> dict[str, float] | None:
+        metrics = self.monitor.check()
+        if metrics is None:
+            return None
+        record_tagged(run.logs, "health_steps",
+                      {"step": run.global_step, "epoch": run.epoch, **metrics})
+        run.board.scalars({**{f"health/{key}": value for key, value in metrics.items()},
+                           "health/lr": run.training.lr,
+                           "health/rollbacks": self.guard.rollbacks}, run.global_step)
+        event = self.guard.after_check(metrics, run.global_step, run.epoch)
+        if event is not None:
+            record_tagged(run.logs, "collapse_events", event)
+            if run.info.is_main:
+                print(event["message"], file=sys.stderr, flush=True)
+        return metrics
+
+
+class CheckpointHook(Hook):
+    """Checkpoint every ``every`` epochs and after epoch ``last_epoch``; keep the newest ``keep``
+    (0: all)."""
+
+    def __init__(self, every: int, last_epoch: int, keep: int) -> None:
+        self.every, self.last_epoch, self.keep = every, last_epoch, keep
+
+    def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
+        if run.run_dir and ((end.epoch + 1) % self.every == 0 or end.epoch == self.last_epoch):
+            ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, end.epoch),
+                                 run.training.state(end.epoch, rng_state(run.data)))
+            ckpt.remove_old_checkpoints(run.run_dir, self.keep)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Which probes to train on frozen features, how, and where their logs go."""
+
+    probes: list[str]  # speaker, speaker_mean, phone or phone_ctc
+    config: ProbeConfig
+    extract_batch_size: int
+    on_encoded: bool  # the phone probe reads z instead of c
+    log_root: str | None  # <root>/<cpc_epoch>/<probe>/
+    probe_root: str | None  # best probe states: <root>/<cpc_epoch>/<probe>/best_probe.pt
+
+
+def probe_model(settings: ProbeSettings, model: torch.nn.Module, data: CorpusData,
+                device: torch.device, cpc_epoch: int) -> dict[str, float]:
+    """Train fresh probes on the frozen model's features of the data already in memory."""
+    log_dir = Path(settings.log_root) / str(cpc_epoch) if settings.log_root else None
+    probe_dir = Path(settings.probe_root) / str(cpc_epoch) if settings.probe_root else None
+    metrics = run_probes(model, data.train, data.val, settings.probes, len(data.speakers),
+                         data.n_phones, settings.config, device, settings.extract_batch_size,
+                         settings.on_encoded, log_dir, probe_dir)
+    print(f"linear separability after epoch {cpc_epoch}: {format_metrics(metrics)}", flush=True)
+    return metrics
+
+
+class ProbeHook(Hook):
+    """Linear-separability probes every ``every`` epochs, into the log and TensorBoard."""
+
+    def __init__(self, settings: ProbeSettings, every: int, device: torch.device) -> None:
+        self.settings, self.every, self.device = settings, every, device
+
+    def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
+        if not run.info.is_main or (end.epoch + 1) % self.every:
+            return
+        metrics = probe_model(self.settings, run.training.model, run.data, self.device,
+                              end.epoch)
+        record_linsep(run.logs, end.epoch, metrics)
+        run.board.scalars({f"linsep/{key}": metrics[key] for key in LINSEP_LOG_KEYS[1:]
+                           if key in metrics}, end.epoch)
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What to capture of the capture dataset, its stats, and where."""
+
+    kinds: list[str]
+    stats_spec: str  # --captureSetStats
+    save_root: str  # <root>/<epoch>/<what>/...
+    batch_size: int
+
+
+def capture_epoch(settings: CaptureSettings, model: torch.nn.Module,
+                  criterion: torch.nn.Module | None, data: AudioBatchData, speakers: list[str],
+                  epoch: int, device: torch.device) -> dict[str, float]:
+    """One capture of the capture dataset (and its stats) under <save_root>/<epoch>/."""
+    stats = parse_stats_spec(settings.stats_spec)
+    epoch_dir = Path(settings.save_root) / str(epoch)
+    results = run_capture(model, criterion, data, speakers, settings.kinds,
+                          StatsCollector(stats) if stats else None, epoch_dir, epoch,
+                          settings.batch_size, device)
+    print(f"captured epoch {epoch} into {epoch_dir}" +
+          (f"; stats: {', '.join(f'{k} {v:.4g}' for k, v in results.items())}"
+           if results else ""), flush=True)
+    return results
+
+
+class CaptureHook(Hook):
+    """Capture (and stats) every ``every`` epochs, into the log and TensorBoard."""
+
+    def __init__(self, settings: CaptureSettings, every: int, data: AudioBatchData,
+                 speakers: list[str], device: torch.device) -> None:
+        self.settings, self.every, self.data = settings, every, data
+        self.speakers, self.device = speakers, device
+
+    def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
+        if not run.info.is_main or (end.epoch + 1) % self.every:
+            return
+        results = capture_epoch(self.settings, run.training.model, run.training.criterion,
+                                self.data, self.speakers, end.epoch, self.device)
+        record_capture(run.logs, end.epoch, results)
+        run.board.scalars({f"stats/{key}": value for key, value in results.items()}, end.epoch)

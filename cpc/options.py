@@ -1,0 +1,334 @@
+"""The command-line options of training, one function per group, and what derives from them.
+
+``build_parser()`` is the whole CLI of ``cpc/train.py`` (``--config FILE.yaml`` then fills
+defaults, see :mod:`cpc.config_file`). Every default lives here once: builders read the parsed
+value, and :func:`complete_with_defaults` fills a Namespace loaded from an older
+``checkpoint_args.json`` (ours or CPC_audio's) with the defaults of options it predates.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+
+from cpc.capture.writer import CAPTURE_KINDS
+from cpc.collapse_guard import ON_COLLAPSE, CollapseRule
+from cpc.criterion import CRITERIA
+from cpc.criterion.cpc import HEADS
+from cpc.dataset import SAMPLING_TYPES
+from cpc.model import ARS, ENCODERS, NORM_LAYERS
+from cpc.stats import STATS
+
+# The recipe's stabilisers (CPC_audio has neither: --clip_grad_norm 0 --warmup_steps 0).
+DEFAULT_CLIP_GRAD_NORM = 1.0
+DEFAULT_WARMUP_STEPS = 200
+
+# Option groups whose values define the network: a resumed run takes them from the saved args,
+# and an explicit command-line value that contradicts the saved one is an error.
+ARCHITECTURE_GROUPS = ("Architecture", "CPC criterion", "CPC-CTC")
+
+
+# --------------------------------------------------------------------------------------------
+# Options, one function per group
+# --------------------------------------------------------------------------------------------
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Dataset")
+    group.add_argument("--pathDB", type=str, default=None,
+                       help="Root of the corpus: <pathDB>/<speaker>/.../<file><ext>.")
+    group.add_argument("--file_extension", type=str, default=".flac",
+                       help="Extension of the audio files (default .flac).")
+    group.add_argument("--pathTrain", type=str, default=None,
+                       help="File listing the training stems, one per line (default: all).")
+    group.add_argument("--pathVal", type=str, default=None,
+                       help="File listing the validation stems (default: a seeded 1%% of train).")
+    group.add_argument("--path_phone_data", type=str, default=None,
+                       help="Phone labels, CPC_audio format: '<stem> id id ...' per 10 ms frame.")
+    group.add_argument("--sizeWindow", type=int, default=20480,
+                       help="Samples per training window (multiple of 160).")
+    group.add_argument("--n_process_loader", type=int, default=8,
+                       help="Threads reading audio files.")
+    group.add_argument("--max_size_loaded", type=int, default=4_000_000_000,
+                       help="Samples held per pack; the next pack loads in the background.")
+    group.add_argument("--ignore_cache", action="store_true",
+                       help="Re-read every file header instead of the cached listing.")
+
+
+def add_architecture_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Architecture")
+    group.add_argument("--encoder_type", type=str, default="cpc", choices=ENCODERS.names(),
+                       help="Encoder of the waveform (cpc: 5 strided convolutions).")
+    group.add_argument("--hiddenEncoder", type=int, default=256,
+                       help="Channels of the encoder (its output dimension).")
+    group.add_argument("--normMode", type=str, default="layerNorm",
+                       choices=NORM_LAYERS.names(),
+                       help="Normalisation after each encoder convolution.")
+    group.add_argument("--arMode", type=str, default="LSTM", choices=ARS.names(),
+                       help="Context network.")
+    group.add_argument("--hiddenGar", type=int, default=256,
+                       help="Output dimension of the context network.")
+    group.add_argument("--nLevelsGRU", type=int, default=1,
+                       help="Layers of the context network.")
+    group.add_argument("--abspos", action="store_true",
+                       help="Absolute (sinusoidal) positions in the transformer context network.")
+    group.add_argument("--cpc_mode", type=str, default=None, choices=[None, "reverse"],
+                       help="reverse: predict the past instead of the future.")
+    group.add_argument("--pase_qrnn", action="store_true",
+                       help="PASE encoder: a QRNN over the convolutions (PASE's second setup).")
+    group.add_argument("--pase_qrnn_layers", type=int, default=1,
+                       help="PASE encoder: layers of that QRNN.")
+    group.add_argument("--pase_skip", action="store_true",
+                       help="PASE encoder: skip connections from the intermediate blocks (PASE+).")
+
+
+def add_cpc_criterion_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("CPC criterion")
+    group.add_argument("--criterion", type=str, default="cpc", choices=CRITERIA.names(),
+                       help="What the contexts and encoded frames are trained on (--CPCCTC is "
+                            "the fork's spelling of --criterion cpcctc).")
+    group.add_argument("--nPredicts", type=int, default=12,
+                       help="Future steps predicted from each context frame.")
+    group.add_argument("--negativeSamplingExt", type=int, default=128,
+                       help="Negatives per anchor, shared by all predicted steps.")
+    group.add_argument("--rnnMode", type=str, default="transformer", choices=HEADS.names(),
+                       help="Prediction heads.")
+    group.add_argument("--dropout", action="store_true",
+                       help="Dropout on the contexts before the prediction heads.")
+    group.add_argument("--limitNegsInBatch", type=int, default=0,
+                       help="Draw an anchor's negatives only from its group of this many "
+                            "consecutive batch items (0: the whole batch).")
+
+
+def add_cpcctc_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "CPC-CTC", "Aligned CPC (Chorowski et al., Interspeech 2021): the --nPredicts ordered "
+        "predictions of c_t are aligned monotonically to the next --CPCCTCNumMatched encoded "
+        "frames, summing over all alignments.")
+    group.add_argument("--CPCCTC", action="store_true",
+                       help="Use the CPC-CTC criterion instead of CPC.")
+    group.add_argument("--CPCCTCNumMatched", type=int, default=16,
+                       help="Future frames M matched by the predictions (M >= nPredicts).")
+    group.add_argument("--CPCCTCSkipBeg", type=int, default=0,
+                       help="Zero-cost rows before the matched frames: leading predictions may "
+                            "be skipped. With skips the loss can be negative.")
+    group.add_argument("--CPCCTCSkipEnd", type=int, default=0,
+                       help="Zero-cost rows after the matched frames: trailing predictions may "
+                            "be skipped. With skips the loss can be negative.")
+    group.add_argument("--CPCCTCSelfLoop", action="store_true",
+                       help="Prepend z_t as an extra first prediction ('nothing new yet').")
+    group.add_argument("--CPCCTCLearnBlank", action="store_true",
+                       help="Prepend a learned blank vector as an extra first prediction.")
+    group.add_argument("--CPCCTCNoNegsMatchWin", action="store_true",
+                       help="Never draw negatives from frames t .. t+M of the anchor's window.")
+    group.add_argument("--CPCCTCMasq", type=str, default="",
+                       help="Rules forbidding (window frame, prediction) cells; see "
+                            "cpc/criterion/cpc_ctc.py for the syntax.")
+    group.add_argument("--CPCCTCLossTemp", type=float, default=1.0,
+                       help="Divide the cell log-scores by T and multiply the loss by T.")
+    group.add_argument("--CPCCTCNormalizeEncs", action="store_true",
+                       help="Layer-normalise the encoded frames (over features) before scoring.")
+    group.add_argument("--CPCCTCNormalizePreds", action="store_true",
+                       help="Layer-normalise the predictions (over features) before scoring.")
+
+
+def add_linsep_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Linear separability", "Speaker and phone probes trained on frozen features, "
+        "periodically during training or once on a checkpoint.")
+    group.add_argument("--supervised_classif_metric", action="store_true",
+                       help="Run the probes every --linsep_classif_each_epochs epochs.")
+    group.add_argument("--speaker_sep", action="store_true",
+                       help="Speaker probes (last context frame, and mean-pooled).")
+    group.add_argument("--only_classif_metric", action="store_true",
+                       help="Run the probes once on the checkpoint of --pathCheckpoint (or "
+                            "--load) and exit; nothing in the run directory is modified.")
+    group.add_argument("--linsep_classif_each_epochs", type=int, default=10,
+                       help="Probe after every this many CPC epochs (never before training).")
+    group.add_argument("--linsep_logs_dir", type=str, default=None,
+                       help="Probe logs: <dir>/<cpc_epoch>/<probe>/ (default during training: "
+                            "<pathCheckpoint>/linsep_logs).")
+    group.add_argument("--linsep_checkpoint_dir", type=str, default=None,
+                       help="Best probe states: <dir>/<cpc_epoch>/<probe>/best_probe.pt.")
+    group.add_argument("--linsep_task_logging_step", type=int, default=1,
+                       help="Write a probe log every this many probe epochs.")
+    group.add_argument("--linsep_n_epoch", type=int, default=10, help="Epochs of each probe.")
+    group.add_argument("--linsepBatchSizeGPU", type=int, default=32,
+                       help="Windows per probe batch.")
+    group.add_argument("--linsep_lr", type=float, default=1e-3)
+    group.add_argument("--linsep_beta1", type=float, default=0.9)
+    group.add_argument("--linsep_beta2", type=float, default=0.999)
+    group.add_argument("--linsep_epsilon", type=float, default=1e-8)
+    group.add_argument("--linsep_net_layers", type=int, default=1,
+                       help="1: linear probe; more: MLP whose hidden width is the class count.")
+    group.add_argument("--phone_get_encoded", action="store_true",
+                       help="Phone probe on the encoder output z instead of the contexts c.")
+    group.add_argument("--CTCphones", action="store_true",
+                       help="Phone probe trained with CTC on the window's phone sequence; "
+                            "reports the phone error rate.")
+    group.add_argument("--linsep_feature_budget_gb", type=float, default=4.0,
+                       help="Memory for the frozen frame features of the phone probe; beyond "
+                            "it a regular subset of the windows is probed.")
+
+
+def add_capture_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Capture and stats", "Representations, predictions and alignments of a fixed capture "
+        "dataset, saved every --captureEachEpochs epochs (or once with --onlyCapture) under "
+        "<pathCaptureSave>/<epoch>/<what>/<what>_batch<first>-<last>.pt.")
+    group.add_argument("--pathCaptureDS", type=str, default=None,
+                       help="File listing the stems of the capture dataset.")
+    group.add_argument("--captureDSfreq", type=float, default=None,
+                       help="Capture only this percentage of those files (fixed subset).")
+    group.add_argument("--captureDStotNr", type=int, default=None,
+                       help="Capture only this many of those files (fixed subset).")
+    group.add_argument("--captureEachEpochs", type=int, default=0,
+                       help="Capture (and compute --captureSetStats) every this many epochs.")
+    group.add_argument("--pathCaptureSave", type=str, default=None,
+                       help="Root directory of the captures.")
+    group.add_argument("--onlyCapture", action="store_true",
+                       help="Capture once with the checkpoint of --pathCheckpoint and exit; the "
+                            "saved args rebuild the model and the run directory is untouched.")
+    for kind, (flag, shape) in CAPTURE_KINDS.items():
+        group.add_argument(f"--{flag}", action="store_true", help=f"Capture {kind}: {shape}.")
+    group.add_argument("--captureEverything", action="store_true",
+                       help="Capture every kind that exists in this run.")
+    group.add_argument("--captureSetStats", type=str, default="",
+                       help="Stats of the capture dataset, 'name:arg,arg_name2:arg,...', e.g. "
+                            "reprDiff:cosine,ctx_repr,0.05,plots (available: "
+                            f"{', '.join(sorted(STATS))}).")
+
+
+def add_pase_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "PASE", "A YAML file supplies defaults for any flag (the command line wins) and the PASE "
+        "recipe: workers_config (regressors and classifiers on the encoder output, each with its "
+        "own Adam), chunk_size, encoder_lr_start, worker_lr_start, lr_update_interval, "
+        "decay_factor, ckpt_save_interval, num_ckpts_keep. See configs/pase.yaml.")
+    group.add_argument("--config", type=str, default=None, help="YAML settings file.")
+    group.add_argument("--pase_stats_batches", type=int, default=50,
+                       help="Training batches used to estimate the regression targets' mean and "
+                            "std before training.")
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Training")
+    group.add_argument("--nEpoch", type=int, default=200, help="Epochs to train in all.")
+    group.add_argument("--batchSizeGPU", type=int, default=8,
+                       help="Windows per batch (per process).")
+    group.add_argument("--samplingType", type=str, default="samespeaker",
+                       choices=list(SAMPLING_TYPES),
+                       help="How windows are grouped into batches.")
+    group.add_argument("--learningRate", type=float, default=2e-4)
+    group.add_argument("--beta1", type=float, default=0.9)
+    group.add_argument("--beta2", type=float, default=0.999)
+    group.add_argument("--epsilon", type=float, default=1e-8)
+    group.add_argument("--schedulerStep", type=int, default=-1,
+                       help="Halve the learning rate every this many epochs (-1: never).")
+    group.add_argument("--schedulerRamp", type=int, default=None,
+                       help="Ramp the learning rate up linearly over this many epochs.")
+    group.add_argument("--clip_grad_norm", type=float, default=DEFAULT_CLIP_GRAD_NORM,
+                       help="Scale the gradients so that their global L2 norm is at most this "
+                            "(0: no clipping, as CPC_audio).")
+    group.add_argument("--warmup_steps", type=int, default=DEFAULT_WARMUP_STEPS,
+                       help="Ramp the learning rate up linearly over the first this many "
+                            "optimiser steps (0: none, as CPC_audio); on top of "
+                            "--schedulerRamp / --schedulerStep.")
+    group.add_argument("--random_seed", type=int, default=None,
+                       help="Seed of every random generator (default: drawn and saved).")
+    group.add_argument("--allow_nan_steps", type=int, default=0,
+                       help="Skip up to this many training batches whose loss is not finite "
+                            "(default: stop at the first, naming the step and the last good "
+                            "checkpoint).")
+    group.add_argument("--deterministic", action="store_true",
+                       help="Deterministic kernels only: bit-exact reruns and resumption, "
+                            "somewhat slower.")
+    group.add_argument("--debug", action="store_true",
+                       help="Quick check of a command line: at most 1000 training and 100 "
+                            "validation files.")
+
+
+def add_health_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Training health", "Every --logging_step steps and at every epoch end: cosine of random "
+        "pairs of encoded / context frames, dead encoder units, saturated context units, "
+        "gradient norm per part and the positive-minus-negative score margin, into "
+        "checkpoint_logs.json and TensorBoard (health/...). A collapse (encoded frames of "
+        "different windows nearly parallel and the loss back at chance, on --collapse_patience "
+        "consecutive checks) is acted on per --on_collapse.")
+    group.add_argument("--on_collapse", type=str, default="rollback", choices=ON_COLLAPSE,
+                       help="rollback: restore the last healthy state kept in memory, multiply "
+                            "the learning rate by --rollback_lr_factor, draw a new data order "
+                            "and go on; stop: checkpoint and end the run; warn: print and go "
+                            "on.")
+    group.add_argument("--collapse_cosine", type=float, default=CollapseRule.cosine,
+                       help="Mean cosine of encoded frames of different windows from which a "
+                            "check counts as collapsed (with the loss at chance).")
+    group.add_argument("--collapse_patience", type=int, default=CollapseRule.patience,
+                       help="Consecutive collapsed checks that declare a collapse.")
+    group.add_argument("--rollback_lr_factor", type=float, default=0.5,
+                       help="Learning-rate multiplier applied at each rollback.")
+    group.add_argument("--max_rollbacks", type=int, default=5,
+                       help="Rollbacks allowed in a run; a further collapse stops it.")
+
+
+def add_save_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Save")
+    group.add_argument("--pathCheckpoint", type=str, default=None,
+                       help="Run directory: checkpoints, args, logs and TensorBoard files.")
+    group.add_argument("--save_step", type=int, default=5,
+                       help="Write a checkpoint every this many epochs (and after the last).")
+    group.add_argument("--keep_checkpoints", type=int, default=0,
+                       help="Keep only the newest this many checkpoints (0: keep all).")
+    group.add_argument("--logging_step", type=int, default=100,
+                       help="Write running training scalars to TensorBoard and check the "
+                            "training's health every this many steps (0: health at epoch "
+                            "ends only).")
+
+
+def add_load_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Load")
+    group.add_argument("--load", type=str, nargs="*", default=None,
+                       help="Checkpoint(s) whose model weights initialise a new run.")
+    group.add_argument("--loadCriterion", action="store_true",
+                       help="With --load, also initialise the criterion from the checkpoint.")
+    group.add_argument("--restart", action="store_true",
+                       help="Start from epoch 0 even if --pathCheckpoint holds checkpoints "
+                            "(they are deleted).")
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Device")
+    group.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
+                       help="auto: CUDA when available, else CPU.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a CPC model on a LibriSpeech-format corpus.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
+                add_cpcctc_args, add_pase_args, add_linsep_args, add_capture_args,
+                add_training_args, add_health_args, add_save_args, add_load_args,
+                add_device_args):
+        add(parser)
+    return parser
+
+
+def group_dests(parser: argparse.ArgumentParser, titles: tuple[str, ...]) -> set[str]:
+    """Destinations of the options of the named argument groups."""
+    return {action.dest for group in parser._action_groups if group.title in titles
+            for action in group._group_actions}
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Destinations of the options actually given in ``argv`` (not filled from defaults)."""
+    shadow = copy.deepcopy(parser)
+    for action in shadow._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(shadow.parse_args(argv)))
+
+
+def complete_with_defaults(saved: dict) -> argparse.Namespace:
+    """A Namespace of saved training args (``checkpoint_args.json``, ours or CPC_audio's), with
+    the parser's default for every option the saved run predates; unknown keys are kept."""
+    defaults = vars(build_parser().parse_args([]))
+    return argparse.Namespace(**{**defaults, **saved})

@@ -1,0 +1,8 @@
+"""The audio clock every part of the project shares.
+
+Audio is 16 kHz mono; every encoder emits one frame per 160 samples (10 ms), and phone labels
+(CPC_audio's format) and worker targets come one per frame. Windows are whole frames.
+"""
+SAMPLE_RATE = 16000
+FRAME_SIZE = 160  # samples per encoded frame and per label frame
+FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE

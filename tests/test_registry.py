@@ -1,0 +1,65 @@
+"""The Registry type and the registries built on it."""
+import pytest
+
+from cpc.criterion import CRITERIA
+from cpc.criterion.cpc import HEADS
+from cpc.criterion.workers.labellers import LABELLERS
+from cpc.criterion.workers.registry import WORKERS, WorkerSpec
+from cpc.model import ARS, ENCODERS, NORM_LAYERS
+from cpc.registry import Registry
+from cpc.stats import STATS
+from cpc.utils.errors import ConfigError
+
+
+def test_register_and_add_store_items_and_return_them():
+    registry = Registry("thing")
+
+    @registry.register("b")
+    def build_b():
+        return "b"
+
+    assert registry.add("a", len) is len
+    assert registry.get("b") is build_b and registry["a"] is len
+    assert registry.names() == ["a", "b"] and list(registry) == ["a", "b"]
+    assert len(registry) == 2 and "a" in registry and "c" not in registry
+
+
+def test_duplicate_name_is_refused_naming_kind_and_name():
+    registry = Registry("encoder")
+    registry.add("cpc", object())
+    with pytest.raises(ValueError, match="encoder 'cpc' is already registered"):
+        registry.add("cpc", object())
+    with pytest.raises(ValueError, match="encoder 'cpc' is already registered"):
+        registry.register("cpc")(object())
+
+
+def test_unknown_lookup_names_flag_kind_and_available_names():
+    registry = Registry("encoder", flag="--encoder_type")
+    for name in ("pase", "cpc", "mfcc"):
+        registry.add(name, object())
+    with pytest.raises(ConfigError) as error:
+        registry.get("x")
+    assert str(error.value) == "--encoder_type: unknown encoder 'x'; available: cpc, mfcc, pase"
+    with pytest.raises(ConfigError, match="^unknown stat 'y'; available: $"):
+        Registry("stat")["y"]
+
+
+def test_every_registry_of_the_package_is_a_registry_with_its_members():
+    assert ENCODERS.names() == ["cpc", "mfcc", "pase"]
+    assert ARS.names() == ["GRU", "LSTM", "QRNN", "RNN", "no_ar", "transformer"]
+    assert NORM_LAYERS.names() == ["ID", "batchNorm", "instanceNorm", "layerNorm"]
+    assert HEADS.names() == ["LSTM", "RNN", "conv12", "conv4", "conv8", "ffd", "linear", "transformer"]
+    assert CRITERIA.names() == ["cpc", "cpcctc"]
+    assert LABELLERS.names() == ["fbank", "lps", "mfcc", "prosody", "waveform"]
+    assert {"waveform", "lps", "mfcc", "prosody", "lim", "gim", "spc"} <= set(WORKERS)
+    assert all(isinstance(WORKERS.get(name), WorkerSpec) for name in WORKERS)
+    assert "reprDiff" in STATS
+    with pytest.raises(ConfigError, match="--rnnMode: unknown prediction head 'gru'"):
+        HEADS.get("gru")
+    with pytest.raises(ConfigError, match="--normMode: unknown norm layer 'LN'; available: ID, batchNorm"):
+        NORM_LAYERS.get("LN")
+
+
+def test_worker_spec_refuses_an_unknown_kind():
+    with pytest.raises(ValueError, match="worker kind"):
+        WorkerSpec("regresor", lambda *args: None, ())
