@@ -2,10 +2,11 @@
 
 Keys are argparse destinations (``nEpoch``, ``encoder_type``...) or PASE keys::
 
-    ckpt_save_interval   epochs between checkpoints (int >= 1; default 1)
-    num_ckpts_keep       checkpoints kept, older ones deleted (int >= 0, 0 = all; default 0)
+    ckpt_save_interval   epochs between checkpoints: PASE's name of save_step (int >= 1)
+    num_ckpts_keep       checkpoints kept, older ones deleted: PASE's name of keep_checkpoints
     chunk_size           samples per window: becomes the default of --sizeWindow (multiple of 160)
-    encoder_lr_start     initial learning rate of the encoder (float > 0; default 5e-4, PASE's)
+    encoder_lr_start     initial learning rate of the encoder (float > 0; default 5e-4, PASE's);
+                         this and the next three keys need workers_config
     worker_lr_start      initial learning rate of each worker (float > 0; default 5e-4)
     lr_update_interval   epochs between learning-rate decays (int >= 1; default 30)
     decay_factor         factor applied at each decay (0 < f <= 1; default 0.5):
@@ -25,6 +26,7 @@ wrong type are :class:`~cpc.utils.errors.ConfigError` naming the key.
 from __future__ import annotations
 
 import argparse
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ PASE_SETTINGS: dict[str, tuple[type, Any, float, float | None]] = {
 }
 CHUNK_SIZE = "chunk_size"
 WORKERS_CONFIG = "workers_config"
+WORKER_SCHEDULE = ("encoder_lr_start", "worker_lr_start", "lr_update_interval", "decay_factor")
+FLAG_OF_PASE_KEY = {"ckpt_save_interval": "save_step", "num_ckpts_keep": "keep_checkpoints"}
 
 
 def _number(value: Any, kind: type, where: str) -> int | float:
@@ -144,14 +148,30 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> tuple[dict
     special = set(PASE_SETTINGS) | {CHUNK_SIZE, WORKERS_CONFIG}
     unknown = sorted(map(str, set(content) - set(actions) - special))
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}. Valid keys: train.py flags "
-                          f"{', '.join(sorted(actions))}; PASE settings {', '.join(sorted(special))}")
+        valid = sorted(actions) + sorted(special)
+        named = [f"{key} (did you mean {close[0]}?)" if close else key
+                 for key in unknown
+                 for close in [difflib.get_close_matches(key, valid, n=1, cutoff=0.6)]]
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(named)}; keys are train.py flag "
+                          f"names (python cpc/train.py --help) and the PASE settings "
+                          f"{', '.join(sorted(special))}")
     defaults = {key: _flag_value(actions[key], value, f"{path}: {key}")
                 for key, value in content.items() if key in actions}
     pase = {name: spec[1] for name, spec in PASE_SETTINGS.items()}
     pase.update({key: _pase_value(key, value, f"{path}: {key}")
                  for key, value in content.items() if key in PASE_SETTINGS})
     pase[WORKERS_CONFIG] = check_workers_config(content.get(WORKERS_CONFIG))
+    schedule = sorted(key for key in content if key in WORKER_SCHEDULE)
+    if schedule and not any(pase[WORKERS_CONFIG].values()):
+        raise ConfigError(f"{path}: {', '.join(schedule)} set(s) the learning rates of a PASE "
+                          f"workers run, but the file has no workers_config: add workers, or use "
+                          f"learningRate / schedulerStep for a CPC run")
+    for key, flag in FLAG_OF_PASE_KEY.items():  # PASE's names of two train.py flags
+        if key in content:
+            if flag in defaults and defaults[flag] != pase[key]:
+                raise ConfigError(f"{path}: {key} {pase[key]} contradicts {flag} "
+                                  f"{defaults[flag]}; give only one")
+            defaults[flag] = pase[key]
     if CHUNK_SIZE in content:
         chunk = _number(content[CHUNK_SIZE], int, f"{path}: {CHUNK_SIZE}")
         if chunk <= 0 or chunk % FRAME_SIZE:

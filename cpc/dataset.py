@@ -210,6 +210,10 @@ def filterSeqs(pathSplit: str | Path, seqs: Sequence[SeqInfo]) -> list[SeqInfo]:
     if missing:
         warnings.warn(f"{len(missing)} of {len(wanted)} stems of {pathSplit} are not in the "
                       f"corpus and are ignored (first: {', '.join(missing[:5])})")
+    if len(wanted_set) < len(wanted):
+        twice = sorted({stem for stem in wanted if wanted.count(stem) > 1})
+        warnings.warn(f"{pathSplit} lists {len(wanted) - len(wanted_set)} stem(s) more than "
+                      f"once (first: {', '.join(twice[:5])}); each file is used once")
     return kept
 
 
@@ -251,6 +255,9 @@ def parseSeqLabels(pathLabels: str | Path) -> tuple[dict[str, np.ndarray], int]:
             if len(ids) == 0 or ids.min() < 0:
                 raise DataError(f"{pathLabels}:{line_no}: {fields[0]} has no labels or a "
                                 f"negative id")
+            if fields[0] in labels:
+                raise DataError(f"{pathLabels}:{line_no}: {fields[0]} is labelled twice; one "
+                                f"line per file")
             labels[fields[0]] = ids.astype(np.int32)
             max_id = max(max_id, int(ids.max()))
     if not labels:
@@ -410,15 +417,31 @@ def rank_share(batches: list[list[int]], rank: int, world_size: int) -> list[lis
 def make_batches(pack: Pack, sampling_type: str, size_window: int, batch_size: int, offset: int,
                  rng: random.Random) -> list[list[int]]:
     """Window start samples of one pack, batched as ``sampling_type`` says."""
-    if sampling_type == "samespeaker":
-        return grouped_batches(pack.speaker_bounds(), size_window, batch_size, offset, rng)
-    if sampling_type == "samesequence":
-        return grouped_batches(pack.seq_starts, size_window, batch_size, offset, rng)
+    if sampling_type in ("samespeaker", "samesequence"):
+        return grouped_batches(group_bounds(pack, sampling_type), size_window, batch_size,
+                               offset, rng)
     if sampling_type == "uniform":
         return uniform_batches(pack.n_samples, size_window, batch_size, offset, rng)
     if sampling_type == "sequential":
         return sequential_batches(pack.n_samples, size_window, batch_size, offset)
     raise DataError(f"--samplingType {sampling_type!r} is not one of {', '.join(SAMPLING_TYPES)}")
+
+
+def group_bounds(pack: Pack, sampling_type: str) -> np.ndarray:
+    """Sample boundaries of the stretches a window may not cross under ``sampling_type``."""
+    if sampling_type == "samespeaker":
+        return pack.speaker_bounds()
+    if sampling_type == "samesequence":
+        return pack.seq_starts
+    return np.array([0, pack.n_samples])
+
+
+def too_short(packs: Sequence[Pack], sampling_type: str, size_window: int) -> tuple[int, int]:
+    """Stretches (speakers, files or packs) shorter than one window, which no window covers:
+    how many, and their samples."""
+    lengths = np.concatenate([np.diff(group_bounds(pack, sampling_type)) for pack in packs])
+    short = lengths[lengths < size_window]
+    return len(short), int(short.sum())
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,6 +528,18 @@ class AudioBatchData:
                 used.update(np.unique(self.phone_labels[seq.stem]).tolist())
             out["phones"] = len(used)
         return out
+
+    def unused_audio(self, sampling_type: str) -> str | None:
+        """A warning when some audio is in stretches shorter than one window (no window of
+        ``sampling_type`` can cover it), saying how many and how much; None otherwise."""
+        count, samples = too_short(self.packs, sampling_type, self.size_window)
+        if not count:
+            return None
+        unit = {"samespeaker": "speakers' audio", "samesequence": "files"}.get(sampling_type,
+                                                                              "packs")
+        return (f"{count} {unit} ({samples / SAMPLE_RATE:.1f} s of audio) are shorter than one "
+                f"--sizeWindow {self.size_window} window and are not used by --samplingType "
+                f"{sampling_type}")
 
     def describe(self) -> str:
         """One line: files, hours, speakers, phones, windows, packs."""
@@ -688,6 +723,11 @@ def build_datasets(path_db: str | Path, extension: str, path_train: str | None,
     train = filterSeqs(path_train, seqs) if path_train else list(seqs)
     if path_val:
         val = filterSeqs(path_val, seqs)
+        shared = sorted({s.stem for s in train} & {s.stem for s in val})
+        if shared:
+            warnings.warn(f"{len(shared)} file(s) are in both {path_train or 'the training set'}"
+                          f" and {path_val} (first: {', '.join(shared[:3])}): the validation "
+                          f"loss and probes are not measured on held-out audio")
     else:
         train, val = split_train_val(train, 0.01, seed)
     if max_files is not None:

@@ -9,43 +9,71 @@ CPC_audio names) and optionally ``checkpoint_logs.json``. Checkpoints are always
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .dataset import read_audio
+from .dataset import DataError, read_audio
 from .model import CPCModel, build_model
 from .options import complete_with_defaults
 from .utils import checkpoint as ckpt
+from .utils.errors import CheckpointError
 
 
 def loadArgs(args_json: str | os.PathLike | dict) -> argparse.Namespace:
     """Namespace from a ``checkpoint_args.json`` path or an already-parsed dict, completed with
-    the parser's defaults for the options it lacks (CPC_audio's files and our older ones)."""
-    return complete_with_defaults(args_json if isinstance(args_json, dict) else ckpt.read_json(args_json))
+    the parser's defaults for the options it lacks (CPC_audio's files and our older ones).
+    A file that is not a JSON object is a :class:`CheckpointError` naming it."""
+    if isinstance(args_json, dict):
+        return complete_with_defaults(args_json)
+    try:
+        saved = ckpt.read_json(args_json)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{args_json} is not valid JSON ({exc}): restore the "
+                              f"{ckpt.ARGS_FILE} its training run wrote") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{args_json} holds a JSON {type(saved).__name__}, not the object "
+                              f"of training flags that train.py writes")
+    return complete_with_defaults(saved)
+
+
+def _args_beside(checkpoint: str | os.PathLike) -> argparse.Namespace:
+    """Training args of a checkpoint: the ``checkpoint_args.json`` of its directory."""
+    directory = Path(checkpoint).parent
+    if not (directory / ckpt.ARGS_FILE).is_file():
+        raise CheckpointError(f"{directory} lacks {ckpt.ARGS_FILE}, which gives the architecture "
+                              f"of {Path(checkpoint).name}: copy it from the training run's "
+                              f"directory")
+    return loadArgs(directory / ckpt.ARGS_FILE)
 
 
 def getCheckpointData(pathDir: str | os.PathLike) -> tuple[str, dict, argparse.Namespace] | None:
     """Newest ``checkpoint_<N>.pt`` of a directory (largest N), its logs and its training args.
 
     Returns None when the directory does not exist or holds no checkpoint; logs are ``{}`` when
-    ``checkpoint_logs.json`` is absent. A missing ``checkpoint_args.json`` is an error.
+    ``checkpoint_logs.json`` is absent. A missing ``checkpoint_args.json`` is a
+    :class:`CheckpointError`.
     """
     checkpoints = ckpt.list_checkpoints(pathDir)
     if not checkpoints:
         return None
     logs_path = os.path.join(pathDir, ckpt.LOGS_FILE)
     logs = ckpt.read_json(logs_path) if os.path.isfile(logs_path) else {}
-    return str(checkpoints[-1][1].resolve()), logs, loadArgs(os.path.join(pathDir, ckpt.ARGS_FILE))
+    return str(checkpoints[-1][1].resolve()), logs, _args_beside(checkpoints[-1][1])
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> str:
-    """Absolute path of a checkpoint file, or of the newest checkpoint of a run directory."""
+    """Absolute path of a checkpoint file, or of the newest checkpoint of a run directory; a
+    :class:`CheckpointError` naming ``path`` when it does not exist or holds no checkpoint."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
     if os.path.isdir(path):
         checkpoints = ckpt.list_checkpoints(path)
         if not checkpoints:
-            raise FileNotFoundError(f"no checkpoint_<N>.pt in {path}")
+            raise CheckpointError(f"{path} holds no checkpoint_<N>.pt")
         return str(checkpoints[-1][1].resolve())
     return os.path.abspath(path)
 
@@ -85,7 +113,7 @@ class ConcatenatedModel(nn.Module):
 
 def _load_one(path: str, loadStateDict: bool) -> CPCModel | ConcatenatedModel:
     checkpoint = resolve_checkpoint(path)
-    args = loadArgs(os.path.join(os.path.dirname(checkpoint), ckpt.ARGS_FILE))
+    args = _args_beside(checkpoint)
     source = _architecture_source(checkpoint, args)
     model = loadModel(source, loadStateDict=False)[0] if source else build_model(args)
     if loadStateDict:
@@ -149,6 +177,36 @@ def _module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu") if tensor is None else tensor.device
 
 
+def min_input_samples(model: nn.Module) -> int:
+    """Fewest waveform samples from which ``model`` (a ``CPCModel`` or
+    :class:`ConcatenatedModel`) makes one frame, measured on silence in eval mode: 159 for the
+    CPC encoder, 160 for MFCC and PASE, more where a norm over time needs several frames."""
+    device = _module_device(model)
+    was_training = model.training
+    model.eval()
+
+    def makes_a_frame(n_samples: int) -> bool:
+        try:
+            with torch.no_grad():
+                return model(torch.zeros(1, 1, n_samples, device=device))[0].shape[1] > 0
+        except (RuntimeError, ValueError):  # convolution longer than the input, norm of 1 frame
+            return False
+
+    try:
+        high = model.downsampling
+        while not makes_a_frame(high):
+            if high > 64 * model.downsampling:
+                raise ValueError(f"the model makes no frame from {high} samples")
+            high *= 2
+        low = 0  # makes_a_frame(low) is False, makes_a_frame(high) True
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if makes_a_frame(middle) else (middle, high)
+        return high
+    finally:
+        model.train(was_training)
+
+
 def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, strict: bool = False,
                  maxSizeSeq: int = 64000, seqNorm: bool = False) -> torch.Tensor:
     """Features of one audio file, ``(1, T, D)`` on the CPU, computed under ``torch.no_grad``.
@@ -158,12 +216,16 @@ def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, strict
     outputs concatenated. Non-strict: the last chunk is simply shorter. Strict: every run sees
     exactly ``maxSizeSeq`` samples; the remainder is covered by running the file's last
     ``maxSizeSeq`` samples and keeping their last ``remainder // 160`` frames (the whole file at
-    once when it is shorter than ``maxSizeSeq``). The model's train/eval mode is left as is:
-    call ``.eval()`` first.
+    once when it is shorter than ``maxSizeSeq``). A file shorter than one frame is a
+    :class:`DataError`. The model's train/eval mode is left as is: call ``.eval()`` first.
     """
     sequence = torch.from_numpy(read_audio(seqPath))
     device = _module_device(featureMaker)
     n_samples = sequence.shape[0]
+    frame = featureMaker.getDownsamplingFactor()
+    if n_samples < frame:
+        raise DataError(f"{seqPath} holds {n_samples} samples, fewer than one {frame}-sample "
+                        f"frame: remove it from the data or pad it")
 
     def run(samples: torch.Tensor) -> torch.Tensor:
         features = featureMaker(samples.view(1, 1, -1).to(device))
@@ -172,7 +234,6 @@ def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, strict
     chunks = []
     with torch.no_grad():
         start = 0
-        frame = featureMaker.getDownsamplingFactor()
         while start < n_samples and not (strict and start + maxSizeSeq > n_samples):
             if n_samples - start >= frame:  # a tail shorter than one frame holds no frame
                 chunks.append(run(sequence[start:start + maxSizeSeq]))

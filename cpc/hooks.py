@@ -90,6 +90,7 @@ class CheckpointHook(Hook):
         if run.run_dir and ((end.epoch + 1) % self.every == 0 or end.epoch == self.last_epoch):
             ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, end.epoch),
                                  run.training.state(end.epoch, rng_state(run.data)))
+            ckpt.remove_interrupted(run.run_dir, end.epoch)
             ckpt.remove_old_checkpoints(run.run_dir, self.keep)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import difflib
+from typing import NoReturn
 
 from cpc.capture.writer import CAPTURE_KINDS
 from cpc.collapse_guard import ON_COLLAPSE, CollapseRule
@@ -41,7 +43,7 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
                        help="File listing the training stems, one per line (default: all).")
     group.add_argument("--pathVal", type=str, default=None,
                        help="File listing the validation stems (default: a seeded 1%% of train).")
-    group.add_argument("--path_phone_data", type=str, default=None,
+    group.add_argument("--path_phone_data", "--pathPhone", type=str, default=None,
                        help="Phone labels, CPC_audio format: '<stem> id id ...' per 10 ms frame.")
     group.add_argument("--sizeWindow", type=int, default=20480,
                        help="Samples per training window (multiple of 160).")
@@ -301,14 +303,70 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                        help="auto: CUDA when available, else CPU.")
 
 
+# CPC_audio / CPC-CTC fork flags this project does not carry over: accepted so that their
+# command lines parse, refused when they would change anything (see cpc.train.check_args).
+# flag -> (type, CPC_audio's default, what to do instead)
+NOT_CARRIED_OVER: dict[str, tuple[type, object, str]] = {
+    "supervised": (bool, False, "CPC_audio's (deprecated) supervised training is not part of "
+                                "this project: train CPC and probe with "
+                                "--supervised_classif_metric, or use "
+                                "cpc/eval/linear_separability.py"),
+    "speakerEmbedding": (int, 0, "speaker embeddings fed to the prediction network "
+                                 "(deprecated in CPC_audio) are not supported"),
+    "nullspace": (bool, False, "loading a nullspace (the fork's --nullspace) is not supported"),
+    "gru_level": (int, -1, "features of an inner context layer: use the hub (cpc.hub gives "
+                           "every layer, hidden_state_<i>)"),
+    # supervised-mode settings: without --supervised CPC_audio ignores them too
+    "CTC": (bool, False, ""),
+    "onEncoder": (bool, False, ""),
+    "nLevelsPhone": (int, 1, ""),
+}
+
+
+def add_compatibility_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "CPC_audio compatibility", "Flags of CPC_audio command lines: --nGPU picks the device; "
+        "the others are accepted so that existing scripts parse, and refused with an "
+        "explanation when they would change anything. CPC_audio's --pathPhone is "
+        "--path_phone_data.")
+    group.add_argument("--nGPU", type=int, default=None,
+                       help="0: CPU; 1: one GPU (the same as --device cuda); more: use torchrun "
+                            "(one process per GPU).")
+    for flag, (kind, default, _) in NOT_CARRIED_OVER.items():
+        if kind is bool:
+            group.add_argument(f"--{flag}", action="store_true", help=argparse.SUPPRESS)
+        else:
+            group.add_argument(f"--{flag}", type=kind, default=default, help=argparse.SUPPRESS)
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse without prefix abbreviations, whose errors are two lines: the error (with the
+    nearest option for a misspelt one) and where the options are listed."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            known = [s for action in self._actions for s in action.option_strings]
+            hints = []
+            for word in message.split(":", 1)[1].split():
+                if word.startswith("-"):
+                    close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.6)
+                    hints.append(f"{word} (did you mean {close[0]}?)" if close else word)
+            message = "unrecognized arguments: " + " ".join(hints) if hints else message
+        self.exit(2, f"{self.prog}: error: {message}\n"
+                     f"(`{self.prog} --help` lists every option by group)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandLineParser(
         description="Train a CPC model on a LibriSpeech-format corpus.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
                 add_cpcctc_args, add_pase_args, add_linsep_args, add_capture_args,
                 add_training_args, add_health_args, add_save_args, add_load_args,
-                add_device_args):
+                add_device_args, add_compatibility_args):
         add(parser)
     return parser
 

@@ -8,7 +8,8 @@ The log is a plain dict of lists, CPC_audio's schema extended:
 * per probe run (indexed like ``linsep_epoch``): :data:`LINSEP_LOG_KEYS`;
 * per capture (indexed like ``capture_epoch``): :data:`CAPTURE_LOG_KEYS`;
 * lists of dicts that carry their own ``epoch`` (:data:`EPOCH_TAGGED_LOG_KEYS`): the health
-  checks every ``--logging_step`` steps and the collapse guard's events.
+  checks every ``--logging_step`` steps, the collapse guard's events and the optimiser flags
+  changed on a resume.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Protocol, Sequence
 LINSEP_LOG_KEYS = ("linsep_epoch", "speaker_best_val_acc", "speaker_mean_best_val_acc",
                    "phone_best_val_acc", "phone_ctc_best_val_per")
 CAPTURE_LOG_KEYS = ("capture_epoch", "capture_stats")
-EPOCH_TAGGED_LOG_KEYS = ("health_steps", "collapse_events")
+EPOCH_TAGGED_LOG_KEYS = ("health_steps", "collapse_events", "option_changes")
 
 
 class EpochFigures(Protocol):
@@ -118,18 +119,21 @@ def epoch_scalars(prefix: str, stats: EpochFigures,
 
 
 class TensorBoard:
-    """Scalars under <pathCheckpoint>/tensorboard; a no-op without a run directory."""
+    """Scalars under <pathCheckpoint>/tensorboard; a no-op without a run directory. The event
+    file is created at the first scalar, so a run with nothing left to train writes none."""
 
     def __init__(self, run_dir: str | None) -> None:
+        self.log_dir = str(Path(run_dir) / "tensorboard") if run_dir else None
         self.writer = None
-        if run_dir:
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        if self.writer is not None:
-            for name, value in values.items():
-                self.writer.add_scalar(name, value, step)
+        if self.log_dir is None:
+            return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(self.log_dir)
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -6,17 +6,17 @@
 Rerunning the same command continues from the newest checkpoint in OUT. Option names follow
 facebookresearch/CPC_audio and its CPC-CTC fork, so existing command lines keep working.
 
-This file turns options into a run and wires its parts: the options themselves are in
-options.py, the epoch loop in trainer.py, its per-epoch jobs in hooks.py, the math in model.py
-and criterion/, the data in dataset.py, the file formats in utils/checkpoint.py and run_log.py.
+This file wires the parts of a run: the options are in options.py, their resolution against
+the run directory and their checks in run_config.py, the epoch loop in trainer.py, its
+per-epoch jobs in hooks.py, the math in model.py and criterion/, the data in dataset.py, the
+file formats in utils/checkpoint.py and run_log.py.
 """
 from __future__ import annotations
 
 import argparse
-import random
+import dataclasses
+import shutil
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python cpc/train.py`: import the package, not siblings
@@ -24,9 +24,7 @@ if __package__ in (None, ""):  # run as `python cpc/train.py`: import the packag
 
 import torch
 
-from cpc.capture.writer import requested_kinds
 from cpc.collapse_guard import CollapseGuard, CollapseRule
-from cpc.config_file import load_config
 from cpc.criterion import build_criterion
 from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
 from cpc.dataset import AudioBatchData, CorpusData, build_capture_dataset, build_datasets
@@ -36,180 +34,17 @@ from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook,
                        ProbeSettings, capture_epoch, probe_model)
 from cpc.model import build_model
 from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
-from cpc.options import ARCHITECTURE_GROUPS, build_parser, explicit_dests, group_dests
+from cpc.run_config import (RunConfig, capture_kinds, criterion_name, device_name,
+                            resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs
-from cpc.stats import parse_stats_spec
 from cpc.trainer import (Hook, NanBudget, Resumption, Run, Trainer, Training,
                          restore_rng_state, seed_everything)
 from cpc.utils import checkpoint as ckpt
-from cpc.utils.constants import FRAME_SIZE
 from cpc.utils.devices import select_device
 from cpc.utils.distributed import DistInfo, broadcast_int, init_distributed, shutdown_distributed
 from cpc.utils.errors import CPCError, ConfigError
-from cpc.utils.files import remove_stale_temp_files
-from cpc.utils.optim import Updater, build_adam, build_optimizer, pase_lr_factor
-
-
-# --------------------------------------------------------------------------------------------
-# From the command line to a run
-# --------------------------------------------------------------------------------------------
-
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict | None]:
-    """The options as given (``--config`` fills defaults, the command line wins) and the PASE
-    recipe of that file when it names workers. Reads the config file only."""
-    parser = build_parser()
-    config_path = parser.parse_known_args(argv)[0].config
-    pase = None
-    if config_path:
-        defaults, pase = load_config(config_path, parser)
-        parser.set_defaults(save_step=pase["ckpt_save_interval"],
-                            keep_checkpoints=pase["num_ckpts_keep"], **defaults)
-    args = parser.parse_args(argv)
-    return args, pase if pase and any(pase["workers_config"].values()) else None
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """One run, resolved against its run directory: what ``main`` acts on."""
-
-    args: argparse.Namespace  # the options, with the architecture of a resumed run
-    pase: dict | None  # the PASE recipe (workers and their schedule), or None for CPC
-    seed: int  # --random_seed, the resumed run's, or drawn
-    resume: dict | None  # the newest checkpoint of --pathCheckpoint, when resuming
-
-    def saved_args(self) -> dict:
-        """``checkpoint_args.json``: the options plus what was derived from them."""
-        return {**vars(self.args), "random_seed": self.seed, "pase_settings": self.pase}
-
-
-def resolve_run(argv: list[str]) -> RunConfig:
-    """Parse, take a saved run's architecture and state, check everything before any work."""
-    args, pase = parse_args(argv)
-    resume, seed = None, args.random_seed
-    if args.pathCheckpoint and not args.restart and ckpt.list_checkpoints(args.pathCheckpoint):
-        saved = read_saved_args(args.pathCheckpoint)
-        parser = build_parser()
-        args = reconcile_with_saved(args, saved, explicit_dests(parser, argv),
-                                    group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
-        pase = reconcile_pase(pase, saved.get("pase_settings"), args)
-        found = ckpt.load_newest_checkpoint(args.pathCheckpoint)
-        if found is None:
-            raise ConfigError(f"no checkpoint of {args.pathCheckpoint} can be read")
-        resume = found[2]
-        seed = seed if seed is not None else saved.get("random_seed")
-    check_args(args, pase)
-    check_output_dirs(args)
-    return RunConfig(args, pase, seed if seed is not None else random.randint(0, 2**31 - 1),
-                     resume)
-
-
-def read_saved_args(run_dir: str) -> dict:
-    args_file = Path(run_dir) / ckpt.ARGS_FILE
-    if not args_file.is_file():
-        raise ConfigError(f"{run_dir} holds checkpoints but no {ckpt.ARGS_FILE}")
-    return ckpt.read_json(args_file)
-
-
-def reconcile_with_saved(args: argparse.Namespace, saved: dict, explicit: set[str],
-                         architecture: set[str], run_dir: str) -> argparse.Namespace:
-    """The options with the architecture of a saved run; explicit flags contradicting it are an
-    error."""
-    taken = {}
-    for dest in sorted(architecture & set(saved)):
-        if dest in explicit and getattr(args, dest) != saved[dest]:
-            raise ConfigError(f"--{dest} {getattr(args, dest)} contradicts the run in {run_dir}, "
-                              f"trained with --{dest} {saved[dest]}; use another "
-                              f"--pathCheckpoint or --restart")
-        taken[dest] = saved[dest]
-    return argparse.Namespace(**{**vars(args), **taken})
-
-
-def reconcile_pase(pase: dict | None, saved: dict | None, args: argparse.Namespace) -> dict | None:
-    """A resumed PASE run keeps its recipe; a different --config is an error."""
-    if saved and pase is None:
-        return saved  # resumed without repeating --config
-    if pase and pase != saved:
-        raise ConfigError(f"the PASE settings of --config {args.config} differ from those of the "
-                          f"run in {args.pathCheckpoint}")
-    return pase
-
-
-def has_checkpoints(run_dir: str | None) -> bool:
-    return bool(run_dir and ckpt.list_checkpoints(run_dir))
-
-
-def check_args(args: argparse.Namespace, pase: dict | None) -> None:
-    """Contradictory or incomplete options, refused before any work."""
-    if args.pathDB is None:
-        raise ConfigError("--pathDB is required: the root directory of the corpus")
-    if args.nPredicts < 1 or args.negativeSamplingExt < 1:
-        raise ConfigError("--nPredicts and --negativeSamplingExt must be positive")
-    frames = args.sizeWindow // FRAME_SIZE
-    if args.nPredicts >= frames and not pase:  # PASE workers predict nothing
-        raise ConfigError(f"--nPredicts {args.nPredicts} must be smaller than the "
-                          f"{frames} frames of a --sizeWindow {args.sizeWindow} window")
-    if args.restart and (args.onlyCapture or args.only_classif_metric):
-        raise ConfigError(f"--restart starts the run in {args.pathCheckpoint} over; "
-                          f"--{'onlyCapture' if args.onlyCapture else 'only_classif_metric'} "
-                          f"reads its checkpoints and changes nothing: drop --restart")
-    check_probe_args(args)
-    check_capture_args(args, pase)
-    if args.load and has_checkpoints(args.pathCheckpoint) and not args.restart \
-            and not args.only_classif_metric:
-        raise ConfigError(f"--load initialises a new run but {args.pathCheckpoint} already "
-                          f"holds checkpoints: add --restart or choose another --pathCheckpoint")
-
-
-def check_probe_args(args: argparse.Namespace) -> None:
-    if args.only_classif_metric and not (args.load or has_checkpoints(args.pathCheckpoint)):
-        raise ConfigError("--only_classif_metric needs a trained model: a --pathCheckpoint "
-                          "holding checkpoints, or --load CHECKPOINT")
-    if args.CTCphones and not args.path_phone_data:
-        raise ConfigError("--CTCphones needs phone labels: add --path_phone_data FILE")
-    if (args.supervised_classif_metric or args.only_classif_metric) and \
-            not (args.speaker_sep or args.path_phone_data):
-        flag = "--only_classif_metric" if args.only_classif_metric else \
-            "--supervised_classif_metric"
-        raise ConfigError(f"{flag} needs --speaker_sep and/or --path_phone_data (what to probe)")
-    if args.linsep_classif_each_epochs < 1:
-        raise ConfigError("--linsep_classif_each_epochs must be at least 1")
-
-
-def check_capture_args(args: argparse.Namespace, pase: dict | None) -> None:
-    parse_stats_spec(args.captureSetStats)  # refuses bad stat specs before any work
-    capturing = bool(capture_kinds(args, pase)) or bool(args.captureSetStats)
-    if args.onlyCapture and not has_checkpoints(args.pathCheckpoint):
-        raise ConfigError("--onlyCapture needs a trained model: a --pathCheckpoint holding "
-                          "checkpoints")
-    if (capturing or args.onlyCapture) and not (args.pathCaptureDS and args.pathCaptureSave):
-        raise ConfigError("capturing needs --pathCaptureDS (the files) and --pathCaptureSave "
-                          "(where to write)")
-    if args.onlyCapture and not capturing:
-        raise ConfigError("--onlyCapture: nothing to capture; add capture flags "
-                          "(e.g. --captureEverything) or --captureSetStats")
-    if capturing and not args.onlyCapture and args.captureEachEpochs < 1:
-        raise ConfigError("capture flags need --captureEachEpochs N (or --onlyCapture)")
-
-
-def check_writable(path: str, flag: str) -> None:
-    """Create an output directory now, and prove it writable, rather than fail after hours."""
-    try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path} is not a writable directory ({exc.strerror})") from None
-
-
-def check_output_dirs(args: argparse.Namespace) -> None:
-    """Every directory the run will write to (the run directory only when it is written)."""
-    writes_run_dir = not (args.only_classif_metric or args.onlyCapture)
-    for flag, path in (("--pathCheckpoint", args.pathCheckpoint if writes_run_dir else None),
-                       ("--pathCaptureSave", args.pathCaptureSave),
-                       ("--linsep_logs_dir", args.linsep_logs_dir),
-                       ("--linsep_checkpoint_dir", args.linsep_checkpoint_dir)):
-        if path:
-            check_writable(path, flag)
+from cpc.utils.files import exclusive_lock, remove_stale_temp_files
+from cpc.utils.optim import Updater, build_adam, build_optimizer, pase_lr_factor, retune_adam
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,6 +58,10 @@ def load_data(args: argparse.Namespace, seed: int, verbose: bool = True) -> Corp
                           max_files=(1000, 100) if args.debug else None)
     if verbose:
         print(f"train: {data.train.describe()}\nval:   {data.val.describe()}", flush=True)
+        for name, part in (("train", data.train), ("val", data.val)):
+            unused = part.unused_audio(args.samplingType if name == "train" else "sequential")
+            if unused:
+                print(f"warning: {name}: {unused}", file=sys.stderr, flush=True)
     return data
 
 
@@ -232,14 +71,6 @@ def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[st
         args.sizeWindow, args.captureDSfreq, args.captureDStotNr, args.n_process_loader)
     print(f"capture: {data.describe()}", flush=True)
     return data, speakers
-
-
-def criterion_name(args: argparse.Namespace) -> str:
-    """The registered criterion to train: --criterion, or cpcctc for the fork's --CPCCTC."""
-    if args.CPCCTC and args.criterion not in ("cpc", "cpcctc"):
-        raise ConfigError(f"--CPCCTC selects the cpcctc criterion; it contradicts --criterion "
-                          f"{args.criterion}")
-    return "cpcctc" if args.CPCCTC else args.criterion
 
 
 def build_training(args: argparse.Namespace, pase: dict | None, device: torch.device,
@@ -275,10 +106,17 @@ def load_initial_weights(paths: list[str], model: torch.nn.Module,
                          criterion: torch.nn.Module | None = None) -> None:
     """--load: the model (and, when given, criterion) weights of a checkpoint."""
     from cpc.feature_loader import resolve_checkpoint
-    state = ckpt.load_checkpoint(resolve_checkpoint(paths[0]))
-    model.load_state_dict(state["gEncoder"])
-    if criterion is not None:
-        criterion.load_state_dict(state["cpcCriterion"])
+    path = resolve_checkpoint(paths[0])
+    state = ckpt.load_checkpoint(path)
+    try:
+        model.load_state_dict(state["gEncoder"])
+        if criterion is not None:
+            criterion.load_state_dict(state["cpcCriterion"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[-1].strip()[:200]
+        raise ConfigError(f"--load {path}: its weights do not fit the model these flags build "
+                          f"({first}); give the architecture flags it was trained with (its "
+                          f"{ckpt.ARGS_FILE})") from None
 
 
 def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None) -> ProbeSettings:
@@ -291,11 +129,6 @@ def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None) ->
                          args.linsep_feature_budget_gb, seed)
     return ProbeSettings(probes, config, args.batchSizeGPU, args.phone_get_encoded, log_root,
                          args.linsep_checkpoint_dir)
-
-
-def capture_kinds(args: argparse.Namespace, pase: dict | None) -> list[str]:
-    return requested_kinds(vars(args), args.captureEverything, criterion_name(args) == "cpcctc",
-                           bool(args.path_phone_data), has_criterion=not pase)
 
 
 def capture_settings(args: argparse.Namespace, pase: dict | None) -> CaptureSettings:
@@ -341,10 +174,12 @@ def epoch_hooks(config: RunConfig, training: Training, updater: Updater, data: C
 # --------------------------------------------------------------------------------------------
 
 def train(config: RunConfig) -> dict:
-    """Train as the options say (one process, or one rank of torchrun); returns the logs."""
-    info, device = init_distributed(select_device(config.args.device))
+    """Train as the options say (one process, or one rank of torchrun); returns the logs.
+    Rank 0 holds the run directory's lock for the whole run."""
+    info, device = init_distributed(select_device(device_name(config.args)))
     try:
-        return train_process(config, info, device)
+        with exclusive_lock(config.args.pathCheckpoint if info.is_main else None, "training"):
+            return train_process(config, info, device)
     finally:
         shutdown_distributed()
 
@@ -364,19 +199,48 @@ def start_state(config: RunConfig, training: Training, data: CorpusData) -> tupl
     logs_path = Path(args.pathCheckpoint) / ckpt.LOGS_FILE
     logs = truncate_logs(ckpt.read_json(logs_path), start_epoch - 1) if logs_path.is_file() \
         else empty_logs()
+    if start_epoch >= args.nEpoch:
+        print(f"nothing to train: the run in {args.pathCheckpoint} has done its {start_epoch} "
+              f"epochs (--nEpoch {args.nEpoch}); raise --nEpoch to train on", flush=True)
+        return logs, Resumption(start_epoch, cut)
     where = f" (after its batch {cut['batches_done']})" if cut else ""
     print(f"resuming {args.pathCheckpoint} at epoch {start_epoch}{where}", flush=True)
+    apply_changed_options(config.saved or {}, args, training, logs, start_epoch)
     return logs, Resumption(start_epoch, cut)
 
 
+RESUMABLE_OPTIMISER_FLAGS = ("learningRate", "beta1", "beta2", "epsilon", "schedulerStep",
+                             "schedulerRamp")
+
+
+def apply_changed_options(saved: dict, args: argparse.Namespace, training: Training,
+                          logs: dict, start_epoch: int) -> None:
+    """Optimiser and schedule flags changed since the run was saved apply from the resumed
+    epoch on (the rate keeps any collapse-guard scaling); each change is printed and logged."""
+    changed = {flag: (saved[flag], getattr(args, flag)) for flag in RESUMABLE_OPTIMISER_FLAGS
+               if flag in saved and saved[flag] != getattr(args, flag)}
+    if not changed or training.workers is not None:  # PASE: the recipe's rates, refused above
+        return
+    lr_scale = args.learningRate / saved["learningRate"] if "learningRate" in changed else 1.0
+    retune_adam(training.optimizers["model"], training.schedulers["model"], lr_scale,
+                (args.beta1, args.beta2), args.epsilon)
+    for flag, (was, now) in changed.items():
+        print(f"--{flag} {now} (the run had {was}): applied from epoch {start_epoch}", flush=True)
+        logs.setdefault("option_changes", []).append(
+            {"epoch": start_epoch, "flag": flag, "was": was, "now": now})
+
+
 def prepare_run_dir(config: RunConfig) -> None:
-    """--restart empties the run directory (after every check passed); then the args are
+    """--restart empties the run directory of the old run's checkpoints, logs, TensorBoard
+    curves and probe logs (once every check passed and the data loaded); then the args are
     written and the temp files of killed writes removed."""
     run_dir = Path(config.args.pathCheckpoint)
     if config.args.restart:
-        for _, path in ckpt.list_checkpoints(run_dir):
+        for _, path in ckpt.list_checkpoints(run_dir) + ckpt.list_interrupted(run_dir):
             path.unlink()
         (run_dir / ckpt.LOGS_FILE).unlink(missing_ok=True)
+        for name in ("tensorboard", "linsep_logs"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
     remove_stale_temp_files(run_dir)
     ckpt.write_json(run_dir / ckpt.ARGS_FILE, config.saved_args())
 
@@ -389,7 +253,7 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device) -> di
     if info.active and args.allow_nan_steps:
         raise ConfigError("--allow_nan_steps cannot skip batches in lockstep across torchrun "
                           "ranks yet; run without it (a non-finite loss then stops the run)")
-    config = RunConfig(args, config.pase, broadcast_int(config.seed, info, device), config.resume)
+    config = dataclasses.replace(config, seed=broadcast_int(config.seed, info, device))
     seed_everything(config.seed, args.deterministic)
     data = load_data(args, config.seed, verbose=info.is_main)
     training = build_training(args, config.pase, device, len(data.speakers), data.n_phones)
@@ -450,7 +314,7 @@ def close_run(run: Run, hooks: list[Hook]) -> None:
 def only_classif_metric(config: RunConfig) -> dict[str, float]:
     """--only_classif_metric: probe a trained model once; the run directory is left untouched."""
     args = config.args
-    device = select_device(args.device)
+    device = select_device(device_name(args))
     data = load_data(args, config.seed)
     model = build_model(args).to(device)
     if config.resume is not None:
@@ -469,7 +333,7 @@ def only_classif_metric(config: RunConfig) -> dict[str, float]:
 def only_capture(config: RunConfig) -> dict[str, float]:
     """--onlyCapture: capture once with the newest checkpoint; the run directory is untouched."""
     args = config.args
-    device = select_device(args.device)
+    device = select_device(device_name(args))
     data, speakers = load_capture_data(args)
     training = build_training(args, config.pase, device, len(speakers), 0)
     training.load(config.resume, with_optimizers=False)

@@ -86,6 +86,7 @@ class EpochStats:
     batches_done: int = 0  # batches taken from the loader, counting skipped ones
     interrupted: bool = False  # stopped by a signal before the end of the epoch
     audio_seconds: float = 0.0  # audio of the windows passed over
+    totals: dict = field(default_factory=dict)  # EpochTotals state, all ranks summed
 
     @property
     def accuracy(self) -> float:
@@ -115,12 +116,18 @@ class NanBudget:
               f"--allow_nan_steps {self.allowed})", file=sys.stderr, flush=True)
 
 
-class _WindowAverages:
-    """Sums of per-window values, NaN entries (undefined for a batch) left out."""
+class EpochTotals:
+    """Window-weighted sums of an epoch's per-step values (NaN entries, undefined for a batch,
+    left out), windows and samples. A cut epoch's totals are saved with its checkpoint and
+    carried on when it resumes, so its logged means equal an uninterrupted epoch's."""
 
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, torch.Tensor] = {}
+    def __init__(self, state: dict | None = None) -> None:
+        state = state or {}
+        self.sums: dict[str, torch.Tensor] = dict(state.get("sums", {}))
+        self.counts: dict[str, torch.Tensor] = dict(state.get("counts", {}))
+        self.n_windows = torch.tensor(state.get("n_windows", 0))
+        self.n_samples = torch.tensor(state.get("n_samples", 0))
+        self.seconds = float(state.get("seconds", 0.0))
 
     def add(self, name: str, values: torch.Tensor, size: int) -> None:
         values = values.detach().double().cpu().reshape(-1)
@@ -128,28 +135,47 @@ class _WindowAverages:
         self.sums[name] = self.sums.get(name, 0) + torch.where(defined, values, 0.0) * size
         self.counts[name] = self.counts.get(name, 0) + defined.double() * size
 
-    def means(self, info: DistInfo) -> dict[str, list[float]]:
-        return {name: (sum_over_ranks(self.sums[name], info)
-                       / sum_over_ranks(self.counts[name], info)).tolist() for name in self.sums}
+    def reduced(self, info: DistInfo) -> "EpochTotals":
+        """The totals of every rank."""
+        out = EpochTotals({"seconds": self.seconds})
+        out.sums = {name: sum_over_ranks(value, info) for name, value in self.sums.items()}
+        out.counts = {name: sum_over_ranks(value, info) for name, value in self.counts.items()}
+        out.n_windows = sum_over_ranks(self.n_windows, info)
+        out.n_samples = sum_over_ranks(self.n_samples, info)
+        return out
+
+    def state(self) -> dict:
+        return {"sums": self.sums, "counts": self.counts, "n_windows": int(self.n_windows),
+                "n_samples": int(self.n_samples), "seconds": self.seconds}
+
+    def stats(self, batches_done: int, interrupted: bool) -> EpochStats:
+        if int(self.n_windows) == 0:
+            return EpochStats(seconds=self.seconds, batches_done=batches_done,
+                              interrupted=interrupted, totals=self.state())
+        mean = {name: (self.sums[name] / self.counts[name]).tolist() for name in self.sums}
+        return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], int(self.n_windows),
+                          self.seconds, batches_done, interrupted,
+                          int(self.n_samples) / SAMPLE_RATE, self.state())
 
 
 def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
               updater: Updater | None = None, desc: str = "",
               on_step: Callable[[CriterionOutput, torch.Tensor | None], None] | None = None,
               should_stop: Callable[[], bool] | None = None, nan_budget: NanBudget | None = None,
-              info: DistInfo = DistInfo()) -> EpochStats:
+              info: DistInfo = DistInfo(), carried: dict | None = None) -> EpochStats:
     """Train (with an updater) or evaluate (without) over one epoch of ``loader``.
 
     Per-step losses and accuracies are averaged over the windows where they are defined (a
     PASE worker that could not use a batch reports NaN for it), over all ranks when
-    distributed. Training stops after the current step when ``should_stop()``; a batch with a
-    non-finite loss is charged to ``nan_budget`` (which raises when exhausted) and skipped.
-    ``on_step(out, grad_norms)`` follows every training step (``grad_norms`` None in evaluation).
+    distributed, and over the ``carried`` totals of the epoch's part done before a stop. Training
+    stops after the current step when ``should_stop()``; a batch with a non-finite loss is
+    charged to ``nan_budget`` (which raises when exhausted) and skipped. ``on_step(out,
+    grad_norms)`` follows every training step (``grad_norms`` None in evaluation).
     """
     training = updater is not None
     step_module.train(training)
-    averages = _WindowAverages()
-    n_windows = n_samples = batches_done = 0
+    totals = EpochTotals(carried)
+    batches_done = 0
     interrupted = False
     start = time.time()
     bar = tqdm(loader, total=len(loader), desc=desc, leave=False, dynamic_ncols=True,
@@ -168,11 +194,11 @@ def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
                 out.loss.backward()
                 grad_norms = updater.step()
             size = len(batch)
-            averages.add("loss", out.loss, size)
-            averages.add("steps", out.step_losses, size)
-            averages.add("accs", out.step_accuracies, size)
-            n_windows += size
-            n_samples += batch.audio.shape[0] * batch.audio.shape[-1]
+            totals.add("loss", out.loss, size)
+            totals.add("steps", out.step_losses, size)
+            totals.add("accs", out.step_accuracies, size)
+            totals.n_windows += size
+            totals.n_samples += batch.audio.shape[0] * batch.audio.shape[-1]
             if step % 10 == 0:  # .item() synchronises the device: not at every step
                 bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
             if on_step is not None:
@@ -180,14 +206,8 @@ def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
             if should_stop is not None and should_stop():
                 interrupted = True
                 break
-    n_windows = int(sum_over_ranks(torch.tensor(n_windows), info))
-    n_samples = int(sum_over_ranks(torch.tensor(n_samples), info))
-    seconds = time.time() - start
-    if n_windows == 0:
-        return EpochStats(seconds=seconds, batches_done=batches_done, interrupted=interrupted)
-    mean = averages.means(info)
-    return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], n_windows, seconds,
-                      batches_done, interrupted, n_samples / SAMPLE_RATE)
+    totals.seconds += time.time() - start
+    return totals.reduced(info).stats(batches_done, interrupted)
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,10 +357,13 @@ class Trainer:
                         break
         except NonFiniteLoss as exc:
             last = ckpt.list_checkpoints(run.run_dir) if run.run_dir else []
-            raise NonFiniteLoss(f"{exc}; last good checkpoint: "
-                                f"{last[-1][1] if last else 'none yet'}. Rerun the command to "
-                                f"resume from it (perhaps with a lower --learningRate), or "
-                                f"allow skipping such batches with --allow_nan_steps K") from None
+            retry = "a lower --learningRate or --clip_grad_norm, or --allow_nan_steps K to " \
+                    "skip such batches"
+            if last:
+                raise NonFiniteLoss(f"{exc}; last good checkpoint: {last[-1][1]}. Rerun the "
+                                    f"command to resume from it, perhaps with {retry}") from None
+            raise NonFiniteLoss(f"{exc}, before any checkpoint was written: start again with "
+                                f"{retry}") from None
         return run.logs
 
     def _epoch(self, epoch: int, cut: dict | None) -> bool:
@@ -352,14 +375,16 @@ class Trainer:
             run.data.train.restore_epoch_state(epoch_start)
             self.train_loader.skip = cut["batches_done"]
         lr = run.training.lr
+        carried = cut.get("totals") if cut and run.info.is_main else None  # summed once
         train = run_epoch(self.step_module, self.train_loader, self.device, self.updater,
                           desc=f"epoch {epoch} train", on_step=self._on_train_step,
                           should_stop=lambda: self._stop_reason() is not None,
-                          nan_budget=self.nan_budget, info=run.info)
+                          nan_budget=self.nan_budget, info=run.info, carried=carried)
         for hook in self.hooks:
             hook.after_train(run, train)
         if train.interrupted:
-            self._stop(epoch_start, train.batches_done + (cut["batches_done"] if cut else 0))
+            self._stop(epoch_start, train.batches_done + (cut["batches_done"] if cut else 0),
+                       train.totals)
             return False
         val = run_epoch(self.step_module, self.val_loader, self.device, None,
                         desc=f"epoch {epoch} val", info=run.info)
@@ -404,15 +429,17 @@ class Trainer:
             return self._signals.signal_name or "stop signal (another rank)"
         return None
 
-    def _stop(self, epoch_start: dict, batches_done: int) -> None:
+    def _stop(self, epoch_start: dict, batches_done: int, totals: dict) -> None:
         """Checkpoint the cut epoch so that rerunning the command replays its draws, passes
-        over its done batches and continues exactly; then let the hooks react."""
+        over its done batches and continues exactly (its logged means included); then let the
+        hooks react."""
         run, reason = self.run, self._stop_reason()
         if run.info.is_main:
             if run.run_dir:
                 state = run.training.state(run.epoch, rng_state(run.data))
-                state["interrupted"] = {"batches_done": batches_done, "epoch_start": epoch_start}
-                path = ckpt.checkpoint_path(run.run_dir, run.epoch)
+                state["interrupted"] = {"batches_done": batches_done, "epoch_start": epoch_start,
+                                        "totals": totals}
+                path = ckpt.interrupted_checkpoint_path(run.run_dir, run.epoch)
                 ckpt.save_checkpoint(path, state)
                 print(f"{reason}: stopped in epoch {run.epoch} after {batches_done} batches; "
                       f"wrote {path}; rerun the same command to continue", flush=True)

@@ -330,3 +330,59 @@ def test_module_help_runs():
     result = subprocess.run([sys.executable, "-m", "cpc.eval.ABX", "from_pre_computed", "--help"],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "--max_size_group" in result.stdout
+
+
+def _items_of(tiny_corpus: Path, stems: list[str], path: Path) -> Path:
+    labels, _ = parseSeqLabels(tiny_corpus / "converted_aligned_phones.txt")
+    write_item_file(path, make_items(labels, read_phone_symbols(tiny_corpus / "phones.txt"), stems))
+    return path
+
+
+def test_cli_refuses_items_forming_no_cell(tiny_abx, tiny_corpus, tmp_path, capsys):
+    item = _items_of(tiny_corpus, read_split_list(tiny_corpus / "train_split.txt")[:1],
+                     tmp_path / "one.item")
+    command = ["from_pre_computed", str(tiny_abx / "onehot"), str(item),
+               "--out", str(tmp_path / "o")]
+    assert ABX.main(command) == 2
+    out, err = capsys.readouterr()
+    assert "nan" not in out
+    [error] = [line for line in err.splitlines() if "error:" in line]  # after tqdm's progress
+    assert error.startswith(f"error: {item}: no ABX cell: within: no speaker has two items of "
+                            f"the same phone in the same context")
+    assert "more files per speaker" in error and "across: all items are of one speaker" in error
+    assert not (tmp_path / "o").exists()
+    assert ABX.main(command + ["--mode", "across"]) == 2
+    assert "across: all items are of one speaker; use items of two" in capsys.readouterr().err
+
+
+def test_cli_reports_the_mode_with_cells_and_explains_the_other(tiny_abx, tiny_corpus, tmp_path,
+                                                                capsys):
+    stems = [s for s in read_split_list(tiny_corpus / "train_split.txt") if s.startswith("1133-")]
+    item = _items_of(tiny_corpus, stems, tmp_path / "speaker.item")
+    assert ABX.main(["from_pre_computed", str(tiny_abx / "onehot"), str(item),
+                     "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "ABX within: 0.000 %" in out and "nan" not in out
+    assert "ABX across: no cell: all items are of one speaker; use items of two speakers " \
+           "or more, or --mode within" in out
+    assert json.loads((tmp_path / "o" / "ABX_scores.json").read_text()) == {"within": 0.0,
+                                                                            "across": None}
+
+
+def test_why_no_cell_names_what_is_missing():
+    def items(rows: list[tuple[int, int, int]]) -> Items:  # (context, speaker, phone) per item
+        rows = np.array(rows)
+        ones = np.ones(len(rows), dtype=np.int64)
+        return Items(context=rows[:, 0], speaker=rows[:, 1], phone=rows[:, 2], start=ones,
+                     length=ones)
+
+    cases = [([(0, 0, 0), (0, 0, 1), (1, 0, 0)], "within", "no speaker has two items of the same"),
+             ([(0, 0, 0), (0, 0, 0), (1, 0, 1)], "within", "no speaker has two items of one phone "
+                                                           "and an item of another"),
+             ([(0, 0, 0), (0, 0, 1)], "across", "all items are of one speaker"),
+             ([(0, 0, 0), (0, 0, 1), (0, 1, 2), (1, 1, 0)], "across", "no phone is spoken in the "
+                                                                      "same context by two")]
+    for rows, mode, reason in cases:
+        frames = torch.ones(2, 3)
+        assert abx(frames, items(rows), mode).n_cells == 0
+        assert ABX.why_no_cell(items(rows), mode).startswith(reason)

@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from cpc.utils import checkpoint as ckpt
+from cpc.utils.errors import CheckpointError
 from cpc.utils.files import remove_stale_temp_files
 from cpc.utils.optim import build_optimizer, lr_factor
 
 
 def test_save_list_load_newest(tmp_path):
     for epoch in (0, 2, 10):
-        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, epoch), {"epoch": epoch,
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, epoch), {"gEncoder": {},
+                                                                      "epoch": epoch,
                                                                       "w": torch.ones(2) * epoch})
     assert [e for e, _ in ckpt.list_checkpoints(tmp_path)] == [0, 2, 10]  # numeric, not lexical
     epoch, path, state = ckpt.load_newest_checkpoint(tmp_path)
@@ -22,13 +24,13 @@ def test_save_list_load_newest(tmp_path):
 
 
 def test_corrupt_newest_falls_back_with_warning(tmp_path):
-    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 1), {"epoch": 1})
-    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 2), {"epoch": 2})
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 1), {"gEncoder": {}, "epoch": 1})
+    ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 2), {"gEncoder": {}, "epoch": 2})
     data = ckpt.checkpoint_path(tmp_path, 2).read_bytes()
     ckpt.checkpoint_path(tmp_path, 2).write_bytes(data[: len(data) // 2])  # truncated
-    with pytest.warns(UserWarning, match="checkpoint_2.pt cannot be read"):
+    with pytest.warns(UserWarning, match="checkpoint_2.pt is not a readable checkpoint"):
         epoch, _, state = ckpt.load_newest_checkpoint(tmp_path)
-    assert epoch == 1 and state == {"epoch": 1}
+    assert epoch == 1 and state["epoch"] == 1
 
 
 def test_loading_never_runs_code(tmp_path):
@@ -37,7 +39,7 @@ def test_loading_never_runs_code(tmp_path):
             return (os.system, ("echo pwned",))
     path = tmp_path / "checkpoint_0.pt"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(Exception):
+    with pytest.raises(CheckpointError, match="checkpoint_0.pt is not a readable checkpoint"):
         ckpt.load_checkpoint(path)
 
 

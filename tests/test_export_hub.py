@@ -149,9 +149,10 @@ def test_upstream_pads_the_batch_and_matches_single_runs(run_dir):
     assert out["last_hidden_state"] is hidden[-1] and out["hidden_state_0"] is hidden[0]
     for layer, single in zip(hidden, zip(*alone)):
         torch.testing.assert_close(layer[0], single[0][0], atol=1e-5, rtol=1e-5)
-        # The short wav: 15 valid frames; the last ones see the padding through the encoder.
+        # The short wav: ceil(2500 / 160) = 16 valid frames (s3prl's count); the last ones see
+        # the padding through the encoder.
         torch.testing.assert_close(layer[1, :12], single[1][0, :12], atol=1e-5, rtol=1e-5)
-        assert torch.all(layer[1, 15:] == 0) and torch.any(layer[1, 14] != 0)
+        assert torch.all(layer[1, 16:] == 0) and torch.any(layer[1, 15] != 0)
 
 
 def test_upstream_runs_reversed_models_one_wav_at_a_time(tmp_path):
@@ -166,3 +167,56 @@ def test_upstream_runs_reversed_models_one_wav_at_a_time(tmp_path):
         short = FeatureModule(upstream.model, get_encoded=False)(wavs[1].view(1, 1, -1))
     torch.testing.assert_close(out[-1][1, :10], short[0], atol=1e-6, rtol=1e-6)
     assert torch.all(out[-1][1, 10:] == 0)
+
+
+@pytest.mark.parametrize("lengths", [[2500], [4000, 2500, 1601, 159], [3200, 3199, 3201]])
+def test_upstream_keeps_s3prl_frame_count(run_dir, lengths):
+    """Frames t < ceil(len / 160) are valid (s3prl's S3PRLUpstream count), the others zero; the
+    batch has ceil(longest / 160) frames."""
+    upstream = CPCUpstream(str(run_dir))
+    torch.manual_seed(2)
+    with torch.no_grad():
+        hidden = upstream([torch.randn(n) for n in lengths])["hidden_states"]
+    valid = [-(-n // 160) for n in lengths]
+    for layer in hidden:
+        assert layer.shape[1] == max(valid)
+        for row, n_frames in enumerate(valid):
+            assert torch.all(layer[row, n_frames:] == 0)
+            assert torch.all(layer[row, :n_frames].abs().sum(dim=-1) > 0)
+
+
+def test_upstream_measures_its_minimum_length(run_dir, tmp_path):
+    upstream = CPCUpstream(str(run_dir))
+    assert upstream.min_samples == 159  # the CPC encoder's first frame: (S + 1) // 160 >= 1
+    with torch.no_grad():
+        assert upstream.model.gEncoder(torch.zeros(1, 1, 159)).shape[-1] == 1
+        with pytest.raises(RuntimeError, match="Kernel size can't be greater"):
+            upstream.model.gEncoder(torch.zeros(1, 1, 158))  # no frame to make
+    args = tiny_args(encoder_type="mfcc", hiddenEncoder=13, arMode="no_ar")
+    save_run(tmp_path / "mfcc", args, {0: build_model(args).state_dict()})
+    assert CPCUpstream(str(tmp_path / "mfcc")).min_samples == 160
+
+
+@pytest.mark.parametrize("wavs, message", [
+    (torch.zeros(2, 3200), "expects a list of 1-D waveform tensors, got a Tensor"),
+    ([], "expects a list of 1-D waveform tensors, got an empty list"),
+    ([torch.zeros(3200), torch.zeros(1, 3200)],
+     r"wav 1 has shape \(1, 3200\): expected 1-D mono waveforms"),
+    ([torch.zeros(3200, dtype=torch.int16)], r"wav 0 has dtype torch.int16: expected float"),
+    ([torch.zeros(3200), torch.zeros(3200), torch.zeros(100)],
+     "wav 2 has 100 samples: the model needs at least 159"),
+    ([torch.zeros(3200), torch.full((1600,), float("nan"))], "wav 1 holds NaN or infinite"),
+    ([[0.0] * 3200], "wav 0 is a list, not a torch.Tensor"),
+])
+def test_upstream_checks_its_input(run_dir, wavs, message):
+    with pytest.raises(ValueError, match=message):
+        CPCUpstream(str(run_dir))(wavs)
+
+
+def test_upstream_converts_float64_to_float32(run_dir):
+    upstream = CPCUpstream(str(run_dir))
+    wav = torch.randn(3000, dtype=torch.float64)
+    with torch.no_grad():
+        out = upstream([wav])["last_hidden_state"]
+        expected = upstream([wav.float()])["last_hidden_state"]
+    assert out.dtype == torch.float32 and torch.equal(out, expected)

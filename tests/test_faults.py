@@ -42,19 +42,32 @@ def test_stop_mid_epoch_then_rerun_equals_an_uninterrupted_run(tiny_corpus, tmp_
     assert run(common + ["--pathCheckpoint", tmp_path / "straight"]) == 0
     StopAfter.checks_before_stop = 70  # epoch 0 has 55 batches: stop inside epoch 1
     monkeypatch.setattr(trainer, "StopRequest", StopAfter)
-    assert run(common + ["--pathCheckpoint", tmp_path / "stopped"]) == 0
+    stopped = tmp_path / "stopped"
+    assert run(common + ["--pathCheckpoint", stopped]) == 0
     assert "SIGTERM: stopped in epoch 1 after" in capsys.readouterr().out
-    state = ckpt.load_checkpoint(tmp_path / "stopped" / "checkpoint_1.pt")
+    # the cut epoch is not named like a finished one: tools picking the newest model skip it
+    assert [e for e, _ in ckpt.list_checkpoints(stopped)] == [0]
+    state = ckpt.load_checkpoint(ckpt.interrupted_checkpoint_path(stopped, 1))
     assert state["epoch"] == 1 and state["interrupted"]["batches_done"] > 0
+    from cpc.feature_loader import resolve_checkpoint
+    assert resolve_checkpoint(stopped).endswith("checkpoint_0.pt")
     monkeypatch.undo()
-    assert run(common + ["--pathCheckpoint", tmp_path / "stopped"]) == 0
+    assert run(common + ["--pathCheckpoint", stopped]) == 0
     assert "resuming" in capsys.readouterr().out
+    assert not ckpt.list_interrupted(stopped)
     a = ckpt.load_checkpoint(tmp_path / "straight" / "checkpoint_1.pt")
-    b = ckpt.load_checkpoint(tmp_path / "stopped" / "checkpoint_1.pt")
+    b = ckpt.load_checkpoint(stopped / "checkpoint_1.pt")
     assert "interrupted" not in b
     for key in a["gEncoder"]:
         torch.testing.assert_close(a["gEncoder"][key], b["gEncoder"][key], rtol=1e-6,
                                    atol=1e-6)
+    # the cut epoch's logged means cover all its batches, as in the uninterrupted run
+    logs_a, logs_b = (ckpt.read_json(d / ckpt.LOGS_FILE) for d in (tmp_path / "straight",
+                                                                    stopped))
+    for key in ("epoch", "loss_train", "locLoss_train", "locAcc_train", "loss_val"):
+        torch.testing.assert_close(torch.tensor(logs_b[key], dtype=torch.float64),
+                                   torch.tensor(logs_a[key], dtype=torch.float64),
+                                   rtol=1e-6, atol=1e-9, msg=key)
 
 
 def test_sigterm_to_a_real_process_exits_0_with_a_checkpoint(tiny_corpus, tmp_path):
@@ -72,7 +85,8 @@ def test_sigterm_to_a_real_process_exits_0_with_a_checkpoint(tiny_corpus, tmp_pa
     rest = process.stdout.read()
     assert process.wait(timeout=60) == 0
     assert "SIGTERM: stopped in epoch" in rest
-    (epoch, path), = ckpt.list_checkpoints(out)
+    assert not ckpt.list_checkpoints(out)
+    (epoch, path), = ckpt.list_interrupted(out)
     assert ckpt.load_checkpoint(path)["interrupted"]["batches_done"] >= 1
 
 

@@ -112,7 +112,7 @@ def test_ctc_probe_without_checkpoint_dir_logs_under_the_run(tiny_corpus, tmp_pa
     argv = corpus_args(tiny_corpus) + SMALL + [
         "--pathCheckpoint", run, "--nEpoch", "1", "--supervised_classif_metric",
         "--path_phone_data", tiny_corpus / "converted_aligned_phones.txt", "--CTCphones",
-        "--phone_get_encoded", "--linsep_classif_each_epochs", "1", "--linsep_n_epoch", "1"]
+        "--linsep_classif_each_epochs", "1", "--linsep_n_epoch", "1"]
     assert train.main([str(a) for a in argv]) == 0
     assert (run / "linsep_logs" / "0" / "phone_ctc" / "best.json").is_file()
     logs = json.loads((run / "checkpoint_logs.json").read_text())

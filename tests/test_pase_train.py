@@ -59,7 +59,7 @@ def test_pase_recipe_lowers_every_worker_loss_and_resumes(tiny_corpus, short_spl
 
 
 def test_command_line_wins_over_the_config(tiny_corpus, short_split, tmp_path):
-    from cpc.train import parse_args
+    from cpc.run_config import parse_args
     args, _ = parse_args(pase_args(tiny_corpus, short_split, tmp_path / "r", "--nEpoch", "1",
                                    "--hiddenEncoder", "64"))
     assert args.hiddenEncoder == 64 and args.encoder_type == "pase"  # flag wins, file fills

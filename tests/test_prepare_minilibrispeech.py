@@ -163,4 +163,19 @@ def test_members_escaping_the_output_are_refused(tmp_path, members, links):
     with pytest.raises(prep.PrepareError, match="outside"):
         prep.prepare(tmp_path / "out", mirror.as_uri(), checksums)
     assert not list(tmp_path.rglob("evil.txt")) and not Path("/tmp/evil.txt").exists()
-    assert not list((tmp_path / "out").rglob("*.flac"))  # nothing unpacked
+    # nothing unpacked, no empty staging folder left: only the verified download stays
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*")) \
+        == ["downloads", "downloads/train-clean-5.tar.gz"]
+
+
+def test_refused_unpack_removes_only_the_folders_it_created(tmp_path):
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(make_tar({"ok/a.txt": b"x", "../evil.txt": b"x"}))
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing" / "keep.txt").write_text("mine\n")
+    with pytest.raises(prep.PrepareError, match="outside"):
+        prep.unpack(archive, tmp_path / "existing" / "new" / "deeper")
+    assert sorted(p.name for p in (tmp_path / "existing").iterdir()) == ["keep.txt"]
+    with pytest.raises(prep.PrepareError, match="outside"):
+        prep.unpack(archive, tmp_path / "existing")
+    assert sorted(p.name for p in (tmp_path / "existing").iterdir()) == ["keep.txt"]

@@ -100,7 +100,8 @@ def test_restart_starts_over(tiny_corpus, tmp_path):
     (["--sizeWindow", "3000"], "--sizeWindow 3000 must be a positive multiple of 160"),
 ])
 def test_bad_flags_are_one_line_errors(tiny_corpus, tmp_path, capsys, flags, message):
-    assert run(corpus_args(tiny_corpus) + SMALL + flags + ["--nEpoch", "1"]) == 2
+    assert run(corpus_args(tiny_corpus) + SMALL + flags + ["--nEpoch", "1", "--pathCheckpoint",
+                                                         tmp_path / "run"]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -112,7 +113,7 @@ def test_missing_pathdb_is_an_error(capsys):
 def test_criterion_flag_selects_a_registered_criterion_and_cpcctc_is_its_alias():
     import argparse
 
-    from cpc.train import criterion_name, parse_args
+    from cpc.run_config import criterion_name, parse_args
     from cpc.utils.errors import ConfigError
     assert criterion_name(parse_args(["--pathDB", "x"])[0]) == "cpc"
     assert criterion_name(parse_args(["--pathDB", "x", "--CPCCTC"])[0]) == "cpcctc"

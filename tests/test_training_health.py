@@ -60,7 +60,8 @@ def test_stop_checkpoints_and_ends_the_run(tiny_corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "collapse detected at step 10 (epoch 0)" in err and "--on_collapse stop" in err
     assert "lower --learningRate" in err
-    state = ckpt.load_checkpoint(ckpt.list_checkpoints(out)[-1][1])
+    assert not ckpt.list_checkpoints(out)  # the cut epoch is not a finished one
+    state = ckpt.load_checkpoint(ckpt.list_interrupted(out)[-1][1])
     assert state["interrupted"]["batches_done"] == 10
     assert logs_of(out)["collapse_events"][-1]["action"] == "stop"
 

@@ -75,10 +75,10 @@ class CaptureLoader:
                 batch[kind] = self._load(kind, first, last)
             origin_file = self.epoch_dir / "origin" / f"origin_batch{first}-{last}.pt"
             if origin_file.is_file():
-                origin = ckpt.load_checkpoint(origin_file)
+                origin = ckpt.load_torch(origin_file)
                 batch["origin"] = origin
                 batch["files"] = [self.sequences[int(i)]["path"] for i in origin["seq_index"]]
             yield batch
 
     def _load(self, kind: str, first: int, last: int) -> torch.Tensor:
-        return ckpt.load_checkpoint(self.epoch_dir / kind / f"{kind}_batch{first}-{last}.pt")
+        return ckpt.load_torch(self.epoch_dir / kind / f"{kind}_batch{first}-{last}.pt")

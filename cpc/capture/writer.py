@@ -75,7 +75,7 @@ def write_sequences(epoch_dir: Path, dataset: AudioBatchData, speakers: list[str
 
 
 @torch.no_grad()
-def run_capture(model: nn.Module, criterion: nn.Module, dataset: AudioBatchData,
+def run_capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData,
                 speakers: list[str], kinds: list[str], collector: StatsCollector | None,
                 epoch_dir: Path, epoch: int, batch_size: int, device: torch.device,
                 seed: int = 0) -> dict[str, float]:
@@ -84,14 +84,16 @@ def run_capture(model: nn.Module, criterion: nn.Module, dataset: AudioBatchData,
     Saves the requested kinds under ``epoch_dir``, feeds the stats and writes their results to
     ``epoch_dir/stats.json`` (also returned). Runs under its own random stream (the criterion
     samples negatives), so captures are reproducible and training randomness is untouched.
+    ``criterion`` is None for a PASE workers run, which has only the model's kinds.
     """
     epoch_dir = Path(epoch_dir)
     needed = set(kinds) | (collector.needs if collector else set())
     write_sequences(epoch_dir, dataset, speakers)
     speaker_of_seq = torch.tensor([seq.speaker for seq in dataset.sequences])
-    was_training = model.training, criterion.training
-    model.eval()
-    criterion.eval()
+    frozen = [module for module in (model, criterion) if module is not None]
+    was_training = [module.training for module in frozen]
+    for module in frozen:
+        module.eval()
     devices = [device] if device.type == "cuda" else []
     first = 0
     with torch.random.fork_rng(devices=devices):
@@ -104,24 +106,23 @@ def run_capture(model: nn.Module, criterion: nn.Module, dataset: AudioBatchData,
             tensors = {"conv_repr": encoded, "ctx_repr": c_feature,
                        "speaker_align": speaker_of_seq[batch.frame_seq_index],
                        "phone_align": batch.phones}
-            if needed & set(CRITERION_KINDS):
+            if criterion is not None and needed & set(CRITERION_KINDS):
                 out = criterion(c_feature, encoded, batch.speaker.to(device), capture=True)
                 tensors.update({kind: out.captures[kind] for kind in CRITERION_KINDS
                                 if kind in out.captures})
             tensors = {kind: value.cpu() for kind, value in tensors.items()
                        if kind in needed and value is not None}
             for kind in kinds:
-                ckpt.save_checkpoint(batch_file(epoch_dir, kind, first, last), tensors[kind])
+                ckpt.save_torch(batch_file(epoch_dir, kind, first, last), tensors[kind])
             if kinds:
-                ckpt.save_checkpoint(batch_file(epoch_dir, "origin", first, last),
-                                     {"seq_index": batch.seq_index,
-                                      "seq_offset": batch.seq_offset,
-                                      "frame_seq_index": batch.frame_seq_index})
+                ckpt.save_torch(batch_file(epoch_dir, "origin", first, last),
+                                {"seq_index": batch.seq_index, "seq_offset": batch.seq_offset,
+                                 "frame_seq_index": batch.frame_seq_index})
             if collector is not None:
                 collector.update(tensors)
             first = last + 1
-    model.train(was_training[0])
-    criterion.train(was_training[1])
+    for module, mode in zip(frozen, was_training):
+        module.train(mode)
     results = collector.finalize(epoch) if collector is not None else {}
     ckpt.write_json(epoch_dir / "stats.json", results)
     return results

@@ -131,15 +131,31 @@ def check_members(archive: tarfile.TarFile, root: Path) -> None:
                                f"unpack this archive")
 
 
-def unpack(archive_path: Path, destination: Path) -> None:
-    """Extract ``archive_path`` under ``destination`` after :func:`check_members`."""
-    destination.mkdir(parents=True, exist_ok=True)
+def _extract(archive_path: Path, destination: Path) -> None:
+    """:func:`check_members`, then extract; any archive problem is a :class:`PrepareError`."""
     try:
         with tarfile.open(archive_path, "r:*") as archive:
             check_members(archive, destination)
             archive.extractall(destination, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise PrepareError(f"cannot unpack {archive_path}: {exc}") from None
+
+
+def unpack(archive_path: Path, destination: Path) -> None:
+    """Extract ``archive_path`` under ``destination`` after :func:`check_members`.
+
+    On any failure (a refused member included) the folders this call created, ``destination``
+    and its missing parents, are removed with whatever they hold; existing folders are kept.
+    """
+    created = next((p for p in reversed((destination, *destination.parents)) if not p.exists()),
+                   None)
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        _extract(archive_path, destination)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def merge_subset(staging: Path, subset: str, corpus: Path) -> list[str]:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from cpc.dataset import DataError
 from cpc.eval.abx_core import DISTANCES, MODES, ABXResult, Items, abx, item_frame_range
+from cpc.utils.files import check_output_dir
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CPCError
 
@@ -127,6 +128,23 @@ def _require_files(items: ItemFile, available: Iterable[str], where: str) -> Non
                         f"(first: {', '.join(missing[:5])})")
 
 
+def why_no_cell(items: Items, mode: str) -> str:
+    """Why the items form no cell of ``mode``, and what to do (see :mod:`cpc.eval.abx_core`
+    for what a cell needs)."""
+    if mode == "within":
+        groups = np.stack([items.context, items.speaker, items.phone], axis=1)
+        if np.unique(groups, axis=0, return_counts=True)[1].max() < 2:
+            reason = "no speaker has two items of the same phone in the same context"
+        else:
+            reason = ("no speaker has two items of one phone and an item of another phone in the "
+                      "same context")
+        return f"{reason}; use more files per speaker, or --mode across"
+    if len(np.unique(items.speaker)) == 1:
+        return "all items are of one speaker; use items of two speakers or more, or --mode within"
+    return ("no phone is spoken in the same context by two speakers, one of whom also has "
+            "another phone in that context; use more files, or --mode within")
+
+
 def run_modes(frames: torch.Tensor, items: Items, modes: list[str], distance: str,
               max_size_group: int, max_x_across: int, seed: int) -> list[ABXResult]:
     """Run :func:`cpc.eval.abx_core.abx` for each mode, printing its score and timing."""
@@ -134,8 +152,9 @@ def run_modes(frames: torch.Tensor, items: Items, modes: list[str], distance: st
     for mode in modes:
         start = time.perf_counter()
         result = abx(frames, items, mode, distance, max_size_group, max_x_across, seed)
-        print(f"ABX {mode}: {100 * result.error:.3f} % ({result.n_cells} cells, "
-              f"{result.n_triplets} triplets, {time.perf_counter() - start:.1f} s)", flush=True)
+        if result.n_cells:
+            print(f"ABX {mode}: {100 * result.error:.3f} % ({result.n_cells} cells, "
+                  f"{result.n_triplets} triplets, {time.perf_counter() - start:.1f} s)", flush=True)
         results.append(result)
     return results
 
@@ -191,6 +210,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--num_threads must be at least 1")
     if args.max_x_across < 1:
         parser.error("--max_x_across must be at least 1")
+    if not args.feature_size > 0:
+        parser.error(f"--feature_size must be positive (seconds per frame), "
+                     f"got {args.feature_size}")
     if args.out is None:
         if args.load == "from_pre_computed":
             parser.error("from_pre_computed needs --out")
@@ -222,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     modes = list(MODES) if args.mode == "all" else [args.mode]
     try:
+        check_output_dir(args.out, "--out")
         device = select_device(args.device)
         items = read_item_file(args.path_item_file)
         frames, item_ids, skipped = gather_item_frames(items, _feature_loader(args, items, device),
@@ -235,11 +258,17 @@ def main(argv: list[str] | None = None) -> int:
                                 args.max_size_group, args.max_x_across, args.seed)
         finally:
             torch.set_num_threads(threads)
+        empty = {r.mode: why_no_cell(item_ids, r.mode) for r in results if not r.n_cells}
+        if len(empty) == len(results):
+            raise DataError(f"{items.path}: no ABX cell: "
+                            + "; ".join(f"{mode}: {why}" for mode, why in empty.items()))
+        for mode, why in empty.items():
+            print(f"ABX {mode}: no cell: {why}")
     except (CPCError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    # A mode without any triplet scores NaN, written as null (JSON has no NaN).
+    # A mode without any cell scores NaN, written as null (JSON has no NaN).
     ckpt.write_json(out / "ABX_scores.json",
                     {r.mode: None if np.isnan(r.error) else r.error for r in results})
     ckpt.write_json(out / "ABX_args.json", vars(args))

@@ -33,6 +33,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from cpc.dataset import DataError
+from cpc.utils.files import check_output_dir
 from cpc.feature_loader import FeatureModule, buildFeature, loadModel
 from cpc.hub import LayerFeatureModule
 from cpc.utils.errors import CPCError
@@ -86,7 +87,8 @@ def write_features(path: str | Path, features: np.ndarray, fmt: str) -> None:
 
 
 def read_features(path: str | Path) -> np.ndarray:
-    """``T x D`` float32 features of a ``.npy``, ``.npz`` (``features``), ``.txt`` or ``.pt`` file."""
+    """``T x D`` float32 features of a ``.npy``, ``.npz`` (``features``), ``.txt`` or ``.pt`` file;
+    NaN or infinite values are a :class:`DataError`."""
     path = Path(path)
     try:
         if path.suffix == ".npy":
@@ -107,7 +109,12 @@ def read_features(path: str | Path) -> np.ndarray:
         raise DataError(f"cannot read features from {path}: {exc}") from None
     if data.ndim != 2:
         raise DataError(f"{path} holds an array of shape {tuple(data.shape)}; expected frames x dims")
-    return data.astype(np.float32, copy=False)
+    data = data.astype(np.float32, copy=False)
+    bad_frames = int((~np.isfinite(data)).any(axis=1).sum())
+    if bad_frames:
+        raise DataError(f"{path} holds NaN or infinite values in {bad_frames} of {len(data)} "
+                        f"frames: recompute these features")
+    return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        check_output_dir(args.pathOut, "pathOut")
         device = select_device(args.device)
         files = list_files_by_stem(args.pathDB, args.file_extension)
         feature_maker = build_feature_maker(args.checkpoint, args.get_encoded, args.gru_level, device)

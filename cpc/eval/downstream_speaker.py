@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from cpc.dataset import DataError, filterSeqs, findAllSeqs, read_audio
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
+from cpc.utils.errors import ConfigError
 
 POOLINGS = ("mean", "stats")
 
@@ -52,6 +53,9 @@ def list_utterances(path_db: str | Path, path_train: str | Path, path_val: str |
     seqs, speaker_names = findAllSeqs(path_db, extension)
     train, val = filterSeqs(path_train, seqs), filterSeqs(path_val, seqs)
     speakers = sorted({seq.speaker for seq in train})
+    if len(speakers) < 2:
+        raise DataError(f"{path_train} lists files of speaker {speaker_names[speakers[0]]} only: "
+                        f"speaker classification needs at least two speakers")
     label = {speaker: i for i, speaker in enumerate(speakers)}
     unseen = sorted({speaker_names[seq.speaker] for seq in val if seq.speaker not in label})
     if unseen:
@@ -61,6 +65,20 @@ def list_utterances(path_db: str | Path, path_train: str | Path, path_val: str |
     make = lambda items: [Utterance(Path(path_db) / s.path, label[s.speaker], s.n_samples)  # noqa: E731
                           for s in items]
     return make(train), make(val), [speaker_names[s] for s in speakers]
+
+
+def check_lengths(utterances: list[Utterance], max_seconds: float, minimum: int) -> None:
+    """Refuse a ``--max_seconds`` or a file too short for the model to make one frame from
+    (``minimum`` samples, see :func:`cpc.feature_loader.min_input_samples`)."""
+    max_samples = int(max_seconds * SAMPLE_RATE)
+    if max_samples < minimum:
+        raise ConfigError(f"--max_seconds {max_seconds:g} keeps {max_samples} samples of each "
+                          f"file; the model needs at least {minimum} to make one frame")
+    short = [u for u in utterances if u.n_samples < minimum]
+    if short:
+        raise DataError(f"{short[0].path} holds {short[0].n_samples} samples, fewer than the "
+                        f"{minimum} the model needs to make one frame: remove the {len(short)} "
+                        f"file(s) this short from the split lists")
 
 
 def batch_indices(utterances: list[Utterance], batch_size: int, rng: random.Random | None) -> list[list[int]]:
@@ -200,16 +218,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cpc.feature_loader import loadModel
+    from cpc.utils.files import check_output_dir
+    from cpc.feature_loader import loadModel, min_input_samples
     from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        check_output_dir(args.out, "--out")
         device = select_device(args.device)
         torch.manual_seed(args.seed)
         train, val, speakers = list_utterances(args.pathDB, args.pathTrain, args.pathVal, args.file_extension)
         model = loadModel([args.checkpoint], device=device)[0]
+        check_lengths(train + val, args.max_seconds, min_input_samples(model))
         setup = Setup(args.get_encoded, args.pooling, int(args.max_seconds * SAMPLE_RATE), args.batch_size, device)
         results = train_classifier(model, train, val, len(speakers), setup, args.nEpoch, args.lr,
                                    args.finetune, args.seed)

@@ -212,9 +212,9 @@ def train_probe(name: str, train: FeatureSet, val: FeatureSet, n_classes: int,
             result.best_epoch, result.best_val_acc = epoch, val_stats["acc"]
             result.best_val_per = val_stats.get("per")
             if checkpoint_dir is not None:
-                ckpt.save_checkpoint(Path(checkpoint_dir) / "best_probe.pt",
-                                     {"probe": name, "classifier": probe.state_dict(),
-                                      "epoch": epoch, "val_acc": val_stats["acc"]})
+                ckpt.save_torch(Path(checkpoint_dir) / "best_probe.pt",
+                               {"probe": name, "classifier": probe.state_dict(),
+                                "epoch": epoch, "val_acc": val_stats["acc"]})
         if log_dir is not None and ((epoch + 1) % config.logging_step == 0
                                     or epoch == config.n_epochs - 1):
             ckpt.write_json(Path(log_dir) / f"epoch_{epoch}.json", record)
@@ -344,11 +344,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from cpc.dataset import build_datasets
+    from cpc.utils.files import check_output_dir
     from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if args.pathCheckpoint:
+            check_output_dir(args.pathCheckpoint, "--pathCheckpoint")
         device = select_device(args.device)
         data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
                               args.pathPhone, args.sizeWindow, args.n_process_loader,

@@ -7,3 +7,11 @@ class CPCError(Exception):
 
 class ConfigError(CPCError):
     """Flags that contradict each other, a saved run, or the data."""
+
+
+class CheckpointError(CPCError):
+    """A checkpoint (or other run file) that is missing, unreadable, or from a newer format."""
+
+
+class OutOfSpace(CPCError):
+    """A write failed because the device is full; the previous version of the file is intact."""

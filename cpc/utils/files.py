@@ -6,10 +6,17 @@ hidden temp file beside the target (``.<name>.<random>.tmp``), flushed, then ren
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
+import shutil
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+from cpc.utils.errors import ConfigError, OutOfSpace
 
 TEMP_SUFFIX = ".tmp"
 
@@ -39,9 +46,13 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
             if durable:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _device_full(exc, path.parent):
+            raise OutOfSpace(f"no space left on device while writing {path} (the previous "
+                             f"version, if any, is intact): free space on "
+                             f"{path.parent} and rerun") from None
         raise
     if durable:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -49,6 +60,49 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _device_full(exc: BaseException, directory: Path) -> bool:
+    """A write error caused by a full device: ENOSPC, or torch.save's zip writer failing (it
+    reports a full disk as "unexpected pos") while the device has (almost) no room left."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, RuntimeError) and "unexpected pos" in str(exc):
+        try:
+            return shutil.disk_usage(directory).free < 64 * 2**20
+        except OSError:
+            return False
+    return False
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: str | Path | None, what: str) -> Iterator[None]:
+    """Hold ``<directory>/.lock`` for the block, so that a second process using the same
+    directory stops with a :class:`ConfigError` instead of overwriting its files. The kernel
+    releases the lock when the process dies, however it dies. ``None``: no lock."""
+    if directory is None:
+        yield
+        return
+    lock_path = Path(directory) / ".lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(f"{directory} is in use by {holder}: two {what}s writing one "
+                              f"directory would overwrite each other's files; wait for it, or "
+                              f"choose another directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)  # no stray file in a finished run's directory
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> None:
@@ -64,3 +118,17 @@ def remove_stale_temp_files(directory: str | Path) -> list[Path]:
     for path in stale:
         path.unlink()
     return stale
+
+
+def check_output_dir(path: str | Path, flag: str) -> None:
+    """Refuse, before any work, an output directory that could not be created or written: the
+    path (or a parent of it) is a file, or its nearest existing parent is read-only."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    culprit = "" if existing == path else f": {existing}"
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}{culprit} is a file, not a directory; give a directory "
+                          f"(it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}{culprit} is not writable; give a directory you can "
+                          f"write to")

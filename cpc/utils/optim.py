@@ -87,6 +87,15 @@ def scale_base_lr(optimizer: torch.optim.Optimizer, scheduler: Scheduler, factor
         group["lr"] *= factor
 
 
+def retune_adam(optimizer: torch.optim.Optimizer, scheduler: Scheduler, lr_scale: float,
+                betas: tuple[float, float], eps: float) -> None:
+    """Apply changed Adam settings to a resumed optimiser: scale its base rate, recompute the
+    rate from the (possibly new) schedule at the current epoch, set betas and eps."""
+    scheduler.base_lrs = [lr * lr_scale for lr in scheduler.base_lrs]
+    for group, lr in zip(optimizer.param_groups, scheduled_lrs(scheduler)):
+        group["lr"], group["betas"], group["eps"] = lr, betas, eps
+
+
 class Updater:
     """One update of every optimiser after ``loss.backward()``.
 

@@ -1,0 +1,282 @@
+"""From a command line to a run: parse, resolve against the run directory, check.
+
+``resolve_run(argv)`` returns a frozen :class:`RunConfig` (the options, the PASE recipe, the
+seed, the state to resume) or raises a :class:`~cpc.utils.errors.ConfigError` naming the flag
+at fault, before any file is written or deleted. Nothing here mutates a parsed Namespace.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import random
+import tempfile
+from pathlib import Path
+
+from cpc.capture.writer import requested_kinds
+from cpc.config_file import load_config
+from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser, explicit_dests,
+                         group_dests)
+from cpc.stats import parse_stats_spec
+from cpc.utils import checkpoint as ckpt
+from cpc.utils.constants import FRAME_SIZE
+from cpc.utils.errors import ConfigError
+from cpc.utils.files import check_output_dir
+
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict | None]:
+    """The options as given (``--config`` fills defaults, the command line wins) and the PASE
+    recipe of that file when it names workers. Reads the config file only."""
+    parser = build_parser()
+    config_path = parser.parse_known_args(argv)[0].config
+    pase = None
+    if config_path:
+        defaults, pase = load_config(config_path, parser)
+        parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    return args, pase if pase and any(pase["workers_config"].values()) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One run, resolved against its run directory: what ``main`` acts on."""
+
+    args: argparse.Namespace  # the options, with the architecture of a resumed run
+    pase: dict | None  # the PASE recipe (workers and their schedule), or None for CPC
+    seed: int  # --random_seed, the resumed run's, or drawn
+    resume: dict | None  # the newest checkpoint of --pathCheckpoint, when resuming
+    saved: dict | None = None  # the resumed run's checkpoint_args.json
+
+    def saved_args(self) -> dict:
+        """``checkpoint_args.json``: the options plus what was derived from them."""
+        return {**vars(self.args), "random_seed": self.seed, "pase_settings": self.pase}
+
+
+def resolve_run(argv: list[str]) -> RunConfig:
+    """Parse, take a saved run's architecture and state, check everything before any work."""
+    args, pase = parse_args(argv)
+    parser = build_parser()
+    explicit = explicit_dests(parser, argv)
+    resume, saved, seed = None, None, args.random_seed
+    if not args.restart and has_checkpoints(args.pathCheckpoint):
+        saved = read_saved_args(args.pathCheckpoint)
+        args = reconcile_with_saved(args, saved, explicit,
+                                    group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
+        pase = reconcile_pase(pase, saved.get("pase_settings"), args)
+        found = ckpt.load_newest_checkpoint(args.pathCheckpoint, with_interrupted=True)
+        if found is None:
+            raise ConfigError(f"no checkpoint of {args.pathCheckpoint} can be read")
+        resume = found[2]
+        seed = seed if seed is not None else saved.get("random_seed")
+    check_args(args, pase, explicit)
+    check_output_dirs(args)
+    return RunConfig(args, pase, seed if seed is not None else random.randint(0, 2**31 - 1),
+                     resume, saved)
+
+
+def read_saved_args(run_dir: str) -> dict:
+    args_file = Path(run_dir) / ckpt.ARGS_FILE
+    if not args_file.is_file():
+        raise ConfigError(f"{run_dir} holds checkpoints but no {ckpt.ARGS_FILE}")
+    return ckpt.read_json(args_file)
+
+
+def reconcile_with_saved(args: argparse.Namespace, saved: dict, explicit: set[str],
+                         architecture: set[str], run_dir: str) -> argparse.Namespace:
+    """The options with the architecture of a saved run; explicit flags contradicting it are an
+    error."""
+    taken = {}
+    for dest in sorted(architecture & set(saved)):
+        if dest in explicit and getattr(args, dest) != saved[dest]:
+            raise ConfigError(f"--{dest} {getattr(args, dest)} contradicts the run in {run_dir}, "
+                              f"trained with --{dest} {saved[dest]}; use another "
+                              f"--pathCheckpoint or --restart")
+        taken[dest] = saved[dest]
+    return argparse.Namespace(**{**vars(args), **taken})
+
+
+def reconcile_pase(pase: dict | None, saved: dict | None, args: argparse.Namespace) -> dict | None:
+    """A resumed PASE run keeps its recipe; a different --config is an error."""
+    if saved and pase is None:
+        return saved  # resumed without repeating --config
+    if pase and pase != saved:
+        raise ConfigError(f"the PASE settings of --config {args.config} differ from those of the "
+                          f"run in {args.pathCheckpoint}")
+    return pase
+
+
+def has_checkpoints(run_dir: str | None) -> bool:
+    """Whether a run directory holds a checkpoint to resume from (finished or cut epoch)."""
+    return bool(run_dir and (ckpt.list_checkpoints(run_dir) or ckpt.list_interrupted(run_dir)))
+
+
+def check_args(args: argparse.Namespace, pase: dict | None, explicit: set[str]) -> None:
+    """Contradictory or incomplete options, refused before any work."""
+    if args.pathDB is None:
+        raise ConfigError("--pathDB is required: the root directory of the corpus")
+    training = not (args.only_classif_metric or args.onlyCapture)
+    if training and not args.pathCheckpoint:
+        raise ConfigError("--pathCheckpoint is required to train: without it nothing (no "
+                          "checkpoint, no log) would be saved")
+    check_ranges(args)
+    check_compatibility_flags(args)
+    if args.sizeWindow % FRAME_SIZE:
+        raise ConfigError(f"--sizeWindow {args.sizeWindow} must be a positive multiple of {FRAME_SIZE} "
+                          f"samples (whole encoder frames), e.g. "
+                          f"{max(1, round(args.sizeWindow / FRAME_SIZE)) * FRAME_SIZE}")
+    frames = args.sizeWindow // FRAME_SIZE
+    if args.nPredicts >= frames and not pase:  # PASE workers predict nothing
+        raise ConfigError(f"--nPredicts {args.nPredicts} must be smaller than the "
+                          f"{frames} frames of a --sizeWindow {args.sizeWindow} window")
+    if args.restart and (args.onlyCapture or args.only_classif_metric):
+        raise ConfigError(f"--restart starts the run in {args.pathCheckpoint} over; "
+                          f"--{'onlyCapture' if args.onlyCapture else 'only_classif_metric'} "
+                          f"reads its checkpoints and changes nothing: drop --restart")
+    check_probe_args(args)
+    check_capture_args(args, pase)
+    check_load_paths(args)
+    if pase:
+        ignored = sorted(explicit & {"learningRate", "schedulerStep", "schedulerRamp"})
+        if ignored:
+            raise ConfigError(f"--{', --'.join(ignored)}: a PASE workers recipe (--config "
+                              f"{args.config}) sets its learning rates with encoder_lr_start, "
+                              f"worker_lr_start, lr_update_interval and decay_factor; change "
+                              f"them in the file")
+
+
+# (dest, lowest allowed, highest allowed, whether the lowest is allowed)
+NUMBER_RANGES = (
+    *((dest, 1, None, True) for dest in (
+        "nEpoch", "batchSizeGPU", "hiddenEncoder", "hiddenGar", "nLevelsGRU", "save_step",
+        "n_process_loader", "linsep_n_epoch", "linsepBatchSizeGPU", "linsep_net_layers",
+        "linsep_task_logging_step", "pase_stats_batches", "collapse_patience", "sizeWindow")),
+    *((dest, 0, None, True) for dest in (
+        "keep_checkpoints", "logging_step", "warmup_steps", "allow_nan_steps", "max_rollbacks",
+        "clip_grad_norm", "limitNegsInBatch", "captureEachEpochs")),
+    *((dest, 0, None, False) for dest in (
+        "learningRate", "epsilon", "linsep_lr", "linsep_epsilon", "linsep_feature_budget_gb",
+        "CPCCTCLossTemp")),
+    *((dest, 0, 1, True) for dest in ("beta1", "beta2", "linsep_beta1", "linsep_beta2")),
+    ("rollback_lr_factor", 0, 1, False), ("collapse_cosine", 0, 1, False),
+)
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Numbers out of their range (a NaN learning rate, zero epochs, a beta of 1...)."""
+    for dest, low, high, low_allowed in NUMBER_RANGES:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        below = value < low if low_allowed else value <= low
+        if not math.isfinite(value) or below or (high is not None and value > high) or \
+                (dest.startswith(("beta", "linsep_beta")) and value >= 1):
+            bound = f"{'>=' if low_allowed else '>'} {low}" + \
+                ("" if high is None else f" and {'<' if 'beta' in dest else '<='} {high}")
+            raise ConfigError(f"--{dest} must be a finite number {bound}; got {value}")
+
+
+def check_compatibility_flags(args: argparse.Namespace) -> None:
+    """CPC_audio flags that parse but are not carried over: refused when they would act."""
+    for flag, (_, default, instead) in NOT_CARRIED_OVER.items():
+        if instead and getattr(args, flag) != default:
+            raise ConfigError(f"--{flag}: {instead}")
+    if args.nGPU is not None and args.nGPU > 1:
+        raise ConfigError(f"--nGPU {args.nGPU}: one process drives one GPU here; run "
+                          f"`torchrun --standalone --nproc_per_node {args.nGPU} cpc/train.py ...` "
+                          f"with the same flags (README: Several GPUs or machines)")
+    if args.nGPU is not None and args.nGPU < 0:
+        raise ConfigError(f"--nGPU must be 0 (CPU) or more; got {args.nGPU}")
+    if args.nGPU is not None and args.device != "auto" and \
+            args.device != ("cpu" if args.nGPU == 0 else "cuda"):
+        raise ConfigError(f"--nGPU {args.nGPU} contradicts --device {args.device}; give one")
+
+
+def device_name(args: argparse.Namespace) -> str:
+    """--device, or CPC_audio's --nGPU (0: cpu, 1: cuda)."""
+    if args.nGPU is None:
+        return args.device
+    return "cpu" if args.nGPU == 0 else "cuda"
+
+
+def check_load_paths(args: argparse.Namespace) -> None:
+    if not args.load:
+        return
+    for path in args.load:
+        if not Path(path).exists():
+            raise ConfigError(f"--load {path}: no such file or directory")
+        if Path(path).is_dir() and not ckpt.list_checkpoints(path):
+            raise ConfigError(f"--load {path}: the directory holds no checkpoint_<N>.pt")
+    if has_checkpoints(args.pathCheckpoint) and not args.restart \
+            and not args.only_classif_metric:
+        raise ConfigError(f"--load initialises a new run but {args.pathCheckpoint} already "
+                          f"holds checkpoints: add --restart or choose another --pathCheckpoint")
+
+
+def check_probe_args(args: argparse.Namespace) -> None:
+    if args.only_classif_metric and not (args.load or has_checkpoints(args.pathCheckpoint)):
+        raise ConfigError("--only_classif_metric needs a trained model: a --pathCheckpoint "
+                          "holding checkpoints, or --load CHECKPOINT")
+    if args.CTCphones and not args.path_phone_data:
+        raise ConfigError("--CTCphones needs phone labels: add --path_phone_data FILE")
+    if args.CTCphones and args.phone_get_encoded:
+        raise ConfigError("--phone_get_encoded cannot be combined with --CTCphones: the CTC "
+                          "phone probe reads the contexts c; drop one of them")
+    if (args.supervised_classif_metric or args.only_classif_metric) and \
+            not (args.speaker_sep or args.path_phone_data):
+        flag = "--only_classif_metric" if args.only_classif_metric else \
+            "--supervised_classif_metric"
+        raise ConfigError(f"{flag} needs --speaker_sep and/or --path_phone_data (what to probe)")
+    if args.linsep_classif_each_epochs < 1:
+        raise ConfigError("--linsep_classif_each_epochs must be at least 1")
+
+
+def check_capture_args(args: argparse.Namespace, pase: dict | None) -> None:
+    parse_stats_spec(args.captureSetStats)  # refuses bad stat specs before any work
+    capturing = bool(capture_kinds(args, pase)) or bool(args.captureSetStats)
+    if args.onlyCapture and not has_checkpoints(args.pathCheckpoint):
+        raise ConfigError("--onlyCapture needs a trained model: a --pathCheckpoint holding "
+                          "checkpoints")
+    if (capturing or args.onlyCapture) and not (args.pathCaptureDS and args.pathCaptureSave):
+        raise ConfigError("capturing needs --pathCaptureDS (the files) and --pathCaptureSave "
+                          "(where to write)")
+    if args.onlyCapture and not capturing:
+        raise ConfigError("--onlyCapture: nothing to capture; add capture flags "
+                          "(e.g. --captureEverything) or --captureSetStats")
+    if capturing and not args.onlyCapture and args.captureEachEpochs < 1:
+        raise ConfigError("capture flags need --captureEachEpochs N (or --onlyCapture)")
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Create an output directory now, and prove it writable, rather than fail after hours."""
+    check_output_dir(path, flag)
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path} is not a writable directory ({exc.strerror})") from None
+
+
+def check_output_dirs(args: argparse.Namespace) -> None:
+    """Every directory the run will write to (the run directory only when it is written)."""
+    writes_run_dir = not (args.only_classif_metric or args.onlyCapture)
+    for flag, path in (("--pathCheckpoint", args.pathCheckpoint if writes_run_dir else None),
+                       ("--pathCaptureSave", args.pathCaptureSave),
+                       ("--linsep_logs_dir", args.linsep_logs_dir),
+                       ("--linsep_checkpoint_dir", args.linsep_checkpoint_dir)):
+        if path:
+            check_writable(path, flag)
+
+
+def criterion_name(args: argparse.Namespace) -> str:
+    """The registered criterion to train: --criterion, or cpcctc for the fork's --CPCCTC."""
+    if args.CPCCTC and args.criterion not in ("cpc", "cpcctc"):
+        raise ConfigError(f"--CPCCTC selects the cpcctc criterion; it contradicts --criterion "
+                          f"{args.criterion}")
+    return "cpcctc" if args.CPCCTC else args.criterion
+
+
+def capture_kinds(args: argparse.Namespace, pase: dict | None) -> list[str]:
+    return requested_kinds(vars(args), args.captureEverything, criterion_name(args) == "cpcctc",
+                           bool(args.path_phone_data), has_criterion=not pase)
