@@ -231,7 +231,7 @@ def probe(corpus: Path, features: str, checkpoint: Path | None, out: Path, seed:
     argv = [str(corpus), str(corpus / "train_split.txt"), str(corpus / "val_split.txt")]
     argv += [str(checkpoint)] if checkpoint is not None else []
     argv += ["--features", features, "--pathPhone", str(corpus / "converted_aligned_phones.txt"),
-             "--pathCheckpoint", str(out), "--seed", str(seed), "--n_process_loader", "2",
+             "--out", str(out), "--seed", str(seed), "--n_process_loader", "2",
              "--device", device]
     print(f"probing: python cpc/eval/linear_separability.py {shlex.join(argv)}", flush=True)
     if linear_separability.main(argv) != 0:

@@ -1,13 +1,14 @@
 """The collapse guard: notices a collapsed training from its health checks and acts on it.
 
-Rule (from the measured collapses of the CPC recipe): a check counts as collapsed when the
-encoder output carries no information -- frames of different windows point in nearly one
-direction (``z_cos_across`` at least ``cosine``: measured 0.93-0.97 at initialisation, since
-ReLU outputs share a positive component, 0.5-0.7 while learning, 0.995-0.997 collapsed) or at
-least ``dead_fraction`` of its units are dead -- and, for criteria with a chance level,
-the mean training loss since the previous check is back within ``chance_tolerance`` of chance
-(CPC: K ln(1 + N)). A collapse is declared after ``patience`` consecutive collapsed
-checks, so a run that collapses briefly and recovers by itself is left alone.
+Rule (:class:`~cpc.collapse_rule.CollapseRule`, from the measured collapses of the CPC recipe):
+a check counts as collapsed when the encoder output carries no information -- frames of
+different windows point in nearly one direction (``z_cos_across`` at least ``cosine``: measured
+0.93-0.97 at initialisation, since ReLU outputs share a positive component, 0.5-0.7 while
+learning, 0.995-0.997 collapsed) or at least ``dead_fraction`` of its units are dead -- and, for
+criteria with a chance level, the mean training loss since the previous check is back within
+``chance_tolerance`` of chance (CPC: K ln(1 + N)). A collapse is declared after ``patience``
+consecutive collapsed checks, so a run that collapses briefly and recovers by itself is left
+alone.
 
 ``--on_collapse`` then says what happens:
 
@@ -26,29 +27,13 @@ from typing import Any
 
 import torch
 
+from cpc.collapse_rule import ON_COLLAPSE, CollapseRule
 from cpc.utils.errors import CPCError
 from cpc.utils.optim import scale_base_lr
-
-ON_COLLAPSE = ("rollback", "stop", "warn")
 
 
 class TrainingCollapsed(CPCError):
     """The guard stopped a collapsed run (``--on_collapse stop``, or rollbacks exhausted)."""
-
-
-@dataclass(frozen=True)
-class CollapseRule:
-    cosine: float = 0.99
-    chance_tolerance: float = 0.05
-    patience: int = 3
-    dead_fraction: float = 0.9
-
-    def is_collapsed(self, metrics: dict[str, float], chance_loss: float | None) -> bool:
-        """Whether one check's figures look collapsed (NaN figures never do)."""
-        if not (metrics.get("z_cos_across", float("nan")) >= self.cosine
-                or metrics.get("dead_units", float("nan")) >= self.dead_fraction):
-            return False
-        return chance_loss is None or metrics["loss"] >= (1 - self.chance_tolerance) * chance_loss
 
 
 def cpu_copy(tree: Any) -> Any:

@@ -26,9 +26,8 @@ import torch
 
 from cpc.utils.errors import CPCError
 from cpc.utils.files import atomic_write_text
-from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
+from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE, SAMPLING_TYPES
 
-SAMPLING_TYPES = ("samespeaker", "samesequence", "uniform", "sequential")
 _CACHE_VERSION = 1
 
 

@@ -15,12 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from cpc import train
-from cpc.dataset import parseSeqLabels, read_split_list
-from cpc.eval import linear_separability
-from cpc.corpora.synthetic import generate_corpus
+from cpc.utils.cli import DocstringHelpFormatter
 
 # A CPC model small enough to learn something from 25 minutes of audio in a few CPU minutes;
 # optimisation is train.py's default: CPC_audio's (Adam 2e-4, same-speaker batches of 8) plus
@@ -32,6 +27,8 @@ DEMO_TRAIN_FLAGS = ["--hiddenEncoder", "128", "--hiddenGar", "128", "--rnnMode",
 
 def ensure_corpus(root: Path, speakers: int, chapters: int, utterances: int, seed: int) -> None:
     """Generate the built-in corpus into ``root`` unless a complete one is already there."""
+    from cpc.corpora.synthetic import generate_corpus
+
     start = time.time()
     summary = generate_corpus(root, speakers, chapters, utterances, seed=seed)
     print(f"corpus: {summary.n_files} files, {summary.n_speakers} speakers, "
@@ -51,13 +48,15 @@ def train_command(corpus: Path, run_dir: Path, n_epoch: int, seed: int) -> list[
 
 def probe_table(corpus: Path, run_dir: Path, seed: int) -> list[tuple[str, dict]]:
     """Speaker and phone probes on the trained model and on two baselines."""
+    from cpc.eval import linear_separability
+
     rows = []
     for features in ("checkpoint", "random_init", "mfcc"):
         out = run_dir / f"linsep_{features}"
         argv = [str(corpus), str(corpus / "train_split.txt"), str(corpus / "val_split.txt")]
         argv += [str(run_dir)] if features != "mfcc" else []
         argv += ["--features", features, "--pathPhone",
-                 str(corpus / "converted_aligned_phones.txt"), "--pathCheckpoint", str(out),
+                 str(corpus / "converted_aligned_phones.txt"), "--out", str(out),
                  "--seed", str(seed), "--n_process_loader", "2"]
         print(f"probing: python cpc/eval/linear_separability.py {shlex.join(argv)}", flush=True)
         if linear_separability.main(argv) != 0:
@@ -69,6 +68,10 @@ def probe_table(corpus: Path, run_dir: Path, seed: int) -> list[tuple[str, dict]
 def chance_levels(corpus: Path) -> dict[str, float]:
     """What guessing scores on the validation split: the speaker probes 1 / speakers, the frame
     phone probe the share of the most frequent phone (always answering it)."""
+    import numpy as np
+
+    from cpc.dataset import parseSeqLabels, read_split_list
+
     stems = read_split_list(corpus / "val_split.txt")
     labels, n_phones = parseSeqLabels(corpus / "converted_aligned_phones.txt")
     counts = np.bincount(np.concatenate([labels[stem] for stem in stems]), minlength=n_phones)
@@ -88,17 +91,19 @@ def training_summary(run_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=Path("data/demo_corpus"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=DocstringHelpFormatter)
+    parser.add_argument("--corpus", type=Path, default=Path("data/demo_corpus"),
+                        help="directory of the built-in corpus (generated if incomplete)")
     parser.add_argument("--run", type=Path, default=Path("runs/demo"),
                         help="run directory of the CPC training")
-    parser.add_argument("--speakers", type=int, default=20)
-    parser.add_argument("--chapters", type=int, default=2)
-    parser.add_argument("--utterances", type=int, default=10, help="per chapter")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speakers", type=int, default=20, help="speakers of the corpus")
+    parser.add_argument("--chapters", type=int, default=2, help="chapters per speaker")
+    parser.add_argument("--utterances", type=int, default=10, help="utterances per chapter")
+    parser.add_argument("--epochs", type=int, default=3, help="CPC training epochs")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the corpus, the training and the probes")
     args = parser.parse_args(argv)
+    from cpc import train  # here, and each step's libraries in its function: --help needs none
 
     ensure_corpus(args.corpus, args.speakers, args.chapters, args.utterances, args.seed)
     command = train_command(args.corpus, args.run, args.epochs, args.seed)

@@ -3,7 +3,7 @@
 * :class:`HealthHook`: health figures every ``--logging_step`` steps and at each epoch end,
   and the collapse guard acting on them (rollback, stop, warn);
 * :class:`CheckpointHook`: a checkpoint every ``--save_step`` epochs and after the last one,
-  keeping the newest ``--keep_checkpoints``;
+  keeping the newest ``--keep_checkpoints``, and ``checkpoint_best.pt`` (lowest validation loss);
 * :class:`ProbeHook`: linear-separability probes every ``--linsep_classif_each_epochs`` epochs;
 * :class:`CaptureHook`: capture of the capture dataset, and its stats, every
   ``--captureEachEpochs`` epochs.
@@ -24,8 +24,8 @@ from cpc.criterion.base import CriterionOutput
 from cpc.dataset import AudioBatchData, CorpusData
 from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.health import HealthMonitor, describe as describe_health
-from cpc.run_log import (LINSEP_LOG_KEYS, record_capture, record_health, record_linsep,
-                         record_tagged)
+from cpc.run_log import (LINSEP_LOG_KEYS, is_new_best, record_capture, record_health,
+                         record_linsep, record_tagged)
 from cpc.stats import StatsCollector, parse_stats_spec
 from cpc.trainer import EpochEnd, EpochStats, Hook, Run, rng_state
 from cpc.utils import checkpoint as ckpt
@@ -80,18 +80,26 @@ class HealthHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """Checkpoint every ``every`` epochs and after epoch ``last_epoch``; keep the newest ``keep``
-    (0: all)."""
+    """Checkpoint every ``every`` epochs and after epoch ``last_epoch``, keeping the newest
+    ``keep`` (0: all); and ``checkpoint_best.pt`` whenever the validation loss is the lowest so
+    far (outside the rotation)."""
 
     def __init__(self, every: int, last_epoch: int, keep: int) -> None:
         self.every, self.last_epoch, self.keep = every, last_epoch, keep
 
     def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
-        if run.run_dir and ((end.epoch + 1) % self.every == 0 or end.epoch == self.last_epoch):
-            ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, end.epoch),
-                                 run.training.state(end.epoch, rng_state(run.data)))
+        if not run.run_dir:
+            return
+        state = None
+        if (end.epoch + 1) % self.every == 0 or end.epoch == self.last_epoch:
+            state = run.training.state(end.epoch, rng_state(run.data))
+            ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, end.epoch), state)
             ckpt.remove_interrupted(run.run_dir, end.epoch)
             ckpt.remove_old_checkpoints(run.run_dir, self.keep)
+        if is_new_best(run.logs["loss_val"]):
+            state = state or run.training.state(end.epoch, rng_state(run.data))
+            ckpt.save_checkpoint(ckpt.best_checkpoint_path(run.run_dir), state)
+            run.logs["best_epoch"] = end.epoch
 
 
 @dataclass(frozen=True)

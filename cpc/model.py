@@ -1,15 +1,16 @@
 """CPC model: an encoder (waveform -> frames) and a context network (frames -> contexts).
 
-Encoders and context networks ("ARs") are chosen by name from the registries ``ENCODERS``
-(``--encoder_type``) and ``ARS`` (``--arMode``), so that a new one is one class plus one
-registration::
+Encoders, context networks ("ARs") and the encoder's norm layers are chosen by name from the
+registries ``ENCODERS`` (``--encoder_type``), ``ARS`` (``--arMode``) and ``NORM_LAYERS``
+(``--normMode``) of :mod:`cpc.registries`, which refer to the builders below, so that a new one
+is one class (and builder) plus one line there::
 
-    @ARS.register("QRNN")
-    def _build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+    def build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
         return QRNNAR(dim_input, args.hiddenGar, args.nLevelsGRU, reverse=_reverse(args))
 
-(an encoder defined in another module is registered here, where that module is imported, as
-``pase``). ``build_model`` reads CPC_audio's flag names from a complete Namespace (parsed, or
+    ARS.add("QRNN", "cpc.model:build_qrnn_ar")  # in cpc/registries.py
+
+``build_model`` reads CPC_audio's flag names from a complete Namespace (parsed, or
 an old ``checkpoint_args.json`` completed by :func:`cpc.options.complete_with_defaults`), so a
 CPC_audio run builds the same architecture, and state-dict key names match CPC_audio's for the
 CPC encoder and the recurrent ARs.
@@ -25,9 +26,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .audio_features import mfcc
-from .pase_encoder import build_pase_encoder
 from .qrnn import QRNN
-from .registry import Registry
+from .registries import ARS, ENCODERS, NORM_LAYERS
 from .transformers import CausalTransformer
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 
@@ -60,11 +60,12 @@ class ChannelNorm(nn.Module):
         return x
 
 
-NORM_LAYERS: Registry[Callable[[int], nn.Module]] = Registry("norm layer", flag="--normMode")
-NORM_LAYERS.add("layerNorm", ChannelNorm)
-NORM_LAYERS.add("instanceNorm", lambda dim: nn.InstanceNorm1d(dim, affine=True))
-NORM_LAYERS.add("batchNorm", nn.BatchNorm1d)
-NORM_LAYERS.add("ID", lambda dim: nn.Identity())
+NormBuilder = Callable[[int], nn.Module]  # dim -> norm layer (NORM_LAYERS)
+
+
+def instance_norm(dim: int) -> nn.Module:
+    """``--normMode instanceNorm``: per-channel normalisation over time, with an affine map."""
+    return nn.InstanceNorm1d(dim, affine=True)
 
 
 class CPCEncoder(nn.Module):
@@ -219,12 +220,10 @@ class QRNNAR(ContextNetwork):
         return outputs if all_layers else outputs[-1:]
 
 
-# --------------------------------------------------------------------------- registries
+# --------------------------------------------------------------------------- builders (cpc/registries.py)
 
 EncoderBuilder = Callable[[argparse.Namespace], nn.Module]
 ARBuilder = Callable[[argparse.Namespace, int], ContextNetwork]
-ENCODERS: Registry[EncoderBuilder] = Registry("encoder", flag="--encoder_type")  # builder(args)
-ARS: Registry[ARBuilder] = Registry("context network", flag="--arMode")  # builder(args, dim_input)
 
 
 def _reverse(args: argparse.Namespace) -> bool:
@@ -235,42 +234,29 @@ def _reverse(args: argparse.Namespace) -> bool:
     return mode == "reverse"
 
 
-@ENCODERS.register("cpc")
-def _build_cpc_encoder(args: argparse.Namespace) -> nn.Module:
+def build_cpc_encoder(args: argparse.Namespace) -> nn.Module:
     return CPCEncoder(args.hiddenEncoder, args.normMode)
 
 
-@ENCODERS.register("mfcc")
-def _build_mfcc_encoder(args: argparse.Namespace) -> nn.Module:
+def build_mfcc_encoder(args: argparse.Namespace) -> nn.Module:
     return MFCCEncoder(args.hiddenEncoder)
 
 
-ENCODERS.add("pase", build_pase_encoder)
+def build_recurrent_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+    """``--arMode LSTM``, ``GRU`` or ``RNN``."""
+    return CPCAR(dim_input, args.hiddenGar, args.nLevelsGRU, mode=args.arMode, reverse=_reverse(args))
 
 
-def _recurrent_builder(mode: str) -> ARBuilder:
-    def build(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
-        return CPCAR(dim_input, args.hiddenGar, args.nLevelsGRU, mode=mode, reverse=_reverse(args))
-    return build
-
-
-for _mode in RNN_TYPES:
-    ARS.add(_mode, _recurrent_builder(_mode))
-
-
-@ARS.register("transformer")
-def _build_transformer_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+def build_transformer_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
     return TransformerAR(dim_input, args.nLevelsGRU, abspos=args.abspos,
                          max_rel_distance=args.sizeWindow // FRAME_SIZE, reverse=_reverse(args))
 
 
-@ARS.register("no_ar")
-def _build_no_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+def build_no_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
     return NoAR(dim_input)
 
 
-@ARS.register("QRNN")
-def _build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+def build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
     return QRNNAR(dim_input, args.hiddenGar, args.nLevelsGRU, reverse=_reverse(args))
 
 

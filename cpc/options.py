@@ -4,6 +4,9 @@
 defaults, see :mod:`cpc.config_file`). Every default lives here once: builders read the parsed
 value, and :func:`complete_with_defaults` fills a Namespace loaded from an older
 ``checkpoint_args.json`` (ours or CPC_audio's) with the defaults of options it predates.
+
+This module imports no torch (the names a flag lists come from :mod:`cpc.registries` and other
+torch-free modules), so that ``cpc/train.py --help`` answers before torch is imported.
 """
 from __future__ import annotations
 
@@ -12,13 +15,11 @@ import copy
 import difflib
 from typing import NoReturn
 
-from cpc.capture.writer import CAPTURE_KINDS
-from cpc.collapse_guard import ON_COLLAPSE, CollapseRule
-from cpc.criterion import CRITERIA
-from cpc.criterion.cpc import HEADS
-from cpc.dataset import SAMPLING_TYPES
-from cpc.model import ARS, ENCODERS, NORM_LAYERS
-from cpc.stats import STATS
+from cpc.capture.kinds import CAPTURE_KINDS
+from cpc.collapse_rule import ON_COLLAPSE, CollapseRule
+from cpc.registries import ARS, CRITERIA, ENCODERS, HEADS, NORM_LAYERS, STATS
+from cpc.utils.cli import DefaultsHelpFormatter
+from cpc.utils.constants import SAMPLING_TYPES
 
 # The recipe's stabilisers (CPC_audio has neither: --clip_grad_norm 0 --warmup_steps 0).
 DEFAULT_CLIP_GRAD_NORM = 1.0
@@ -38,11 +39,11 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pathDB", type=str, default=None,
                        help="Root of the corpus: <pathDB>/<speaker>/.../<file><ext>.")
     group.add_argument("--file_extension", type=str, default=".flac",
-                       help="Extension of the audio files (default .flac).")
+                       help="Extension of the audio files.")
     group.add_argument("--pathTrain", type=str, default=None,
-                       help="File listing the training stems, one per line (default: all).")
+                       help="File listing the training stems, one per line; without it, every file.")
     group.add_argument("--pathVal", type=str, default=None,
-                       help="File listing the validation stems (default: a seeded 1%% of train).")
+                       help="File listing the validation stems; without it, a seeded 1%% of train.")
     group.add_argument("--path_phone_data", "--pathPhone", type=str, default=None,
                        help="Phone labels, CPC_audio format: '<stem> id id ...' per 10 ms frame.")
     group.add_argument("--sizeWindow", type=int, default=20480,
@@ -146,8 +147,8 @@ def add_linsep_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--linsep_classif_each_epochs", type=int, default=10,
                        help="Probe after every this many CPC epochs (never before training).")
     group.add_argument("--linsep_logs_dir", type=str, default=None,
-                       help="Probe logs: <dir>/<cpc_epoch>/<probe>/ (default during training: "
-                            "<pathCheckpoint>/linsep_logs).")
+                       help="Probe logs: <dir>/<cpc_epoch>/<probe>/; during training without "
+                            "it, <pathCheckpoint>/linsep_logs.")
     group.add_argument("--linsep_checkpoint_dir", type=str, default=None,
                        help="Best probe states: <dir>/<cpc_epoch>/<probe>/best_probe.pt.")
     group.add_argument("--linsep_task_logging_step", type=int, default=1,
@@ -155,10 +156,14 @@ def add_linsep_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--linsep_n_epoch", type=int, default=10, help="Epochs of each probe.")
     group.add_argument("--linsepBatchSizeGPU", type=int, default=32,
                        help="Windows per probe batch.")
-    group.add_argument("--linsep_lr", type=float, default=1e-3)
-    group.add_argument("--linsep_beta1", type=float, default=0.9)
-    group.add_argument("--linsep_beta2", type=float, default=0.999)
-    group.add_argument("--linsep_epsilon", type=float, default=1e-8)
+    group.add_argument("--linsep_lr", type=float, default=1e-3,
+                       help="Learning rate of the probes' Adam.")
+    group.add_argument("--linsep_beta1", type=float, default=0.9,
+                       help="Beta1 of the probes' Adam (first-moment decay).")
+    group.add_argument("--linsep_beta2", type=float, default=0.999,
+                       help="Beta2 of the probes' Adam (second-moment decay).")
+    group.add_argument("--linsep_epsilon", type=float, default=1e-8,
+                       help="Epsilon of the probes' Adam (added to the denominator).")
     group.add_argument("--linsep_net_layers", type=int, default=1,
                        help="1: linear probe; more: MLP whose hidden width is the class count.")
     group.add_argument("--phone_get_encoded", action="store_true",
@@ -219,10 +224,15 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--samplingType", type=str, default="samespeaker",
                        choices=list(SAMPLING_TYPES),
                        help="How windows are grouped into batches.")
-    group.add_argument("--learningRate", type=float, default=2e-4)
-    group.add_argument("--beta1", type=float, default=0.9)
-    group.add_argument("--beta2", type=float, default=0.999)
-    group.add_argument("--epsilon", type=float, default=1e-8)
+    group.add_argument("--learningRate", type=float, default=2e-4,
+                       help="Learning rate of Adam (a --config with PASE workers sets its "
+                            "rates in the file instead).")
+    group.add_argument("--beta1", type=float, default=0.9,
+                       help="Beta1 of Adam (first-moment decay).")
+    group.add_argument("--beta2", type=float, default=0.999,
+                       help="Beta2 of Adam (second-moment decay).")
+    group.add_argument("--epsilon", type=float, default=1e-8,
+                       help="Epsilon of Adam (added to the denominator).")
     group.add_argument("--schedulerStep", type=int, default=-1,
                        help="Halve the learning rate every this many epochs (-1: never).")
     group.add_argument("--schedulerRamp", type=int, default=None,
@@ -235,10 +245,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                             "optimiser steps (0: none, as CPC_audio); on top of "
                             "--schedulerRamp / --schedulerStep.")
     group.add_argument("--random_seed", type=int, default=None,
-                       help="Seed of every random generator (default: drawn and saved).")
+                       help="Seed of every random generator; without it, one is drawn and "
+                            "saved.")
     group.add_argument("--allow_nan_steps", type=int, default=0,
                        help="Skip up to this many training batches whose loss is not finite "
-                            "(default: stop at the first, naming the step and the last good "
+                            "(0: stop at the first, naming the step and the last good "
                             "checkpoint).")
     group.add_argument("--deterministic", action="store_true",
                        help="Deterministic kernels only: bit-exact reruns and resumption, "
@@ -362,7 +373,7 @@ class CommandLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandLineParser(
         description="Train a CPC model on a LibriSpeech-format corpus.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
                 add_cpcctc_args, add_pase_args, add_linsep_args, add_capture_args,
                 add_training_args, add_health_args, add_save_args, add_load_args,

@@ -13,7 +13,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from cpc.capture.writer import requested_kinds
+from cpc.capture.kinds import requested_kinds
 from cpc.config_file import load_config
 from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser, explicit_dests,
                          group_dests)

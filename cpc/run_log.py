@@ -3,8 +3,10 @@
 The log is a plain dict of lists, CPC_audio's schema extended:
 
 * per epoch (indexed like ``epoch``): ``loss_train``/``loss_val``, ``locLoss_*``/``locAcc_*``
-  (per prediction step), ``train_seconds``, ``worker_<name>_train``/``_val`` (PASE) and
-  ``health_<figure>`` (the epoch-end health check);
+  (per prediction step), ``train_seconds`` (the training pass) and ``epoch_seconds`` (the whole
+  epoch, hooks included; their sum is ``total_seconds``), ``lr_<optimiser>``,
+  ``worker_<name>_train``/``_val`` (PASE), ``health_<figure>`` (the epoch-end health check) and
+  ``best_epoch`` (of ``checkpoint_best.pt``, lowest validation loss so far);
 * per probe run (indexed like ``linsep_epoch``): :data:`LINSEP_LOG_KEYS`;
 * per capture (indexed like ``capture_epoch``): :data:`CAPTURE_LOG_KEYS`;
 * lists of dicts that carry their own ``epoch`` (:data:`EPOCH_TAGGED_LOG_KEYS`): the health
@@ -13,6 +15,7 @@ The log is a plain dict of lists, CPC_audio's schema extended:
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -40,8 +43,10 @@ def empty_logs() -> dict:
 
 
 def append_logs(logs: dict, epoch: int, train: EpochFigures, val: EpochFigures,
-                worker_names: list[str] | None = None) -> None:
-    """One epoch's entries; with PASE workers, also ``worker_<name>_train`` / ``_val``."""
+                worker_names: list[str] | None = None, lrs: dict[str, float] | None = None
+                ) -> None:
+    """One epoch's entries; with PASE workers, also ``worker_<name>_train`` / ``_val``; the
+    learning rate of each optimiser as ``lr_<name>`` (``lr_model``, ``lr_worker_<name>``)."""
     for i, name in enumerate(worker_names or []):
         for part, stats in (("train", train), ("val", val)):  # NaN for an empty pass
             value = stats.step_losses[i] if i < len(stats.step_losses) else float("nan")
@@ -54,13 +59,34 @@ def append_logs(logs: dict, epoch: int, train: EpochFigures, val: EpochFigures,
     logs["locAcc_train"].append(list(train.step_accuracies))
     logs["locLoss_val"].append(list(val.step_losses))
     logs["locAcc_val"].append(list(val.step_accuracies))
+    for name, lr in (lrs or {}).items():
+        _append_padded(logs, f"lr_{name}", lr)
+
+
+def is_new_best(losses: list[float]) -> bool:
+    """Whether the last validation loss is finite and lower than every earlier finite one."""
+    last, earlier = losses[-1], [x for x in losses[:-1] if math.isfinite(x)]
+    return math.isfinite(last) and all(last < x for x in earlier)
+
+
+def _append_padded(logs: dict, key: str, value: float) -> None:
+    """Append the current epoch's ``value`` (after ``epoch`` is appended), NaN for the earlier
+    epochs of a run begun before ``key`` existed."""
+    logs.setdefault(key, [float("nan")] * (len(logs["epoch"]) - 1)).append(value)
 
 
 def record_health(logs: dict, health: dict[str, float] | None) -> None:
     """The epoch-end health figures, one ``health_<name>`` entry per epoch (after
-    :func:`append_logs`; NaN for the earlier epochs of a run begun without them)."""
+    :func:`append_logs`)."""
     for key, value in (health or {}).items():
-        logs.setdefault(f"health_{key}", [float("nan")] * (len(logs["epoch"]) - 1)).append(value)
+        _append_padded(logs, f"health_{key}", value)
+
+
+def record_epoch_time(logs: dict, seconds: float) -> None:
+    """The epoch's wall time (training, validation and every hook) as ``epoch_seconds``, and
+    the run's total so far as ``total_seconds``."""
+    _append_padded(logs, "epoch_seconds", seconds)
+    logs["total_seconds"] = sum(s for s in logs["epoch_seconds"] if s == s)  # NaN-free sum
 
 
 def record_linsep(logs: dict, cpc_epoch: int, metrics: dict[str, float]) -> None:
@@ -100,6 +126,10 @@ def truncate_logs(logs: dict, last_epoch: int) -> dict:
                 "capture_epoch" if key in CAPTURE_LOG_KEYS else "epoch"
             values = [values[i] for i in keep[index_key]]
         out[key] = values
+    if "epoch_seconds" in out:
+        out["total_seconds"] = sum(s for s in out["epoch_seconds"] if s == s)
+    if out.get("best_epoch", -1) > last_epoch:
+        del out["best_epoch"]
     return out
 
 

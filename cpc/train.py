@@ -22,6 +22,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python cpc/train.py`: import the package, not siblings
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from cpc.options import build_parser
+from cpc.utils.cli import answer_help
+
+if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    answer_help(build_parser(), sys.argv[1:])
+
 import torch
 
 from cpc.collapse_guard import CollapseGuard, CollapseRule
@@ -45,6 +51,7 @@ from cpc.utils.distributed import DistInfo, broadcast_int, init_distributed, shu
 from cpc.utils.errors import CPCError, ConfigError
 from cpc.utils.files import exclusive_lock, remove_stale_temp_files
 from cpc.utils.optim import Updater, build_adam, build_optimizer, pase_lr_factor, retune_adam
+from cpc.utils.signals import StopRequest
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,8 +185,9 @@ def train(config: RunConfig) -> dict:
     Rank 0 holds the run directory's lock for the whole run."""
     info, device = init_distributed(select_device(device_name(config.args)))
     try:
-        with exclusive_lock(config.args.pathCheckpoint if info.is_main else None, "training"):
-            return train_process(config, info, device)
+        with exclusive_lock(config.args.pathCheckpoint if info.is_main else None, "training"), \
+                StopRequest() as signals:
+            return train_process(config, info, device, signals)
     finally:
         shutdown_distributed()
 
@@ -239,13 +247,15 @@ def prepare_run_dir(config: RunConfig) -> None:
         for _, path in ckpt.list_checkpoints(run_dir) + ckpt.list_interrupted(run_dir):
             path.unlink()
         (run_dir / ckpt.LOGS_FILE).unlink(missing_ok=True)
+        ckpt.best_checkpoint_path(run_dir).unlink(missing_ok=True)
         for name in ("tensorboard", "linsep_logs"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
     remove_stale_temp_files(run_dir)
     ckpt.write_json(run_dir / ckpt.ARGS_FILE, config.saved_args())
 
 
-def train_process(config: RunConfig, info: DistInfo, device: torch.device) -> dict:
+def train_process(config: RunConfig, info: DistInfo, device: torch.device,
+                  signals: StopRequest) -> dict:
     """The training of one process. Under torchrun every rank draws the same batches and takes
     its share, DDP averages the gradients, and only rank 0 writes files or runs probes and
     captures (the other ranks wait)."""
@@ -275,7 +285,7 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device) -> di
                           data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True,
                                                    rank=info.rank, world_size=info.world_size),
                           validation_loader(args, training, data, info), device, hooks,
-                          NanBudget(args.allow_nan_steps), args.logging_step)
+                          NanBudget(args.allow_nan_steps), args.logging_step, signals)
         logs = trainer.fit(args.nEpoch, resumption)
     finally:
         close_run(run, hooks)

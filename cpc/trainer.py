@@ -5,7 +5,8 @@ loop with its hooks.
 every :class:`Hook` in order (checkpoint, health, probes, capture + stats...). A new per-epoch
 job is a new hook in the list that ``cpc/train.py`` builds; the loop does not change. A stop
 signal (SIGTERM, first Ctrl-C) or a hook asking to stop ends the current step, and the epoch in
-progress is checkpointed so that rerunning the command continues exactly.
+progress is checkpointed so that rerunning the command continues exactly (``cpc/train.py``
+installs the signal handlers for the whole process, setup included).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from cpc.criterion.base import CriterionOutput
 from cpc.dataset import CorpusData
 from cpc.objectives import CriterionObjective, WorkerObjective
-from cpc.run_log import TensorBoard, append_logs, epoch_scalars
+from cpc.run_log import TensorBoard, append_logs, epoch_scalars, record_epoch_time
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import SAMPLE_RATE
 from cpc.utils.distributed import DistInfo, any_rank, barrier, sum_over_ranks
@@ -41,7 +42,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, NumPy and torch; optionally forbid nondeterministic kernels."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic != torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic)  # imports torch._inductor (~2.5 s)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -236,6 +238,11 @@ class Training:
         """The model's current learning rate."""
         return self.optimizers["model"].param_groups[0]["lr"]
 
+    def lrs(self) -> dict[str, float]:
+        """The current learning rate of every optimiser: the model's and each PASE worker's."""
+        return {name: optimizer.param_groups[0]["lr"]
+                for name, optimizer in self.optimizers.items()}
+
     def parameter_parts(self) -> dict[str, list[torch.nn.Parameter]]:
         """The trained parameters by part, for gradient norms and clipping."""
         parts = {"encoder": list(self.model.gEncoder.parameters()),
@@ -302,7 +309,13 @@ class EpochEnd:
     epoch: int
     train: EpochStats
     val: EpochStats
-    lr: float  # the learning rate the epoch trained with
+    lrs: dict[str, float]  # the learning rate of each optimiser the epoch trained with
+    started: float  # time.time() at the epoch's start
+
+    @property
+    def lr(self) -> float:
+        """The model's learning rate."""
+        return self.lrs["model"]
 
 
 class Hook:
@@ -338,23 +351,23 @@ class Trainer:
 
     def __init__(self, run: Run, step_module: torch.nn.Module, updater: Updater, train_loader,
                  val_loader, device: torch.device, hooks: list[Hook], nan_budget: NanBudget,
-                 logging_step: int) -> None:
+                 logging_step: int, signals: StopRequest) -> None:
         self.run, self.step_module, self.updater = run, step_module, updater
         self.train_loader, self.val_loader, self.device = train_loader, val_loader, device
         self.hooks, self.nan_budget, self.logging_step = hooks, nan_budget, logging_step
         self._running: list[torch.Tensor] = []
-        self._signals: StopRequest | None = None
+        self._signals = signals  # installed for the whole process: a signal during setup
+        #                          stops the run after its first step, checkpointed
 
     def fit(self, n_epochs: int, resumption: Resumption) -> dict:
         """Train epochs ``resumption.start_epoch .. n_epochs - 1``; returns the run log."""
         run = self.run
         run.global_step = resumption.start_epoch * len(self.train_loader)
         try:
-            with StopRequest() as self._signals:
-                for epoch in range(resumption.start_epoch, n_epochs):
-                    cut = resumption.interrupted if epoch == resumption.start_epoch else None
-                    if not self._epoch(epoch, cut):
-                        break
+            for epoch in range(resumption.start_epoch, n_epochs):
+                cut = resumption.interrupted if epoch == resumption.start_epoch else None
+                if not self._epoch(epoch, cut):
+                    break
         except NonFiniteLoss as exc:
             last = ckpt.list_checkpoints(run.run_dir) if run.run_dir else []
             retry = "a lower --learningRate or --clip_grad_norm, or --allow_nan_steps K to " \
@@ -374,7 +387,7 @@ class Trainer:
         if cut:  # replay the cut epoch's draws and pass over its done batches
             run.data.train.restore_epoch_state(epoch_start)
             self.train_loader.skip = cut["batches_done"]
-        lr = run.training.lr
+        started, lrs = time.time(), run.training.lrs()
         carried = cut.get("totals") if cut and run.info.is_main else None  # summed once
         train = run_epoch(self.step_module, self.train_loader, self.device, self.updater,
                           desc=f"epoch {epoch} train", on_step=self._on_train_step,
@@ -390,15 +403,16 @@ class Trainer:
                         desc=f"epoch {epoch} val", info=run.info)
         for scheduler in run.training.schedulers.values():
             scheduler.step()
-        self._log_epoch(EpochEnd(epoch, train, val, lr))
+        self._log_epoch(EpochEnd(epoch, train, val, lrs, started))
         return True
 
     def _log_epoch(self, end: EpochEnd) -> None:
         """The epoch's entries, scalars and console line, then the hooks, then the log file."""
         run, names = self.run, self.run.training.objective.step_names
-        append_logs(run.logs, end.epoch, end.train, end.val, names)
+        append_logs(run.logs, end.epoch, end.train, end.val, names, end.lrs)
         run.board.scalars({**epoch_scalars("train", end.train, names),
-                           **epoch_scalars("val", end.val, names), "lr": end.lr}, end.epoch)
+                           **epoch_scalars("val", end.val, names), "lr": end.lr,
+                           **{f"lr/{name}": lr for name, lr in end.lrs.items()}}, end.epoch)
         if run.info.is_main:
             print(f"epoch {end.epoch:3d} | train {end.train.describe()} | val "
                   f"{end.val.describe()} | {end.train.seconds:.1f} s, "
@@ -406,6 +420,7 @@ class Trainer:
                   f"lr {end.lr:.2e}", flush=True)
         for hook in self.hooks:
             hook.on_epoch_end(run, end)
+        record_epoch_time(run.logs, time.time() - end.started)
         self._write_logs()
         barrier(run.info)  # the other ranks wait for rank 0's probes and captures
 

@@ -15,8 +15,9 @@ import torch
 
 from cpc.dataset import DataError, parseSeqLabels, read_split_list
 from cpc.eval import ABX
-from cpc.eval.abx_core import (Items, abx, dtw, frame_distances, item_frame_range,
-                               normalise_frames)
+from cpc.eval.abx_core import (FrameData, Items, abx, across_cells, cell_chunks, dtw,
+                               frame_distances, item_frame_range, normalise_frames, score_cells,
+                               within_cells)
 from cpc.eval.make_abx_items import (HEADER, make_items, phone_runs, read_phone_symbols,
                                      write_item_file)
 from cpc.eval.make_abx_items import main as make_items_main
@@ -210,6 +211,57 @@ def test_subsampling_is_seeded_and_bounded():
         assert small == abx(frames, items, mode, max_size_group=2, max_x_across=1, seed=5)
         full = abx(frames, items, mode, max_size_group=100, max_x_across=100)
         assert small.n_triplets < full.n_triplets
+
+
+def largest_group(rows: np.ndarray) -> int:
+    return int(np.unique(rows, axis=0, return_counts=True)[1].max())
+
+
+@pytest.mark.parametrize("max_size_group", [2, 3, 10, 1000])
+def test_cells_are_padded_to_the_largest_group_drawn(max_size_group):
+    # Groups of at most 3 items: padding to --max_size_group would make 1000-wide cells.
+    rows, features = synthetic_items(np.random.default_rng(4), max_items=3)
+    _, items = as_items(rows, features)
+    width = min(max_size_group, largest_group(rows))
+    assert width == min(max_size_group, 3)
+    for cells in (within_cells(items, max_size_group, np.random.default_rng(0)),
+                  across_cells(items, max_size_group, 5, np.random.default_rng(0))):
+        for members in (cells.x, cells.a, cells.b):
+            assert members.shape == (len(cells), width)
+            assert (members >= 0).sum(axis=1).max() == width  # no column of padding only
+
+
+@pytest.mark.parametrize("mode", ["within", "across"])
+def test_scores_do_not_depend_on_max_size_group_beyond_the_largest_group(mode):
+    rows, features = synthetic_items(np.random.default_rng(5), n_context=4, max_items=3)
+    frames, items = as_items(rows, features)
+    results = [abx(frames, items, mode, max_size_group=size) for size in (3, 10, 100, 1000)]
+    assert results[0].n_cells >= 5
+    assert all(result == results[0] for result in results[1:])
+
+
+def test_cell_chunks_cover_cells_in_ascending_width_within_the_budget():
+    width = np.array([3, 1, 2, 2, 9, 1, 3, 2, 1, 4])
+    chunks = list(cell_chunks(width, max_slots=18))
+    assert np.array_equal(np.sort(np.concatenate(chunks)), np.arange(len(width)))
+    # a chunk of n cells padded to width w holds n * w ** 2 <= 18 slots, or is one cell
+    assert [list(width[chunk]) for chunk in chunks] == [[1, 1, 1, 2], [2, 2], [3, 3], [4], [9]]
+    [whole] = cell_chunks(width, max_slots=1000)
+    assert list(whole) == list(np.argsort(width, kind="stable"))
+
+
+def test_scores_do_not_depend_on_chunking():
+    # Mixed group sizes (1 to 6): chunks of a few cells, each padded to its own largest group.
+    rows, features = synthetic_items(np.random.default_rng(6), n_context=2, max_items=6)
+    frames, items = as_items(rows, features)
+    data = FrameData.from_frames(frames)
+    for cells in (within_cells(items, 100, np.random.default_rng(0)),
+                  across_cells(items, 100, 100, np.random.default_rng(0))):
+        whole = score_cells(data, items, cells)
+        chunked = score_cells(data, items, cells, max_pairs=40)
+        assert len(list(cell_chunks(cells.widths(), 40))) > 5
+        np.testing.assert_array_equal(chunked.error, whole.error)
+        np.testing.assert_array_equal(chunked.n_triplets, whole.n_triplets)
 
 
 # ------------------------------------------------------------------ item files

@@ -169,5 +169,6 @@ def test_cpcctc_capture_everything_and_alignment_plots(tiny_corpus, tmp_path):
     from cpc.capture.plots import main as plot_main
     assert plot_main([str(tmp_path / "cap" / "0"), "--out", str(tmp_path / "plots"),
                       "--windows", "2"]) == 0
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "alignment_window0.png", "alignment_window1.png", "pca_phone.png", "pca_speaker.png"]
+    names = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert len([n for n in names if n.startswith("alignment_window")]) == 2  # busiest windows
+    assert names[2:] == ["pca_phone.png", "pca_speaker.png"]

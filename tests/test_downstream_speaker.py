@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cpc.eval import downstream_speaker as ds
+from cpc.eval.options import POOLINGS
 from cpc.model import build_model
 from cpc.options import complete_with_defaults
 
@@ -19,7 +20,7 @@ def save_run(run_dir, **arch) -> None:
     (run_dir / "checkpoint_args.json").write_text(json.dumps(arch))
 
 
-@pytest.mark.parametrize("mode", ds.POOLINGS)
+@pytest.mark.parametrize("mode", POOLINGS)
 def test_masked_pooling_ignores_padding(mode):
     features = torch.randn(3, 9, 4, dtype=torch.float64)
     n_frames = torch.tensor([9, 4, 1])

@@ -154,7 +154,7 @@ def speaker_cli(checkpoint, corpus, abx_root, out):
 
 def linsep_cli(checkpoint, corpus, abx_root, out):
     return linsep.main, [corpus, corpus / "train_split.txt", corpus / "val_split.txt", checkpoint,
-                         "--pathCheckpoint", out, "--sizeWindow", "3200", "--n_process_loader",
+                         "--out", out, "--sizeWindow", "3200", "--n_process_loader",
                          "1", "--nEpoch", "1", "--device", "cpu"]
 
 
@@ -293,7 +293,7 @@ def linsep_split_list_of_missing_stems(corpus, abx_root, run_dir, tmp):
 def linsep_output_is_a_file(corpus, abx_root, run_dir, tmp):
     (tmp / "out").write_text("not a directory\n")
     return (*linsep_cli(run_dir, corpus, abx_root, tmp / "out"),
-            ["--pathCheckpoint", str(tmp / "out"), "is a file"])
+            ["--out", str(tmp / "out"), "is a file"])
 
 
 ERROR_CASES = {f.__name__: f for f in (

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from cpc import train, trainer
+from cpc import train
 from cpc.objectives import CriterionObjective
 from cpc.utils import checkpoint as ckpt
+from cpc.utils.signals import StopRequest
 from tests.test_train import SMALL, corpus_args
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ def run(argv) -> int:
     return train.main([str(a) for a in argv])
 
 
-class StopAfter(trainer.StopRequest):
+class StopAfter(StopRequest):
     """A stop request that arrives after ``n`` checks (one check per training step)."""
 
     checks_before_stop = 5
@@ -41,7 +42,7 @@ def test_stop_mid_epoch_then_rerun_equals_an_uninterrupted_run(tiny_corpus, tmp_
                                                  "--nEpoch", "2"]
     assert run(common + ["--pathCheckpoint", tmp_path / "straight"]) == 0
     StopAfter.checks_before_stop = 70  # epoch 0 has 55 batches: stop inside epoch 1
-    monkeypatch.setattr(trainer, "StopRequest", StopAfter)
+    monkeypatch.setattr(train, "StopRequest", StopAfter)
     stopped = tmp_path / "stopped"
     assert run(common + ["--pathCheckpoint", stopped]) == 0
     assert "SIGTERM: stopped in epoch 1 after" in capsys.readouterr().out

@@ -157,9 +157,17 @@ def test_standalone_script_with_baselines(tiny_corpus, tmp_path, capsys):
                             ("mfcc", [])):
         out = tmp_path / features
         assert linsep.main(positional + extra + common + ["--features", features,
-                                                          "--pathCheckpoint", str(out)]) == 0
+                                                          "--out", str(out)]) == 0
         result = json.loads((out / "results.json").read_text())
         assert result["features"] == features
         assert {"speaker_best_val_acc", "phone_best_val_acc"} <= set(result)
     assert linsep.main(positional + common + ["--features", "random_init"]) == 2
     assert "needs a checkpoint" in capsys.readouterr().err
+
+
+def test_path_checkpoint_is_a_deprecated_alias_of_out(capsys):
+    positional = ["DB", "train.txt", "val.txt"]
+    assert linsep.parse_args(positional + ["--pathCheckpoint", "probes"]).out == "probes"
+    assert "--pathCheckpoint is deprecated; use --out" in capsys.readouterr().err
+    assert linsep.parse_args(positional + ["--out", "probes"]).out == "probes"
+    assert capsys.readouterr().err == ""

@@ -50,6 +50,8 @@ def test_pase_recipe_lowers_every_worker_loss_and_resumes(tiny_corpus, short_spl
     assert set(state["worker_optimizers"]) == {f"worker_{n}" for n in workers}
     assert float(state["workers"]["mfcc.stats_frames"]) > 0  # target stats estimated and saved
     assert len(logs["health_grad_workers"]) == 3 and len(logs["health_z_cos_across"]) == 3
+    for name in workers:  # each worker's learning rate, logged per epoch
+        assert len(logs[f"lr_worker_{name}"]) == 3 and logs[f"lr_worker_{name}"][0] > 0
     assert "health_score_margin" not in logs  # workers have no positive / negative scores
     saved = json.loads((run_dir / "checkpoint_args.json").read_text())
     assert saved["encoder_type"] == "pase" and saved["pase_qrnn"]

@@ -1,4 +1,9 @@
 """The Registry type and the registries built on it."""
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from cpc.criterion import CRITERIA
@@ -9,6 +14,9 @@ from cpc.model import ARS, ENCODERS, NORM_LAYERS
 from cpc.registry import Registry
 from cpc.stats import STATS
 from cpc.utils.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAG_REGISTRIES = (ENCODERS, ARS, NORM_LAYERS, HEADS, CRITERIA, STATS)
 
 
 def test_register_and_add_store_items_and_return_them():
@@ -63,3 +71,38 @@ def test_every_registry_of_the_package_is_a_registry_with_its_members():
 def test_worker_spec_refuses_an_unknown_kind():
     with pytest.raises(ValueError, match="worker kind"):
         WorkerSpec("regresor", lambda *args: None, ())
+
+
+def test_a_reference_is_imported_at_its_first_lookup(tmp_path, monkeypatch):
+    (tmp_path / "lazy_item.py").write_text("BUILD = object()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry("thing")
+    registry.add("lazy", "lazy_item:BUILD")
+    assert registry.names() == ["lazy"] and "lazy" in registry and "lazy_item" not in sys.modules
+    assert registry.get("lazy") is importlib.import_module("lazy_item").BUILD
+    monkeypatch.delitem(sys.modules, "lazy_item")
+    with pytest.raises(ValueError, match="a reference is 'package.module:attribute'"):
+        registry.add("bad", "lazy_item.BUILD")
+
+
+@pytest.mark.parametrize("registry", FLAG_REGISTRIES, ids=lambda registry: registry.kind)
+def test_every_reference_of_the_flag_registries_resolves(registry):
+    assert all(callable(registry.get(name)) for name in registry)
+
+
+def test_the_flag_registries_are_complete_without_torch():
+    """Their names as the parser sees them (cpc.registries alone, no torch) are all the names
+    there are once every module of the package is imported: nothing registers elsewhere."""
+    code = """
+import importlib, pkgutil, sys
+import cpc, cpc.registries as r
+names = lambda: {k: v.names() for k, v in vars(r).items() if isinstance(v, r.Registry)}
+before = names()
+assert "torch" not in sys.modules
+for module in pkgutil.walk_packages(cpc.__path__, "cpc."):
+    importlib.import_module(module.name)
+assert "torch" in sys.modules and names() == before, (before, names())
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr

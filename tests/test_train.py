@@ -120,3 +120,20 @@ def test_criterion_flag_selects_a_registered_criterion_and_cpcctc_is_its_alias()
     assert criterion_name(parse_args(["--pathDB", "x", "--criterion", "cpcctc"])[0]) == "cpcctc"
     with pytest.raises(ConfigError, match="contradicts --criterion apc"):
         criterion_name(argparse.Namespace(CPCCTC=True, criterion="apc"))
+
+
+def test_logs_hold_wall_times_learning_rates_and_the_best_checkpoint(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    argv = corpus_args(tiny_corpus) + SMALL + ["--pathCheckpoint", out, "--nEpoch", "3",
+                                               "--save_step", "1", "--keep_checkpoints", "1"]
+    assert run(argv) == 0
+    logs = json.loads((out / "checkpoint_logs.json").read_text())
+    assert len(logs["epoch_seconds"]) == 3 and all(s > 0 for s in logs["epoch_seconds"])
+    assert logs["total_seconds"] == pytest.approx(sum(logs["epoch_seconds"]))
+    assert all(e >= t for e, t in zip(logs["epoch_seconds"], logs["train_seconds"]))
+    assert len(logs["lr_model"]) == 3 and logs["lr_model"][0] > 0
+    best = min(range(3), key=lambda e: logs["loss_val"][e])
+    assert logs["best_epoch"] == best
+    assert [e for e, _ in ckpt.list_checkpoints(out)] == [2]  # the rotation spares the best
+    state = ckpt.load_checkpoint(out / "checkpoint_best.pt")
+    assert state["epoch"] == best

@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 
 from cpc.utils import checkpoint as ckpt
-from cpc.capture.writer import CAPTURE_KINDS
+from cpc.capture.kinds import CAPTURE_KINDS
 
 BATCH_RE = re.compile(r"^(?P<kind>[a-z_]+)_batch(?P<first>\d+)-(?P<last>\d+)\.pt$")
 

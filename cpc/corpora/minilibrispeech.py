@@ -33,6 +33,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from cpc.utils.cli import DefaultsHelpFormatter
 from cpc.utils.errors import CPCError
 
 BASE_URL = "https://www.openslr.org/resources/31"
@@ -221,7 +222,8 @@ def prepare(out: str | Path, base_url: str = BASE_URL, checksums: dict[str, str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Download and prepare MiniLibriSpeech for train.py.")
+    parser = argparse.ArgumentParser(description="Download and prepare MiniLibriSpeech for train.py.",
+                                     formatter_class=DefaultsHelpFormatter)
     parser.add_argument("out", help="output directory")
     parser.add_argument("--base-url", default=BASE_URL, help="where the OpenSLR 31 archives are")
     args = parser.parse_args(argv)

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import firwin, resample_poly
 from tqdm import tqdm
 
 from cpc.corpora.espeak import Voice, synthesize
+from cpc.utils.cli import DefaultsHelpFormatter
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 from cpc.utils.files import atomic_write_text
 
@@ -325,12 +325,16 @@ def split_stems(stems: Sequence[str], rng: random.Random) -> tuple[list[str], li
 def _resampling_filter() -> np.ndarray:
     """resample_poly's default anti-aliasing filter for ESPEAK_RATE -> SAMPLE_RATE, designed once
     instead of once per utterance (that design took ~10% of the generation time)."""
+    from scipy.signal import firwin  # scipy.signal takes seconds to import: only rendering needs it
+
     max_rate = max(SAMPLE_RATE, ESPEAK_RATE) // gcd(SAMPLE_RATE, ESPEAK_RATE)
     return firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
 
 
 def render(utterance: Utterance) -> tuple[np.ndarray, np.ndarray]:
     """Synthesise an utterance: 16 kHz int16 audio and its frame labels."""
+    from scipy.signal import resample_poly
+
     synthesis = synthesize(utterance.text, utterance.speaker.voice, seed=utterance.voice_seed)
     if synthesis.sample_rate != ESPEAK_RATE:
         raise RuntimeError(f"espeak-ng produced {synthesis.sample_rate} Hz, not {ESPEAK_RATE}")
@@ -467,7 +471,7 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command line: generate a corpus and print a one-line summary."""
     parser = argparse.ArgumentParser(
-        prog="cpc-make-corpus",
+        prog="cpc-make-corpus", formatter_class=DefaultsHelpFormatter,
         description="Generate a phone-aligned LibriSpeech-format speech corpus with espeak-ng.")
     parser.add_argument("out", type=Path, help="output directory: new, empty, or holding this same corpus")
     parser.add_argument("--speakers", type=_positive_int, required=True,
@@ -479,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="the same seed gives a byte-identical corpus")
     parser.add_argument("--workers", type=_positive_int, default=None,
-                        help="synthesis processes (default: one per CPU)")
+                        help="synthesis processes; without it, one per CPU")
     args = parser.parse_args(argv)
     if args.speakers > MAX_SPEAKERS:
         parser.error(f"argument --speakers: at most {MAX_SPEAKERS}")

@@ -1,9 +1,9 @@
 """Criteria: CPC InfoNCE, CPC-CTC and supervised probes, all returning :class:`CriterionOutput`.
 
-Importing this package imports every criterion module, which registers the training criteria
-("cpc", "cpcctc") in ``CRITERIA``; build one with ``build_criterion(name, args, ...)``. A new
-criterion module must be imported here too. The supervised probes (speaker, phone, CTC phone)
-are classes that :mod:`cpc.eval.linear_separability` builds directly.
+The training criteria ("cpc", "cpcctc") are registered by name in ``CRITERIA`` (a line each in
+:mod:`cpc.registries`); build one with ``build_criterion(name, args, ...)``. The supervised
+probes (speaker, phone, CTC phone) are classes that :mod:`cpc.eval.linear_separability` builds
+directly.
 """
 from .base import CriterionOutput
 from .cpc import CPCCriterion, PredictionHeads, info_nce_logits, sample_negative_indices

@@ -24,11 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..registry import Registry
+from ..registries import HEADS
 from ..transformers import CausalTransformer
 from ..utils.constants import FRAME_SIZE
 from .base import CriterionOutput
-from .registry import CRITERIA
 
 
 # --------------------------------------------------------------------------- InfoNCE math
@@ -262,16 +261,36 @@ class TransformerHead(PredictionHead):
         return torch.vmap(run_head, in_dims=(0, None), out_dims=2, randomness="different")(stacked, c)
 
 
+# The head factories that HEADS (cpc/registries.py) refers to, by --rnnMode; TransformerHead is one.
 HeadFactory = Callable[[int, int, int], PredictionHead]  # (dim_context, dim_encoded, max_rel_distance)
-HEADS: Registry[HeadFactory] = Registry("prediction head", flag="--rnnMode")
-HEADS.add("linear", lambda din, dout, max_rel: LinearHead(din, dout))
-HEADS.add("ffd", lambda din, dout, max_rel: FeedForwardHead(din, dout))
-HEADS.add("conv4", lambda din, dout, max_rel: ShiftedConvHead(din, dout, 4))
-HEADS.add("conv8", lambda din, dout, max_rel: ShiftedConvHead(din, dout, 8))
-HEADS.add("conv12", lambda din, dout, max_rel: ShiftedConvHead(din, dout, 12))
-HEADS.add("LSTM", lambda din, dout, max_rel: RecurrentHead(din, dout, nn.LSTM))
-HEADS.add("RNN", lambda din, dout, max_rel: RecurrentHead(din, dout, nn.RNN))
-HEADS.add("transformer", TransformerHead)
+
+
+def linear_head(din: int, dout: int, max_rel: int) -> PredictionHead:
+    return LinearHead(din, dout)
+
+
+def feed_forward_head(din: int, dout: int, max_rel: int) -> PredictionHead:
+    return FeedForwardHead(din, dout)
+
+
+def conv4_head(din: int, dout: int, max_rel: int) -> PredictionHead:
+    return ShiftedConvHead(din, dout, 4)
+
+
+def conv8_head(din: int, dout: int, max_rel: int) -> PredictionHead:
+    return ShiftedConvHead(din, dout, 8)
+
+
+def conv12_head(din: int, dout: int, max_rel: int) -> PredictionHead:
+    return ShiftedConvHead(din, dout, 12)
+
+
+def lstm_head(din: int, dout: int, max_rel: int) -> PredictionHead:
+    return RecurrentHead(din, dout, nn.LSTM)
+
+
+def rnn_head(din: int, dout: int, max_rel: int) -> PredictionHead:
+    return RecurrentHead(din, dout, nn.RNN)
 
 
 class PredictionHeads(nn.Module):
@@ -340,7 +359,6 @@ class CPCCriterion(nn.Module):
         return CriterionOutput(step_losses.sum(), step_losses, step_accuracies, captures, margin)
 
 
-@CRITERIA.register("cpc")
 def build(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
           n_phones: int = 0) -> CPCCriterion:
     """CPC criterion from ``nPredicts, negativeSamplingExt, rnnMode, dropout, cpc_mode,

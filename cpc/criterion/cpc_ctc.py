@@ -40,7 +40,6 @@ from ..utils.constants import FRAME_SIZE
 from ..utils.errors import ConfigError
 from .base import CriterionOutput
 from .cpc import PredictionHeads, candidate_scores, sample_negative_indices
-from .registry import CRITERIA
 from .soft_align import soft_align
 
 
@@ -236,7 +235,6 @@ class CPCCTCCriterion(nn.Module):
         return CriterionOutput(loss, loss * share, step_accuracies, captures, margin)
 
 
-@CRITERIA.register("cpcctc")
 def build(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
           n_phones: int = 0) -> CPCCTCCriterion:
     """CPC-CTC criterion from ``nPredicts, negativeSamplingExt, rnnMode, dropout, cpc_mode,

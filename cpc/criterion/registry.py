@@ -1,8 +1,8 @@
-"""The criteria by name, so that a new criterion is one file plus one line.
+"""Building a criterion by name, so that a new criterion is one file plus one line.
 
-A criterion module defines ``build(args, *, dim_context, dim_encoded, n_speakers, n_phones)``
-decorated with ``@CRITERIA.register("name")``; ``cpc/criterion/__init__.py`` imports the module
-so the name is registered. ``build_criterion("name", args, ...)`` then builds it.
+A criterion module defines ``build(args, *, dim_context, dim_encoded, n_speakers, n_phones)``;
+its line in :mod:`cpc.registries` (``CRITERIA.add("name", "cpc.criterion.module:build")``)
+registers it. ``build_criterion("name", args, ...)`` then builds it.
 """
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from typing import Callable
 
 import torch.nn as nn
 
-from cpc.registry import Registry
+from cpc.registries import CRITERIA
 
 CriterionBuilder = Callable[..., nn.Module]
-CRITERIA: Registry[CriterionBuilder] = Registry("criterion")
 
 
 def build_criterion(name: str, args: argparse.Namespace, *, dim_context: int, dim_encoded: int,

@@ -1,4 +1,4 @@
-"""ABX phone discriminability of a checkpoint or of pre-computed features (Libri-light semantics).
+r"""ABX phone discriminability of a checkpoint or of pre-computed features (Libri-light semantics).
 
     python cpc/eval/ABX.py from_checkpoint CHECKPOINT ITEM_FILE DATASET_DIR --file_extension .flac \
         --out OUT
@@ -22,12 +22,18 @@ from typing import Callable, Iterable
 if __package__ in (None, ""):  # run as `python cpc/eval/ABX.py`: import the package, not siblings
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
+from cpc.eval.options import abx_parser
+from cpc.utils.cli import answer_help
+
+if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    answer_help(abx_parser(__doc__), sys.argv[1:])
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from cpc.dataset import DataError
-from cpc.eval.abx_core import DISTANCES, MODES, ABXResult, Items, abx, item_frame_range
+from cpc.eval.abx_core import MODES, ABXResult, Items, abx, item_frame_range
 from cpc.utils.files import check_output_dir
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CPCError
@@ -163,46 +169,8 @@ def run_modes(frames: torch.Tensor, items: Items, modes: list[str], distance: st
 # Command line
 # --------------------------------------------------------------------------------------------
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=["all", *MODES], default="all")
-    parser.add_argument("--distance", choices=DISTANCES, default="angular",
-                        help="frame distance: angular = arccos(cos)/pi (Libri-light's and "
-                             "CPC_audio's 'cosine'), cosine = 1 - cos")
-    parser.add_argument("--feature_size", type=float, default=0.01, help="seconds per frame")
-    parser.add_argument("--max_size_group", type=int, default=10,
-                        help="items drawn per group and cell (Libri-light's default; CPC_audio: 20)")
-    parser.add_argument("--max_x_across", type=int, default=5,
-                        help="X speakers drawn per A group in the across mode")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the group subsampling")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--num_threads", type=int, default=1,
-                        help="CPU threads of the ABX computation (default 1: its many small "
-                             "operations gain little from threads and lose a lot on a busy machine)")
-    parser.add_argument("--out", default=None,
-                        help="output directory (default for from_checkpoint: the checkpoint's)")
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="load", required=True)
-    from_ckpt = sub.add_parser("from_checkpoint", help="compute features with a CPC checkpoint")
-    from_ckpt.add_argument("path_checkpoint", help="checkpoint_<N>.pt or a run directory")
-    from_ckpt.add_argument("path_item_file")
-    from_ckpt.add_argument("path_dataset", help="directory searched recursively for audio files")
-    from_ckpt.add_argument("--file_extension", default=".flac")
-    from_ckpt.add_argument("--get_encoded", action="store_true", help="use the encoder output")
-    from_ckpt.add_argument("--seq_norm", action="store_true",
-                           help="normalise each chunk's features over time")
-    from_ckpt.add_argument("--strict", action="store_true",
-                           help="every chunk holds exactly --max_size_seq samples")
-    from_ckpt.add_argument("--max_size_seq", type=int, default=64000)
-    _add_common(from_ckpt)
-    pre = sub.add_parser("from_pre_computed", help="read one feature file per utterance")
-    pre.add_argument("path_features", help="directory searched recursively for <stem><ext> files")
-    pre.add_argument("path_item_file")
-    pre.add_argument("--file_extension", default=".npy", choices=[".npy", ".npz", ".txt", ".pt"])
-    _add_common(pre)
+    parser = abx_parser(__doc__)
     args = parser.parse_args(argv)
     if args.max_size_group < 2:
         parser.error("--max_size_group must be at least 2")

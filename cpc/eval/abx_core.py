@@ -19,7 +19,9 @@ No file I/O here: items arrive as integer ids and frame ranges into one tensor o
   items and each other phone group B; X runs over A (X != A). *Across*: A and B as within (A
   may be a single item), X from the group of A's context and phone spoken by another speaker,
   at most ``max_x`` such speakers drawn per A group. Groups larger than ``max_size_group``
-  are subsampled, independently for each cell.
+  are subsampled, independently for each cell. Cells are padded to the largest group drawn,
+  and scored in chunks of similar width (:func:`cell_chunks`), each padded to its own largest
+  group: the cost follows the real group sizes, not ``max_size_group``.
 * **Score of a cell**: the fraction of its (X, A, B) triplets where ``d(X, A) < d(X, B)``,
   ties counting one half; its error is 1 minus that.
 * **Averaging** (:func:`average_cells`): within, cell errors are
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -132,7 +135,8 @@ class Items:
 
 @dataclass(frozen=True)
 class Cells:
-    """Triplet cells: item indices of X, A and B per cell (-1 pads to ``max_size_group``).
+    """Triplet cells: item indices of X, A and B per cell, left-aligned, -1 padded to the
+    largest group of each role.
 
     ``coords`` holds (context, speaker, phone A, phone B) within, (context, speaker A,
     phone A, phone B, speaker X) across. ``symmetric``: X is A (within), pairs X == A excluded.
@@ -147,8 +151,24 @@ class Cells:
     def __len__(self) -> int:
         return len(self.coords)
 
-    def subset(self, rows: slice) -> "Cells":
-        return Cells(self.x[rows], self.a[rows], self.b[rows], self.coords[rows], self.symmetric)
+    def widths(self) -> np.ndarray:
+        """Per cell: the largest of its X, A and B groups (as drawn)."""
+        return np.maximum.reduce([_sizes(self.x), _sizes(self.a), _sizes(self.b)])
+
+    def subset(self, rows: np.ndarray | slice) -> "Cells":
+        """The cells ``rows``, padded to their own largest groups."""
+        return Cells(_trim(self.x[rows]), _trim(self.a[rows]), _trim(self.b[rows]),
+                     self.coords[rows], self.symmetric)
+
+
+def _sizes(members: np.ndarray) -> np.ndarray:
+    """Items per row of -1 padded members."""
+    return (members >= 0).sum(axis=1)
+
+
+def _trim(members: np.ndarray) -> np.ndarray:
+    """Left-aligned members without the padding columns that no row uses."""
+    return members[:, :int(_sizes(members).max(initial=0))]
 
 
 @dataclass(frozen=True)
@@ -202,10 +222,12 @@ def _block_ids(*keys: np.ndarray) -> np.ndarray:
 
 def _members(groups: _Groups, group_ids: np.ndarray, max_size: int, rng: np.random.Generator
              ) -> np.ndarray:
-    """``(C, max_size)`` item indices of each cell's sample of a group, -1 padded."""
+    """``(C, W)`` item indices of each cell's sample of a group, -1 padded to the largest
+    sample ``W <= max_size``."""
     size = groups.size[group_ids]
-    positions = groups.start[group_ids][:, None] + np.arange(max_size)[None, :]
-    valid = np.arange(max_size)[None, :] < size[:, None]
+    width = int(min(max_size, size.max(initial=0)))
+    positions = groups.start[group_ids][:, None] + np.arange(width)[None, :]
+    valid = np.arange(width)[None, :] < size[:, None]
     for row in np.flatnonzero(size > max_size):
         positions[row] = groups.start[group_ids[row]] + rng.choice(size[row], max_size, replace=False)
     return np.where(valid, groups.order[np.minimum(positions, len(groups.order) - 1)], -1)
@@ -323,18 +345,29 @@ def score_cells(frames: FrameData, items: Items, cells: Cells, distance: str = "
                 max_pairs: int = 1 << 22) -> CellScores:
     """Error rate of every cell: pairs are deduplicated per chunk of cells, DTW'd, compared.
 
-    A chunk holds at most ``max_pairs`` (X, A) and as many (X, B) slots, padding included.
+    Chunks come from :func:`cell_chunks`: at most ``max_pairs`` (X, A) and as many (X, B)
+    slots each, padding included.
     """
-    chunk_cells = max(1, max_pairs // max(1, cells.x.shape[1]) ** 2)
-    errors, counts = [], []
-    for begin in range(0, len(cells), chunk_cells):
-        error, count = _score_chunk(frames, items, cells.subset(slice(begin, begin + chunk_cells)),
-                                    distance)
-        errors.append(error)
-        counts.append(count)
-    if not errors:
-        return CellScores(np.zeros(0), np.zeros(0, dtype=np.int64))
-    return CellScores(np.concatenate(errors), np.concatenate(counts))
+    error = np.zeros(len(cells))
+    n_triplets = np.zeros(len(cells), dtype=np.int64)
+    for rows in cell_chunks(cells.widths(), max_pairs):
+        error[rows], n_triplets[rows] = _score_chunk(frames, items, cells.subset(rows), distance)
+    return CellScores(error, n_triplets)
+
+
+def cell_chunks(width: np.ndarray, max_slots: int) -> Iterator[np.ndarray]:
+    """Row indices of chunks of cells, taken by ascending ``width`` (>= 1; stable), each as
+    long as ``n_cells * largest width ** 2 <= max_slots`` allows, and one cell at least."""
+    order = np.argsort(width, kind="stable")
+    slots = width[order].astype(np.int64) ** 2
+    start = 0
+    while start < len(order):
+        # The chunk cannot outgrow the cells its first (narrowest) width would allow.
+        window = slots[start:start + max(1, max_slots // int(slots[start]))]
+        fits = np.arange(1, len(window) + 1) * window <= max_slots  # True, then False
+        end = start + max(1, int(fits.sum()))
+        yield order[start:end]
+        start = end
 
 
 def _score_chunk(frames: FrameData, items: Items, cells: Cells, distance: str

@@ -1,4 +1,4 @@
-"""Export a model's features, one file per utterance, for ZeroSpeech 2021 or ABX.
+r"""Export a model's features, one file per utterance, for ZeroSpeech 2021 or ABX.
 
     python cpc/eval/build_zeroSpeech_features.py pathDB pathOut CHECKPOINT \
         --file_extension .wav --format txt [--gru_level K | --get_encoded]
@@ -27,6 +27,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python cpc/eval/build_zeroSpeech_features.py`
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
+from cpc.eval.options import FORMATS, READABLE, features_parser
+from cpc.utils.cli import answer_help
+
+if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    answer_help(features_parser(__doc__), sys.argv[1:])
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -39,9 +45,6 @@ from cpc.hub import LayerFeatureModule
 from cpc.utils.errors import CPCError
 from cpc.utils.constants import FRAME_SECONDS
 from cpc.utils.files import atomic_write
-
-FORMATS = ("npy", "npz", "txt")
-READABLE = (".npy", ".npz", ".txt", ".pt")
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,28 +161,7 @@ def export_features(feature_maker: nn.Module, files: dict[str, Path], out_dir: s
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pathDB", help="directory searched recursively for audio files")
-    parser.add_argument("pathOut", help="output directory, one file per audio file")
-    parser.add_argument("checkpoint", help="checkpoint_<N>.pt or a run directory (newest checkpoint)")
-    parser.add_argument("--file_extension", default=".flac", help="audio extension (default .flac)")
-    parser.add_argument("--format", choices=FORMATS, default="npy")
-    parser.add_argument("--get_encoded", action="store_true",
-                        help="export the encoder output instead of the context")
-    parser.add_argument("--gru_level", type=int, default=None,
-                        help="export context-network layer K (1-based) instead of the last one")
-    parser.add_argument("--strict", action="store_true",
-                        help="every chunk the model sees holds exactly --max_size_seq samples")
-    parser.add_argument("--seqNorm", action="store_true",
-                        help="normalise each chunk's features over time (implies --strict, as "
-                             "in CPC_audio)")
-    parser.add_argument("--max_size_seq", type=int, default=64000,
-                        help="samples per model run; longer files are cut into chunks")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="recompute files already in pathOut")
-    return parser.parse_args(argv)
+    return features_parser(__doc__).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

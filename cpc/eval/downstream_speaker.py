@@ -1,4 +1,4 @@
-"""Utterance-level speaker classification on the features of any checkpoint (CPC or PASE).
+r"""Utterance-level speaker classification on the features of any checkpoint (CPC or PASE).
 
     python cpc/eval/downstream_speaker.py pathDB pathTrain pathVal CHECKPOINT --out DIR \
         [--get_encoded] [--pooling mean|stats] [--finetune] [--nEpoch 10] [--lr 1e-3] \
@@ -28,6 +28,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python cpc/eval/downstream_speaker.py`
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
+from cpc.eval.options import speaker_parser
+from cpc.utils.cli import answer_help
+
+if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    answer_help(speaker_parser(__doc__), sys.argv[1:])
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -37,7 +43,6 @@ from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 from cpc.utils.errors import ConfigError
 
-POOLINGS = ("mean", "stats")
 
 
 @dataclass(frozen=True)
@@ -194,23 +199,7 @@ def train_classifier(model: nn.Module, train: list[Utterance], val: list[Utteran
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Speaker classification on the features of a checkpoint.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("pathDB")
-    parser.add_argument("pathTrain")
-    parser.add_argument("pathVal")
-    parser.add_argument("checkpoint", help="checkpoint file or run directory (its newest checkpoint)")
-    parser.add_argument("--out", required=True, help="output directory (results.json)")
-    parser.add_argument("--get_encoded", action="store_true", help="encoder output instead of the contexts")
-    parser.add_argument("--pooling", choices=POOLINGS, default="mean")
-    parser.add_argument("--finetune", action="store_true", help="train the model with the classifier")
-    parser.add_argument("--nEpoch", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--max_seconds", type=float, default=10.0, help="files are cut to this length")
-    parser.add_argument("--file_extension", default=".flac")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser = speaker_parser(__doc__)
     args = parser.parse_args(argv)
     if args.nEpoch < 1 or args.batch_size < 1 or args.max_seconds <= 0:
         parser.error("--nEpoch and --batch_size must be positive, --max_seconds > 0")

@@ -1,10 +1,10 @@
-"""Linear-separability probes: speaker and phone classifiers trained on frozen features.
+r"""Linear-separability probes: speaker and phone classifiers trained on frozen features.
 
 Used three ways: periodically during CPC training (``--supervised_classif_metric``), once on a
 checkpoint (``--only_classif_metric``), and as this standalone script::
 
     python cpc/eval/linear_separability.py pathDB pathTrain pathVal CHECKPOINT \
-        --pathPhone converted_aligned_phones.txt --pathCheckpoint OUT
+        --pathPhone converted_aligned_phones.txt --out OUT
     python cpc/eval/linear_separability.py pathDB pathTrain pathVal --features mfcc ...
 
 Features are computed once per run (the encoder is frozen, so recomputing them every probe
@@ -24,6 +24,12 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python cpc/eval/linear_separability.py`
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from cpc.eval.options import linsep_parser
+from cpc.utils.cli import answer_help
+
+if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    answer_help(linsep_parser(__doc__), sys.argv[1:])
 
 import torch
 import torch.nn as nn
@@ -306,40 +312,7 @@ def build_feature_model(source: str, checkpoints: list[str], mfcc_dim: int, seed
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Linear separability of speakers and phones on frozen features.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("pathDB")
-    parser.add_argument("pathTrain")
-    parser.add_argument("pathVal")
-    parser.add_argument("load", nargs="*", help="checkpoint file(s) or run directory")
-    parser.add_argument("--features", choices=["checkpoint", "mfcc", "random_init"],
-                        default="checkpoint",
-                        help="mfcc / random_init: baselines showing what pretraining bought")
-    parser.add_argument("--pathPhone", type=str, default=None,
-                        help="phone labels (CPC_audio format); enables the phone probe")
-    parser.add_argument("--CTC", action="store_true", help="CTC phone probe (reports PER)")
-    parser.add_argument("--get_encoded", action="store_true",
-                        help="probe phones on the encoder output instead of the contexts")
-    parser.add_argument("--no_speaker", action="store_true", help="skip the speaker probes")
-    parser.add_argument("--file_extension", type=str, default=".flac")
-    parser.add_argument("--pathCheckpoint", type=str, default=None,
-                        help="output directory: probe logs, best probe states, results.json")
-    parser.add_argument("--nEpoch", type=int, default=10)
-    parser.add_argument("--batchSizeGPU", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--beta1", type=float, default=0.9)
-    parser.add_argument("--beta2", type=float, default=0.999)
-    parser.add_argument("--epsilon", type=float, default=1e-8)
-    parser.add_argument("--nLevels", type=int, default=1, help="1 = linear; more = MLP")
-    parser.add_argument("--sizeWindow", type=int, default=20480)
-    parser.add_argument("--mfcc_dim", type=int, default=40)
-    parser.add_argument("--feature_budget_gb", type=float, default=4.0)
-    parser.add_argument("--n_process_loader", type=int, default=8)
-    parser.add_argument("--max_size_loaded", type=int, default=4_000_000_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    return parser.parse_args(argv)
+    return linsep_parser(__doc__).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if args.pathCheckpoint:
-            check_output_dir(args.pathCheckpoint, "--pathCheckpoint")
+        if args.out:
+            check_output_dir(args.out, "--out")
         device = select_device(args.device)
         data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
                               args.pathPhone, args.sizeWindow, args.n_process_loader,
@@ -363,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CPCError("nothing to probe: give --pathPhone or drop --no_speaker")
         config = ProbeConfig(args.nEpoch, args.batchSizeGPU, args.lr, args.beta1, args.beta2,
                              args.epsilon, args.nLevels, 1, args.feature_budget_gb, args.seed)
-        out = Path(args.pathCheckpoint) if args.pathCheckpoint else None
+        out = Path(args.out) if args.out else None
         metrics = run_probes(model, data.train, data.val, probes, len(data.speakers),
                              data.n_phones, config, device, args.batchSizeGPU, args.get_encoded,
                              out / "logs" if out else None, out / "probes" if out else None)

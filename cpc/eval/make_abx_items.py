@@ -1,4 +1,4 @@
-"""Write a ZeroSpeech / Libri-light ABX ``.item`` file from frame-level phone labels.
+r"""Write a ZeroSpeech / Libri-light ABX ``.item`` file from frame-level phone labels.
 
     python -m cpc.eval.make_abx_items converted_aligned_phones.txt phones.txt val_split.txt \
         --out val.item
@@ -17,13 +17,18 @@ speaker is the stem up to its first ``-`` (LibriSpeech ``speaker-chapter-utteran
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 if __package__ in (None, ""):  # run as `python cpc/eval/make_abx_items.py`
     sys.path[0] = str(Path(__file__).resolve().parents[2])
+
+from cpc.eval.options import abx_items_parser
+from cpc.utils.cli import answer_help
+
+if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    answer_help(abx_items_parser(__doc__), sys.argv[1:])
 
 import numpy as np
 
@@ -114,13 +119,7 @@ def write_item_file(path: str | Path, items: Sequence[Item]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phone_labels", help="converted_aligned_phones.txt: '<stem> id id ...'")
-    parser.add_argument("phones", help="phones.txt: '<id> <symbol>' lines, id 0 = silence")
-    parser.add_argument("split", help="stems to include, one per line")
-    parser.add_argument("--out", required=True, help="item file to write")
-    args = parser.parse_args(argv)
+    args = abx_items_parser(__doc__).parse_args(argv)
     try:
         labels, _ = parseSeqLabels(args.phone_labels)
         items = make_items(labels, read_phone_symbols(args.phones), read_split_list(args.split),

@@ -1,8 +1,6 @@
-"""Stats over the capture dataset: interface, registry, collector, and the registered stats.
-
-Importing this package registers every stat; a new stat module must be imported here.
+"""Stats over the capture dataset: interface, spec parser and collector; the stats themselves
+are registered by name in ``STATS`` (a line each in :mod:`cpc.registries`).
 """
-from . import repr_diff  # noqa: F401  (registers reprDiff)
 from .base import Stat, StatError
 from .collector import StatsCollector
 from .registry import STATS, parse_stats_spec

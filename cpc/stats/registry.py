@@ -1,20 +1,19 @@
-"""Registry of stats and the parser of ``--captureSetStats "name:arg,arg_name2:arg,..."``.
+"""The parser of ``--captureSetStats "name:arg,arg_name2:arg,..."`` into stats of ``STATS``.
 
-A new stat is one module with a builder decorated by ``@STATS.register("name")`` (the builder
-receives the spec's string arguments and raises :class:`StatError` on bad ones), plus its import
-in ``cpc/stats/__init__.py``.
+A new stat is one module with a builder ``build(arguments)`` (it receives the spec's string
+arguments and raises :class:`StatError` on bad ones), plus its line in :mod:`cpc.registries`
+(``STATS.add("name", "cpc.stats.module:build")``).
 """
 from __future__ import annotations
 
 import re
 from typing import Callable
 
-from cpc.registry import Registry
+from cpc.registries import STATS
 
 from .base import Stat, StatError
 
 StatBuilder = Callable[[list[str]], Stat]
-STATS: Registry[StatBuilder] = Registry("stat", flag="--captureSetStats")
 
 
 def parse_stats_spec(spec: str) -> list[Stat]:

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from .base import Stat, StatError, output_dir
-from .registry import STATS
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 REPR_ALIASES = {"ctx_repr": "ctx_repr", "ctx": "ctx_repr", "conv_repr": "conv_repr",
@@ -90,7 +89,6 @@ class ReprDiffStat(Stat):
         plt.close(fig)
 
 
-@STATS.register("reprDiff")
 def build(arguments: list[str]) -> ReprDiffStat:
     """reprDiff:METRIC,REPR,STEP,DIR."""
     if len(arguments) != 4:

@@ -79,6 +79,12 @@ def checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
     return Path(run_dir) / f"checkpoint_{epoch}.pt"
 
 
+def best_checkpoint_path(run_dir: str | Path) -> Path:
+    """The state of the epoch with the lowest validation loss so far (``best_epoch`` in the
+    logs); outside the keep-last-K rotation, and not a ``checkpoint_<N>.pt``."""
+    return Path(run_dir) / "checkpoint_best.pt"
+
+
 def interrupted_checkpoint_path(run_dir: str | Path, epoch: int) -> Path:
     """Where a stopped run saves epoch ``epoch`` in progress: a name that tools looking for
     finished epochs (``checkpoint_*.pt``, ours and CPC_audio's) never pick up."""

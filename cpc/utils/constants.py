@@ -1,4 +1,4 @@
-"""The audio clock every part of the project shares.
+"""The audio clock every part of the project shares, and how windows make batches.
 
 Audio is 16 kHz mono; every encoder emits one frame per 160 samples (10 ms), and phone labels
 (CPC_audio's format) and worker targets come one per frame. Windows are whole frames.
@@ -6,3 +6,6 @@ Audio is 16 kHz mono; every encoder emits one frame per 160 samples (10 ms), and
 SAMPLE_RATE = 16000
 FRAME_SIZE = 160  # samples per encoded frame and per label frame
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
+
+# --samplingType: how the windows of a pack are grouped into batches (the samplers of cpc.dataset)
+SAMPLING_TYPES = ("samespeaker", "samesequence", "uniform", "sequential")

@@ -1,0 +1,180 @@
+"""The command lines of the evaluation scripts, and the names their flags choose from.
+
+Torch-free: each script calls :func:`cpc.utils.cli.answer_help` with its parser before importing
+torch, so ``--help`` is instant. A parser takes its script's docstring as description.
+"""
+from __future__ import annotations
+
+import argparse
+
+from cpc.utils.cli import DeprecatedAlias, DocstringHelpFormatter
+
+DEVICES = ("auto", "cpu", "cuda")
+MODES = ("within", "across")  # ABX modes
+DISTANCES = ("angular", "cosine")  # ABX frame distances
+FORMATS = ("npy", "npz", "txt")  # exported feature files
+READABLE = (".npy", ".npz", ".txt", ".pt")  # feature files ABX reads
+POOLINGS = ("mean", "stats")  # utterance pooling of the speaker classifier
+FEATURES = ("checkpoint", "mfcc", "random_init")  # what the probes of linear_separability see
+
+
+def _parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, formatter_class=DocstringHelpFormatter)
+
+
+def _add_abx_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=["all", *MODES], default="all",
+                        help="ABX mode(s) to score")
+    parser.add_argument("--distance", choices=DISTANCES, default="angular",
+                        help="frame distance: angular = arccos(cos)/pi (Libri-light's and "
+                             "CPC_audio's 'cosine'), cosine = 1 - cos")
+    parser.add_argument("--feature_size", type=float, default=0.01, help="seconds per frame")
+    parser.add_argument("--max_size_group", type=int, default=10,
+                        help="items drawn per group and cell (Libri-light's default; CPC_audio: "
+                             "20); the cost follows the real group sizes, so a value above the "
+                             "largest group costs nothing more")
+    parser.add_argument("--max_x_across", type=int, default=5,
+                        help="X speakers drawn per A group in the across mode")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the group subsampling")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: CUDA when available, else CPU")
+    parser.add_argument("--num_threads", type=int, default=1,
+                        help="CPU threads of the ABX computation (its many small operations "
+                             "gain little from threads and lose a lot on a busy machine)")
+    parser.add_argument("--out", default=None,
+                        help="output directory (from_checkpoint without it: the checkpoint's)")
+
+
+def abx_parser(description: str) -> argparse.ArgumentParser:
+    """``python -m cpc.eval.ABX {from_checkpoint,from_pre_computed}``."""
+    parser = _parser(description)
+    sub = parser.add_subparsers(dest="load", required=True)
+    from_ckpt = sub.add_parser("from_checkpoint", help="compute features with a CPC checkpoint",
+                               formatter_class=DocstringHelpFormatter)
+    from_ckpt.add_argument("path_checkpoint", help="checkpoint_<N>.pt or a run directory")
+    from_ckpt.add_argument("path_item_file", help="ZeroSpeech .item file")
+    from_ckpt.add_argument("path_dataset", help="directory searched recursively for audio files")
+    from_ckpt.add_argument("--file_extension", default=".flac", help="audio extension")
+    from_ckpt.add_argument("--get_encoded", action="store_true", help="use the encoder output")
+    from_ckpt.add_argument("--seq_norm", action="store_true",
+                           help="normalise each chunk's features over time")
+    from_ckpt.add_argument("--strict", action="store_true",
+                           help="every chunk holds exactly --max_size_seq samples")
+    from_ckpt.add_argument("--max_size_seq", type=int, default=64000,
+                           help="samples per model run; longer files are cut into chunks")
+    _add_abx_common(from_ckpt)
+    pre = sub.add_parser("from_pre_computed", help="read one feature file per utterance",
+                         formatter_class=DocstringHelpFormatter)
+    pre.add_argument("path_features", help="directory searched recursively for <stem><ext> files")
+    pre.add_argument("path_item_file", help="ZeroSpeech .item file")
+    pre.add_argument("--file_extension", default=".npy", choices=READABLE,
+                     help="feature file extension")
+    _add_abx_common(pre)
+    return parser
+
+
+def features_parser(description: str) -> argparse.ArgumentParser:
+    """``python -m cpc.eval.build_zeroSpeech_features``."""
+    parser = _parser(description)
+    parser.add_argument("pathDB", help="directory searched recursively for audio files")
+    parser.add_argument("pathOut", help="output directory, one file per audio file")
+    parser.add_argument("checkpoint", help="checkpoint_<N>.pt or a run directory (newest checkpoint)")
+    parser.add_argument("--file_extension", default=".flac", help="audio extension")
+    parser.add_argument("--format", choices=FORMATS, default="npy", help="feature file format")
+    parser.add_argument("--get_encoded", action="store_true",
+                        help="export the encoder output instead of the context")
+    parser.add_argument("--gru_level", type=int, default=None,
+                        help="export context-network layer K (1-based) instead of the last one")
+    parser.add_argument("--strict", action="store_true",
+                        help="every chunk the model sees holds exactly --max_size_seq samples")
+    parser.add_argument("--seqNorm", action="store_true",
+                        help="normalise each chunk's features over time (implies --strict, as "
+                             "in CPC_audio)")
+    parser.add_argument("--max_size_seq", type=int, default=64000,
+                        help="samples per model run; longer files are cut into chunks")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: CUDA when available, else CPU")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute files already in pathOut")
+    return parser
+
+
+def speaker_parser(description: str) -> argparse.ArgumentParser:
+    """``python -m cpc.eval.downstream_speaker``."""
+    parser = _parser(description)
+    parser.add_argument("pathDB", help="corpus root: <pathDB>/<speaker>/.../<file><ext>")
+    parser.add_argument("pathTrain", help="training files, one stem per line")
+    parser.add_argument("pathVal", help="validation files, one stem per line")
+    parser.add_argument("checkpoint", help="checkpoint file or run directory (its newest checkpoint)")
+    parser.add_argument("--out", required=True, help="output directory (results.json)")
+    parser.add_argument("--get_encoded", action="store_true",
+                        help="encoder output instead of the contexts")
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean",
+                        help="mean, or stats: mean and standard deviation over each file's frames")
+    parser.add_argument("--finetune", action="store_true", help="train the model with the classifier")
+    parser.add_argument("--nEpoch", type=int, default=10, help="training epochs")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of Adam")
+    parser.add_argument("--batch_size", type=int, default=8, help="files per batch")
+    parser.add_argument("--max_seconds", type=float, default=10.0, help="files are cut to this length")
+    parser.add_argument("--file_extension", default=".flac", help="audio extension")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the classifier and batch order")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: CUDA when available, else CPU")
+    return parser
+
+
+def linsep_parser(description: str) -> argparse.ArgumentParser:
+    """``python -m cpc.eval.linear_separability``."""
+    parser = _parser(description)
+    parser.add_argument("pathDB", help="corpus root: <pathDB>/<speaker>/.../<file><ext>")
+    parser.add_argument("pathTrain", help="training files, one stem per line")
+    parser.add_argument("pathVal", help="validation files, one stem per line")
+    parser.add_argument("load", nargs="*", help="checkpoint file(s) or run directory")
+    parser.add_argument("--features", choices=FEATURES, default="checkpoint",
+                        help="mfcc / random_init: baselines showing what pretraining bought")
+    parser.add_argument("--pathPhone", type=str, default=None,
+                        help="phone labels (CPC_audio format); enables the phone probe")
+    parser.add_argument("--CTC", action="store_true", help="CTC phone probe (reports PER)")
+    parser.add_argument("--get_encoded", action="store_true",
+                        help="probe phones on the encoder output instead of the contexts")
+    parser.add_argument("--no_speaker", action="store_true", help="skip the speaker probes")
+    parser.add_argument("--file_extension", type=str, default=".flac", help="audio extension")
+    parser.add_argument("--out", type=str, default=None,
+                        help="output directory: probe logs, best probe states, results.json")
+    parser.add_argument("--pathCheckpoint", action=DeprecatedAlias, dest="out", replacement="--out")
+    parser.add_argument("--nEpoch", type=int, default=10, help="epochs of each probe")
+    parser.add_argument("--batchSizeGPU", type=int, default=32, help="windows per probe batch")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the probes' Adam")
+    parser.add_argument("--beta1", type=float, default=0.9,
+                        help="beta1 of the probes' Adam (first-moment decay)")
+    parser.add_argument("--beta2", type=float, default=0.999,
+                        help="beta2 of the probes' Adam (second-moment decay)")
+    parser.add_argument("--epsilon", type=float, default=1e-8,
+                        help="epsilon of the probes' Adam (added to the denominator)")
+    parser.add_argument("--nLevels", type=int, default=1,
+                        help="1: linear probe; more: MLP whose hidden width is the class count")
+    parser.add_argument("--sizeWindow", type=int, default=20480,
+                        help="samples per window (multiple of 160)")
+    parser.add_argument("--mfcc_dim", type=int, default=40, help="coefficients of --features mfcc")
+    parser.add_argument("--feature_budget_gb", type=float, default=4.0,
+                        help="memory for the frame features of the phone probe; beyond it a "
+                             "regular subset of the windows is probed")
+    parser.add_argument("--n_process_loader", type=int, default=8,
+                        help="threads reading audio files")
+    parser.add_argument("--max_size_loaded", type=int, default=4_000_000_000,
+                        help="samples held per pack; the next pack loads in the background")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the probes, the data order and --features random_init")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: CUDA when available, else CPU")
+    return parser
+
+
+def abx_items_parser(description: str) -> argparse.ArgumentParser:
+    """``python -m cpc.eval.make_abx_items``."""
+    parser = _parser(description)
+    parser.add_argument("phone_labels", help="converted_aligned_phones.txt: '<stem> id id ...'")
+    parser.add_argument("phones", help="phones.txt: '<id> <symbol>' lines, id 0 = silence")
+    parser.add_argument("split", help="stems to include, one per line")
+    parser.add_argument("--out", required=True, help="item file to write")
+    return parser

@@ -1,0 +1,60 @@
+"""The registries that command-line flags choose from, every item by reference.
+
+Each line names an item and where it is defined (``"package.module:attribute"``); the module is
+imported when the item is first looked up. So this module imports no torch, and the parser (with
+its ``choices=``) and ``--help`` need none. A new encoder, context network, normalisation,
+prediction head, criterion or stat is its file plus one line here (docs/extending.md).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cpc.registry import Registry
+
+if TYPE_CHECKING:
+    from cpc.criterion.cpc import HeadFactory
+    from cpc.criterion.registry import CriterionBuilder
+    from cpc.model import ARBuilder, EncoderBuilder, NormBuilder
+    from cpc.stats.registry import StatBuilder
+
+# builder(args) -> encoder
+ENCODERS: Registry[EncoderBuilder] = Registry("encoder", flag="--encoder_type")
+ENCODERS.add("cpc", "cpc.model:build_cpc_encoder")
+ENCODERS.add("mfcc", "cpc.model:build_mfcc_encoder")
+ENCODERS.add("pase", "cpc.pase_encoder:build_pase_encoder")
+
+# builder(args, dim_input) -> ContextNetwork
+ARS: Registry[ARBuilder] = Registry("context network", flag="--arMode")
+ARS.add("LSTM", "cpc.model:build_recurrent_ar")
+ARS.add("GRU", "cpc.model:build_recurrent_ar")
+ARS.add("RNN", "cpc.model:build_recurrent_ar")
+ARS.add("transformer", "cpc.model:build_transformer_ar")
+ARS.add("no_ar", "cpc.model:build_no_ar")
+ARS.add("QRNN", "cpc.model:build_qrnn_ar")
+
+# norm(dim) -> module, after each convolution of the CPC encoder
+NORM_LAYERS: Registry[NormBuilder] = Registry("norm layer", flag="--normMode")
+NORM_LAYERS.add("layerNorm", "cpc.model:ChannelNorm")
+NORM_LAYERS.add("instanceNorm", "cpc.model:instance_norm")
+NORM_LAYERS.add("batchNorm", "torch.nn:BatchNorm1d")
+NORM_LAYERS.add("ID", "torch.nn:Identity")
+
+# head(dim_context, dim_encoded, max_rel_distance) -> PredictionHead, one per predicted step
+HEADS: Registry[HeadFactory] = Registry("prediction head", flag="--rnnMode")
+HEADS.add("linear", "cpc.criterion.cpc:linear_head")
+HEADS.add("ffd", "cpc.criterion.cpc:feed_forward_head")
+HEADS.add("conv4", "cpc.criterion.cpc:conv4_head")
+HEADS.add("conv8", "cpc.criterion.cpc:conv8_head")
+HEADS.add("conv12", "cpc.criterion.cpc:conv12_head")
+HEADS.add("LSTM", "cpc.criterion.cpc:lstm_head")
+HEADS.add("RNN", "cpc.criterion.cpc:rnn_head")
+HEADS.add("transformer", "cpc.criterion.cpc:TransformerHead")
+
+# build(args, *, dim_context, dim_encoded, n_speakers, n_phones) -> criterion
+CRITERIA: Registry[CriterionBuilder] = Registry("criterion")
+CRITERIA.add("cpc", "cpc.criterion.cpc:build")
+CRITERIA.add("cpcctc", "cpc.criterion.cpc_ctc:build")
+
+# build(arguments of the spec) -> Stat
+STATS: Registry[StatBuilder] = Registry("stat", flag="--captureSetStats")
+STATS.add("reprDiff", "cpc.stats.repr_diff:build")

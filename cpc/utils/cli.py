@@ -1,0 +1,53 @@
+"""What every command line shares: its help layout, and ``--help`` before the heavy imports.
+
+A script whose module imports torch (or matplotlib) builds its parser in a torch-free module
+(:mod:`cpc.options`, :mod:`cpc.eval.options`, :mod:`cpc.capture.options`) and calls
+:func:`answer_help` before those imports, so that ``--help`` takes a fraction of a second::
+
+    if __name__ == "__main__":  # --help needs none of the imports below
+        answer_help(abx_parser(__doc__), sys.argv[1:])
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Sequence
+
+HELP_FLAGS = frozenset({"-h", "--help"})
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends each option's default to its help, once, unless the option is required or its
+    default means "not given" (None, False, an empty string): the help says what that means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if action.required or default is None or default is False or default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
+class DocstringHelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """:class:`DefaultsHelpFormatter` for a parser whose description is a module docstring,
+    printed as written (its examples and lists keep their lines)."""
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old name of an option: ``add_argument("--old", action=DeprecatedAlias,
+    dest="new", replacement="--new")`` stores into the new option's destination and warns."""
+
+    def __init__(self, option_strings: list[str], dest: str, replacement: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.replacement = replacement
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"warning: {option_string} is deprecated; use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def answer_help(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """If ``argv`` asks for help, parse it: argparse prints the help (or a usage error) and
+    exits. Otherwise return, and the script parses ``argv`` as usual."""
+    if not HELP_FLAGS.isdisjoint(argv):
+        parser.parse_args(argv)
