@@ -1,0 +1,169 @@
+"""This project against CPC_audio (and its CPC-CTC fork) on the same corpus, split and
+configuration: wall time, training audio seconds per wall second and peak RSS of N epochs.
+
+    python bench/compare_cpc_audio.py --cpc_audio PATH [--fork PATH] [--corpus DIR]
+        [--files 64] [--epochs 1] [--only cpc_transformer cpc_linear cpcctc]
+
+PATH is a checkout of facebookresearch/CPC_audio (``--fork``: chorowski-lab/CPC_audio, for the
+CPC-CTC row). Their code assumes CUDA and torchaudio; on a machine without either, a small
+runner (written to a temporary directory) makes ``.cuda()`` a no-op, reports one device, and
+provides the two torchaudio calls their data loading needs through soundfile; their other
+requirements (psutil, progressbar2) must be installed. Nothing in the
+checkouts is modified. Each run is one whole process, one at a time; peak RSS includes its
+children (data loading). Without ``--cpc_audio`` only this project's rows are measured.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFIGS = {
+    "cpc_transformer": ["--rnnMode", "transformer"],
+    "cpc_linear": ["--rnnMode", "linear"],
+    "cpcctc": ["--rnnMode", "transformer", "--nPredicts", "8", "--CPCCTC",
+               "--CPCCTCNumMatched", "12", "--CPCCTCSelfLoop", "--CPCCTCSkipBeg", "1",
+               "--CPCCTCSkipEnd", "2"],
+}
+COMMON = ["--batchSizeGPU", "8", "--sizeWindow", "20480", "--hiddenEncoder", "256",
+          "--hiddenGar", "256", "--nPredicts", "12", "--negativeSamplingExt", "128",
+          "--samplingType", "samespeaker", "--n_process_loader", "2", "--random_seed", "0",
+          "--save_step", "1"]
+
+TORCHAUDIO_SHIM = '''"""torchaudio's info() and load(), through soundfile (for running CPC_audio on CPU)."""
+import soundfile
+import torch
+
+
+class _Info:
+    def __init__(self, path):
+        info = soundfile.info(path)
+        self.length = self.num_frames = info.frames
+        self.rate = self.sample_rate = info.samplerate
+
+
+def info(path):
+    return _Info(path), None
+
+
+def load(path):
+    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    return torch.from_numpy(data.T.copy()), rate
+'''
+
+RUNNER = '''"""Run a CUDA-only training script on CPU: .cuda() is a no-op and one device is reported."""
+import runpy
+import sys
+
+import torch
+
+torch.Tensor.cuda = lambda self, *args, **kwargs: self
+torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+torch.cuda.device_count = lambda: 1
+
+if __name__ == "__main__":
+    script, sys.argv = sys.argv[1], sys.argv[1:]
+    sys.path[0] = str(__import__("pathlib").Path(script).resolve().parent)  # as `python script`
+    runpy.run_path(script, run_name="__main__")
+'''
+
+
+def write_split(corpus: Path, n_files: int, out: Path) -> tuple[Path, Path]:
+    """Train / val lists of the first ``n_files`` stems of the corpus's split (seeded)."""
+    stems = (corpus / "train_split.txt").read_text().split()
+    random.Random(0).shuffle(stems)
+    train, val = out / "train.txt", out / "val.txt"
+    train.write_text("\n".join(sorted(stems[:n_files])) + "\n")
+    val.write_text("\n".join((corpus / "val_split.txt").read_text().split()[:8]) + "\n")
+    return train, val
+
+
+def measure(name: str, system: str, checkout: Path | None, corpus: Path, split: tuple[Path, Path],
+            epochs: int, work: Path) -> dict:
+    run_dir = work / f"{system}_{name}"
+    flags = ["--pathDB", str(corpus), "--pathTrain", str(split[0]), "--pathVal", str(split[1]),
+             "--file_extension", ".flac", "--pathCheckpoint", str(run_dir),
+             "--nEpoch", str(epochs)] + COMMON + CONFIGS[name]
+    env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
+    if system == "this project":
+        command = [sys.executable, str(ROOT / "cpc" / "train.py")] + flags + ["--device", "cpu"]
+    else:
+        env["PYTHONPATH"] = f"{work / 'shim'}{os.pathsep}{checkout}"
+        command = [sys.executable, str(work / "shim" / "run_on_cpu.py"),
+                   str(checkout / "cpc" / "train.py")] + flags
+    # one process at a time: RUSAGE_CHILDREN's peak is the largest so far, so each run is
+    # measured in its own interpreter
+    wrapper = [sys.executable, "-c",
+               "import resource, subprocess, sys, time; t = time.perf_counter(); "
+               "code = subprocess.call(sys.argv[1:]); "
+               "print(f'@@ {code} {time.perf_counter() - t:.2f} "
+               "{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:.2f}')"]
+    log = work / f"{system.replace(' ', '_')}_{name}.log"
+    out = subprocess.run(wrapper + command, env=env, capture_output=True, text=True)
+    log.write_text(out.stdout + out.stderr)
+    code, wall, peak = out.stdout.strip().splitlines()[-1].split()[1:]
+    audio_s = train_audio_seconds(corpus, split[0])
+    return {"code": int(code), "wall_s": float(wall), "peak_gb": float(peak),
+            "audio_per_s": epochs * audio_s / float(wall)}
+
+
+def train_audio_seconds(corpus: Path, train_list: Path) -> float:
+    import soundfile
+    stems = set(train_list.read_text().split())
+    return sum(soundfile.info(path).duration for path in corpus.rglob("*.flac")
+               if path.stem in stems)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpc_audio", type=Path, default=None)
+    parser.add_argument("--fork", type=Path, default=None)
+    parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "demo_corpus")
+    parser.add_argument("--files", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    args = parser.parse_args()
+    if not (args.corpus / "train_split.txt").is_file():
+        raise SystemExit(f"{args.corpus} is not the built-in corpus: run `make demo` or "
+                         f"python -m cpc.corpora.synthetic {args.corpus} ...")
+    work = Path(tempfile.mkdtemp(prefix="compare_cpc_audio_"))
+    (work / "shim" / "torchaudio").mkdir(parents=True)
+    (work / "shim" / "torchaudio" / "__init__.py").write_text(TORCHAUDIO_SHIM)
+    (work / "shim" / "run_on_cpu.py").write_text(RUNNER)
+    missing = [name for name in ("psutil", "progressbar")
+               if args.cpc_audio and importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(f"CPC_audio imports {', '.join(missing)}: pip install psutil "
+                         f"progressbar2 (torchaudio is provided by this script)")
+    split = write_split(args.corpus, args.files, work)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+    print(f"command: python bench/compare_cpc_audio.py --cpc_audio {args.cpc_audio} --fork "
+          f"{args.fork} --files {args.files} --epochs {args.epochs}; logs in {work}")
+    print("| config | system | wall (s) | training audio s per wall s | peak RSS (GB) | exit |")
+    print("|---|---|---|---|---|---|")
+    for name in args.only:
+        other = args.fork if name == "cpcctc" else args.cpc_audio
+        systems = [("this project", None)] + ([("CPC_audio" if name != "cpcctc" else "fork",
+                                                 other)] if other else [])
+        rows = {system: measure(name, system, checkout, args.corpus, split, args.epochs, work)
+                for system, checkout in systems}
+        for system, row in rows.items():
+            print(f"| {name} | {system} | {row['wall_s']:.1f} | {row['audio_per_s']:.1f} | "
+                  f"{row['peak_gb']:.2f} | {row['code']} |", flush=True)
+        if len(rows) == 2:
+            ours, theirs = rows["this project"], next(r for s, r in rows.items()
+                                                     if s != "this project")
+            print(f"| {name} | ratio | {theirs['wall_s'] / ours['wall_s']:.2f}x faster | | "
+                  f"{theirs['peak_gb'] / max(ours['peak_gb'], 1e-9):.2f}x less memory | |")
+
+
+if __name__ == "__main__":
+    main()

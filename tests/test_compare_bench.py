@@ -1,0 +1,45 @@
+"""bench/compare_cpc_audio.py's CPU runner and torchaudio stand-in, without a CPC_audio checkout
+(the comparison itself is a benchmark, run by hand)."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("compare_cpc_audio",
+                                                  ROOT / "bench" / "compare_cpc_audio.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_runner_runs_a_cuda_only_script_on_cpu_with_torchaudio_from_soundfile(tmp_path):
+    bench = load_bench()
+    (tmp_path / "shim" / "torchaudio").mkdir(parents=True)
+    (tmp_path / "shim" / "torchaudio" / "__init__.py").write_text(bench.TORCHAUDIO_SHIM)
+    (tmp_path / "shim" / "run_on_cpu.py").write_text(bench.RUNNER)
+    audio = (np.arange(3200) % 100 / 100 - 0.5).astype(np.float32)
+    sf.write(tmp_path / "a.flac", audio, 16000, subtype="PCM_16")
+    script = tmp_path / "pkg" / "train.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import sys, torch, torchaudio\n"
+        "assert torch.cuda.device_count() == 1\n"
+        "model = torch.nn.Linear(2, 2).cuda()\n"
+        "x = torch.ones(1, 2).cuda()\n"
+        "info = torchaudio.info(sys.argv[1])[0]\n"
+        "wave, rate = torchaudio.load(sys.argv[1])\n"
+        "print(model(x).shape[1], info.length, rate, tuple(wave.shape))\n")
+    out = subprocess.run([sys.executable, str(tmp_path / "shim" / "run_on_cpu.py"), str(script),
+                          str(tmp_path / "a.flac")], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(tmp_path / "shim")}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "3200", "16000", "(1,", "3200)"]
