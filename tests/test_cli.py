@@ -12,8 +12,6 @@ from typing import Callable
 
 import pytest
 
-from cpc.eval import abx_core
-from cpc.eval.options import DISTANCES, MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "matplotlib", "scipy")  # each takes seconds to import on a small machine
@@ -83,6 +81,3 @@ def test_every_option_has_a_help_without_a_written_default(module):
         assert action.help and "\n" not in action.help, f"{name} has no help"
         assert not re.search(r"\(default", action.help), f"{name}: the formatter shows the default"
 
-
-def test_abx_flags_offer_what_the_scoring_accepts():
-    assert (MODES, DISTANCES) == (abx_core.MODES, abx_core.DISTANCES)

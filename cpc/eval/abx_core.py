@@ -37,8 +37,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-DISTANCES = ("angular", "cosine")
-MODES = ("within", "across")
+from cpc.eval.options import DISTANCES, MODES  # the flags' choices, defined once (torch-free)
 
 
 # --------------------------------------------------------------------------------------------
