@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cpc.utils.memory import keep_freed_memory  # noqa: E402 (after the path)
+
 CPCCTC_FLAGS = ["--nPredicts", "8", "--CPCCTC", "--CPCCTCNumMatched", "12", "--CPCCTCSelfLoop",
                 "--CPCCTCSkipBeg", "1", "--CPCCTCSkipEnd", "2"]
 CRITERIA = {"CPC": ["--nPredicts", "12"], "CPC-CTC": CPCCTC_FLAGS}
@@ -132,6 +134,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.one is not None:
+        keep_freed_memory()  # as train.py does
         print(json.dumps(compare(args.one, args.steps, args.batch, args.device)))
         return
     command = " ".join(["python bench/cpcctc_bench.py"] + sys.argv[1:])

@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cpc.utils.memory import keep_freed_memory  # noqa: E402 (after the path)
+
 CONFIGS = {"CPC (train.py defaults)": None, "PASE (configs/pase.yaml)": "configs/pase.yaml",
            "PASE+ (configs/pase_plus.yaml)": "configs/pase_plus.yaml"}
 
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=16000)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    keep_freed_memory()  # as train.py does
     import torch
     torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cpc.utils.memory import keep_freed_memory  # noqa: E402 (after the path)
+
 CONFIGS = {"default": [], "rnnMode linear": ["--rnnMode", "linear"]}
 
 
@@ -90,6 +92,7 @@ def main() -> None:
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     if args.one is not None:
+        keep_freed_memory()  # as train.py does
         print(json.dumps(measure(CONFIGS[args.one], args.steps, args.batch, args.device)))
         return
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "

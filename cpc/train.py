@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as `python cpc/train.py`: import the packag
 
 from cpc.options import build_parser
 from cpc.utils.cli import answer_help
+from cpc.utils.memory import keep_freed_memory
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
     answer_help(build_parser(), sys.argv[1:])
@@ -356,6 +357,7 @@ def only_capture(config: RunConfig) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    keep_freed_memory()
     try:
         config = resolve_run(argv)
         if config.args.only_classif_metric:

@@ -207,9 +207,11 @@ def _feature_loader(args: argparse.Namespace, items: ItemFile, device: torch.dev
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cpc.utils.memory import keep_freed_memory
     from cpc.utils.devices import select_device
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     modes = list(MODES) if args.mode == "all" else [args.mode]
     try:
         check_output_dir(args.out, "--out")

@@ -165,9 +165,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cpc.utils.memory import keep_freed_memory
     from cpc.utils.devices import select_device
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     try:
         check_output_dir(args.pathOut, "pathOut")
         device = select_device(args.device)

@@ -207,12 +207,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cpc.utils.memory import keep_freed_memory
     from cpc.utils.files import check_output_dir
     from cpc.feature_loader import loadModel, min_input_samples
     from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     try:
         check_output_dir(args.out, "--out")
         device = select_device(args.device)
