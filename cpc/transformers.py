@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dropout import Dropout
+
 
 def sinusoidal_positions(length: int, dim: int, dtype: torch.dtype = torch.float32,
                          device: torch.device | str | None = None) -> torch.Tensor:
@@ -60,7 +62,7 @@ class CausalSelfAttention(nn.Module):
         self.Wk = nn.Linear(dim, dim, bias=False)
         self.Wv = nn.Linear(dim, dim, bias=False)
         self.Wo = nn.Linear(dim, dim, bias=False)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         if max_rel_distance is None:
             self.rel_keys = None
         else:
@@ -91,7 +93,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.lin1 = nn.Linear(dim, dim_ff)
         self.lin2 = nn.Linear(dim_ff, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(self.drop(F.relu(self.lin1(x))))
@@ -135,3 +137,4 @@ class CausalTransformer(nn.Module):
             x = layer(x)
             outputs.append(x)
         return outputs if return_all_layers else x
+

@@ -1,7 +1,6 @@
 """Plots: the data shaping of the capture plots and run plots, and the files they write."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np

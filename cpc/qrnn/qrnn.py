@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..dropout import dropout
 from .forget_mult import forget_mult
 
 
@@ -101,7 +102,7 @@ class QRNN(nn.Module):
         outputs, last_states = [], []
         for i, layer in enumerate(self.layers):
             if i > 0:
-                x = F.dropout(x, self.dropout, self.training)
+                x = dropout(x, self.dropout, self.training)
             x, c_last = layer(x, None if hidden is None else hidden[i])
             outputs.append(x.transpose(0, 1) if self.batch_first else x)
             last_states.append(c_last)

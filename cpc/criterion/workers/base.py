@@ -13,6 +13,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
+from cpc.dropout import Dropout
 from cpc.utils.errors import ConfigError
 
 
@@ -76,7 +77,7 @@ def mlp_head(dim_in: int, dim_out: int, hidden_size: int = 256, hidden_layers: i
     layers: list[nn.Module] = []
     width = dim_in
     for _ in range(hidden_layers):
-        layers += [nn.Linear(width, hidden_size), nn.PReLU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(width, hidden_size), nn.PReLU(), Dropout(dropout)]
         width = hidden_size
     layers.append(nn.Linear(width, dim_out))
     return nn.Sequential(*layers)
