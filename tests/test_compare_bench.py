@@ -43,3 +43,29 @@ def test_the_runner_runs_a_cuda_only_script_on_cpu_with_torchaudio_from_soundfil
                          env={"PYTHONPATH": str(tmp_path / "shim")}, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "3200", "16000", "(1,", "3200)"]
+
+
+def test_our_steps_and_windows_are_read_from_the_training_log():
+    bench = load_bench()
+    log = ("epoch 0 train:   0%|          | 0/36 [00:00<?, ?it/s]\n"
+           "epoch   0 | train loss 58.3 acc 0.009 | val loss 58.3 acc 0.010 | 20.0 s, 12.8 s audio/s\n"
+           "epoch 1 train:   0%|          | 0/35 [00:00<?, ?it/s]\n"
+           "epoch   1 | train loss 57.1 acc 0.010 | val loss 57.0 acc 0.011 | 10.0 s, 12.8 s audio/s\n")
+    assert bench.our_steps_and_windows(log) == (71, 300)  # 384 s of 1.28 s windows
+
+
+def test_cpc_audio_windows_follow_its_same_speaker_sampler(tmp_path):
+    """Per speaker n // sizeWindow - 1 windows (its offset is > 0), in batches of at most 8."""
+    bench = load_bench()
+    lengths = {"s1": [3 * bench.WINDOW + 5, 7 * bench.WINDOW], "s2": [bench.WINDOW + 1], "s3": [100]}
+    stems = []
+    for speaker, files in lengths.items():
+        folder = tmp_path / speaker / "1"
+        folder.mkdir(parents=True)
+        for index, n in enumerate(files):
+            stem = f"{speaker}-1-{index}"
+            sf.write(folder / f"{stem}.flac", np.zeros(n, dtype=np.float32), bench.SAMPLE_RATE)
+            stems.append(stem)
+    (tmp_path / "train.txt").write_text("\n".join(stems[:-1]) + "\n")  # s3 is not in the split
+    # s1: 10 windows - 1 = 9 (batches of 8 and 1); s2: 1 - 1 = 0
+    assert bench.cpc_audio_steps_and_windows(tmp_path, tmp_path / "train.txt") == (2, 9)
