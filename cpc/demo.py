@@ -11,11 +11,10 @@ import argparse
 import json
 import math
 import shlex
-import sys
 import time
 from pathlib import Path
 
-from cpc.utils.cli import DocstringHelpFormatter
+from cpc.utils.cli import DocstringHelpFormatter, exit_without_teardown
 
 # A CPC model small enough to learn something from 25 minutes of audio in a few CPU minutes;
 # optimisation is train.py's default: CPC_audio's (Adam 2e-4, same-speaker batches of 8) plus
@@ -130,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as `python cpc/train.py`: import the packag
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from cpc.options import build_parser
-from cpc.utils.cli import answer_help
+from cpc.utils.cli import answer_help, exit_without_teardown
 from cpc.utils.memory import keep_freed_memory
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
@@ -373,4 +373,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as `python cpc/eval/ABX.py`: import the pac
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from cpc.eval.options import abx_parser
-from cpc.utils.cli import answer_help
+from cpc.utils.cli import answer_help, exit_without_teardown
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
     answer_help(abx_parser(__doc__), sys.argv[1:])
@@ -246,4 +246,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())

@@ -10,8 +10,9 @@ A script whose module imports torch (or matplotlib) builds its parser in a torch
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 HELP_FLAGS = frozenset({"-h", "--help"})
 
@@ -51,3 +52,19 @@ def answer_help(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     exits. Otherwise return, and the script parses ``argv`` as usual."""
     if not HELP_FLAGS.isdisjoint(argv):
         parser.parse_args(argv)
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """End a finished command line now: flush stdout and stderr, then ``os._exit(code)``.
+
+    After torch is imported, the interpreter's normal shutdown (module teardown, library
+    destructors) takes 1.0-1.8 s on 2 CPU cores, a twentieth of a short training run. By the
+    time a command's ``main`` returns, everything it writes is closed, and checkpoints and logs
+    are renamed into place, so skipping that teardown loses nothing. Only for ``__main__``.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing left to deliver
+            pass
+    os._exit(code)
