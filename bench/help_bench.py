@@ -2,7 +2,7 @@
 
     python bench/help_bench.py [--repeats 5] [--no-cold-start]
 
-Every module of ``cpc/`` ending with ``sys.exit(main())`` is a CLI (ABX's sub-commands are timed
+Every module of ``cpc/`` whose ``__main__`` block exits with ``main()`` is a CLI (ABX's sub-commands are timed
 too). Each figure is the median wall time of whole processes (interpreter start included). The
 cold start is ``python cpc/train.py`` on a tiny noise corpus, from launch to its first line
 ``train: ...`` (options parsed, libraries imported, corpus listed: the step before the model is
@@ -22,15 +22,16 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cpc.utils.cli import command_line_modules  # noqa: E402 (after the path; torch-free)
+
 SUBCOMMANDS = {"cpc.eval.ABX": ["from_checkpoint", "from_pre_computed"]}
-MAIN_BLOCK = '\nif __name__ == "__main__":\n    sys.exit(main())\n'
 
 
 def cli_modules() -> list[str]:
-    """Dotted names of the modules of ``cpc/`` that run as a command (end with ``sys.exit(main())``)."""
-    return sorted(".".join(path.relative_to(ROOT).with_suffix("").parts)
-                  for path in (ROOT / "cpc").rglob("*.py")
-                  if MAIN_BLOCK in path.read_text())
+    """Dotted names of the modules of ``cpc/`` that run as a command."""
+    return command_line_modules(ROOT / "cpc")
 
 
 def help_commands() -> list[list[str]]:

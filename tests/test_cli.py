@@ -12,18 +12,16 @@ from typing import Callable
 
 import pytest
 
+from cpc.utils.cli import command_line_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "matplotlib", "scipy")  # each takes seconds to import on a small machine
 SUBCOMMANDS = {"cpc.eval.ABX": ["from_checkpoint", "from_pre_computed"]}
-MAIN_BLOCK = '\nif __name__ == "__main__":\n    sys.exit(main())\n'
 
 
 def cli_modules() -> list[str]:
-    """Every module of ``cpc/`` that runs as a command (ends with ``sys.exit(main())``)."""
-    return sorted(".".join(path.relative_to(ROOT).with_suffix("").parts)
-                  for path in (ROOT / "cpc").rglob("*.py")
-                  if MAIN_BLOCK in path.read_text())
+    """Every module of ``cpc/`` that runs as a command."""
+    return command_line_modules(ROOT / "cpc")
 
 
 def help_commands() -> list[list[str]]:

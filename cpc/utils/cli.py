@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 HELP_FLAGS = frozenset({"-h", "--help"})
@@ -68,3 +70,15 @@ def exit_without_teardown(code: int) -> NoReturn:
         except (OSError, ValueError):  # a closed pipe or stream: nothing left to deliver
             pass
     os._exit(code)
+
+
+MAIN_BLOCK = re.compile(r'\nif __name__ == "__main__":\n(?:    .*\n)*?'
+                        r'    (?:sys\.exit|exit_without_teardown)\(main\(\)\)\n')
+
+
+def command_line_modules(package_dir: Path) -> list[str]:
+    """Dotted names of the modules under ``package_dir`` that run as a command: those whose
+    ``__main__`` block ends by exiting with ``main()``'s status."""
+    root = package_dir.parent
+    return sorted(".".join(path.relative_to(root).with_suffix("").parts)
+                  for path in package_dir.rglob("*.py") if MAIN_BLOCK.search(path.read_text()))
