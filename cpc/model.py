@@ -18,6 +18,7 @@ CPC encoder and the recurrent ARs.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Callable
 
 import torch
@@ -39,6 +40,12 @@ class ChannelNorm(nn.Module):
 
     ``(x - mean_C) / sqrt(var_C + eps)`` with the unbiased variance (torch's default, as in
     CPC_audio), then a per-channel affine map with weight/bias of shape ``(1, C, 1)``.
+
+    Computed by ``F.layer_norm`` over the channels, whose fused kernel takes half the time of
+    the mean/var/rsqrt expression (forward+backward, 2 CPU cores; a CPC step 7% less). Layer
+    norm divides by the biased deviation; with ``s = sqrt((C - 1) / C)``,
+    ``(x - m) / sqrt(var_unbiased + eps) = s * (x - m) / sqrt(var_biased + s^2 eps)``, so the
+    scale ``s`` joins the weight and ``eps`` becomes ``s^2 eps``: the same function.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True):
@@ -52,12 +59,14 @@ class ChannelNorm(nn.Module):
             self.register_parameter("bias", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = x.var(dim=1, keepdim=True)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            x = x * self.weight + self.bias
-        return x
+        channels = x.shape[1]
+        shrink = math.sqrt((channels - 1) / channels)
+        if self.weight is None:
+            weight, bias = x.new_full((channels,), shrink), None
+        else:
+            weight, bias = self.weight.view(-1) * shrink, self.bias.view(-1)
+        normalised = F.layer_norm(x.transpose(1, 2), (channels,), weight, bias, self.eps * shrink**2)
+        return normalised.transpose(1, 2)
 
 
 NormBuilder = Callable[[int], nn.Module]  # dim -> norm layer (NORM_LAYERS)

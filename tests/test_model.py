@@ -77,16 +77,27 @@ def test_state_dict_keys_are_cpc_audio_names():
     assert layer_norm["gEncoder.batchNorm3.bias"].shape == (1, 16, 1)
 
 
-def test_channel_norm_formula():
-    norm = ChannelNorm(6)
-    with torch.no_grad():
-        norm.weight.uniform_(0.5, 2.0)
-        norm.bias.normal_()
-    x = torch.randn(3, 6, 9)
+@pytest.mark.parametrize("affine", [True, False])
+def test_channel_norm_formula(affine):
+    torch.manual_seed(0)
+    norm = ChannelNorm(6, affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 2.0)
+            norm.bias.normal_()
+    x = (torch.randn(3, 6, 9) * torch.logspace(-3, 1, 9)).requires_grad_()  # small deviations: eps matters
     mean = x.mean(dim=1, keepdim=True)
     var = ((x - mean) ** 2).sum(dim=1, keepdim=True) / (6 - 1)  # unbiased
-    expected = (x - mean) / torch.sqrt(var + 1e-5) * norm.weight + norm.bias
-    assert torch.allclose(norm(x), expected, atol=1e-6)
+    expected = (x - mean) / torch.sqrt(var + 1e-5)
+    if affine:
+        expected = expected * norm.weight + norm.bias
+    out = norm(x)
+    assert torch.allclose(out, expected, atol=1e-5)
+    target = torch.randn_like(out)
+    params = [x] + list(norm.parameters())
+    for got, want in zip(torch.autograd.grad((out * target).sum(), params),
+                         torch.autograd.grad((expected * target).sum(), params)):
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
 
 
 def test_reverse_mode_runs_backwards_in_time():
