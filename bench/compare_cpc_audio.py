@@ -3,7 +3,7 @@ configuration: wall time, steps, windows trained, trained audio seconds per wall
 peak RSS of N epochs.
 
     python bench/compare_cpc_audio.py --cpc_audio PATH [--fork PATH] [--corpus DIR]
-        [--files 64] [--epochs 1] [--only cpc_transformer cpc_linear cpcctc]
+        [--files 64] [--epochs 1] [--repeats 1] [--only cpc_transformer cpc_linear cpcctc]
 
 PATH is a checkout of facebookresearch/CPC_audio (``--fork``: chorowski-lab/CPC_audio, for the
 CPC-CTC row). Their code assumes CUDA and torchaudio; on a machine without either, a small
@@ -18,7 +18,9 @@ same-speaker sampler takes ``n // sizeWindow - 1`` windows of a speaker's ``n`` 
 31 batches on the default split, counted by running its sampler), this project's
 ``(n - offset) // sizeWindow`` (about 198 in 36 batches). So besides the wall-time ratio the
 table gives the ratio of trained audio per wall second, which does not favour the system that
-trains on more windows.
+trains on more windows. With ``--repeats R`` each config runs R times, the two systems
+alternating; the table gives the medians, and each ratio is the median of the R pairs' ratios
+(a 2-core virtual machine's speed drifts by 10-20% between minutes).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import os
 import platform
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,8 +100,8 @@ def write_split(corpus: Path, n_files: int, out: Path) -> tuple[Path, Path]:
 
 
 def measure(name: str, system: str, checkout: Path | None, corpus: Path, split: tuple[Path, Path],
-            epochs: int, work: Path) -> dict:
-    run_dir = work / f"{system}_{name}"
+            epochs: int, work: Path, repeat: int = 0) -> dict:
+    run_dir = work / f"{system}_{name}_{repeat}"
     flags = ["--pathDB", str(corpus), "--pathTrain", str(split[0]), "--pathVal", str(split[1]),
              "--file_extension", ".flac", "--pathCheckpoint", str(run_dir),
              "--nEpoch", str(epochs)] + COMMON + CONFIGS[name]
@@ -116,7 +119,7 @@ def measure(name: str, system: str, checkout: Path | None, corpus: Path, split: 
                "code = subprocess.call(sys.argv[1:]); "
                "print(f'@@ {code} {time.perf_counter() - t:.2f} "
                "{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:.2f}')"]
-    log = work / f"{system.replace(' ', '_')}_{name}.log"
+    log = work / f"{system.replace(' ', '_')}_{name}_{repeat}.log"
     out = subprocess.run(wrapper + command, env=env, capture_output=True, text=True)
     log.write_text(out.stdout + out.stderr)
     code, wall, peak = out.stdout.strip().splitlines()[-1].split()[1:]
@@ -159,6 +162,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT / "data" / "demo_corpus")
     parser.add_argument("--files", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     args = parser.parse_args()
     if not (args.corpus / "train_split.txt").is_file():
@@ -176,7 +180,8 @@ def main() -> None:
     split = write_split(args.corpus, args.files, work)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     print(f"command: python bench/compare_cpc_audio.py --cpc_audio {args.cpc_audio} --fork "
-          f"{args.fork} --files {args.files} --epochs {args.epochs}; logs in {work}")
+          f"{args.fork} --files {args.files} --epochs {args.epochs} --repeats {args.repeats}; "
+          f"logs in {work}")
     print("| config | system | wall (s) | steps | windows trained | trained audio s per wall s "
           "| peak RSS (GB) | exit |")
     print("|---|---|---|---|---|---|---|---|")
@@ -184,17 +189,33 @@ def main() -> None:
         other = args.fork if name == "cpcctc" else args.cpc_audio
         systems = [("this project", None)] + ([("CPC_audio" if name != "cpcctc" else "fork",
                                                  other)] if other else [])
-        rows = {system: measure(name, system, checkout, args.corpus, split, args.epochs, work)
-                for system, checkout in systems}
+        runs: dict[str, list[dict]] = {system: [] for system, _ in systems}
+        for repeat in range(args.repeats):
+            for system, checkout in systems:
+                runs[system].append(measure(name, system, checkout, args.corpus, split,
+                                            args.epochs, work, repeat))
+        rows = {system: median_row(measured) for system, measured in runs.items()}
         for system, row in rows.items():
             print(f"| {name} | {system} | {row['wall_s']:.1f} | {row['steps']} | {row['windows']} | "
                   f"{row['audio_per_s']:.2f} | {row['peak_gb']:.2f} | {row['code']} |", flush=True)
         if len(rows) == 2:
-            ours, theirs = rows["this project"], next(r for s, r in rows.items()
+            ours, theirs = runs["this project"], next(r for s, r in runs.items()
                                                      if s != "this project")
-            print(f"| {name} | ratio | {theirs['wall_s'] / ours['wall_s']:.2f}x less wall time | | | "
-                  f"{ours['audio_per_s'] / theirs['audio_per_s']:.2f}x the throughput | "
-                  f"{theirs['peak_gb'] / max(ours['peak_gb'], 1e-9):.2f}x less memory | |")
+            pairs = list(zip(ours, theirs))
+            wall = statistics.median(t["wall_s"] / o["wall_s"] for o, t in pairs)
+            throughput = statistics.median(o["audio_per_s"] / t["audio_per_s"] for o, t in pairs)
+            memory = statistics.median(t["peak_gb"] / max(o["peak_gb"], 1e-9) for o, t in pairs)
+            walls = ", ".join(f"{t['wall_s'] / o['wall_s']:.2f}" for o, t in pairs)
+            print(f"| {name} | ratio | {wall:.2f}x less wall time ({walls}) | | | "
+                  f"{throughput:.2f}x the throughput | {memory:.2f}x less memory | |")
+
+
+def median_row(runs: list[dict]) -> dict:
+    """Each figure's median over the repeats (exit code: the worst)."""
+    row = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "code"}
+    row["code"] = max(run["code"] for run in runs)
+    row["steps"], row["windows"] = round(row["steps"]), round(row["windows"])
+    return row
 
 
 if __name__ == "__main__":

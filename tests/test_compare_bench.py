@@ -69,3 +69,12 @@ def test_cpc_audio_windows_follow_its_same_speaker_sampler(tmp_path):
     (tmp_path / "train.txt").write_text("\n".join(stems[:-1]) + "\n")  # s3 is not in the split
     # s1: 10 windows - 1 = 9 (batches of 8 and 1); s2: 1 - 1 = 0
     assert bench.cpc_audio_steps_and_windows(tmp_path, tmp_path / "train.txt") == (2, 9)
+
+
+def test_repeats_are_summarised_by_medians_and_the_worst_exit_code():
+    bench = load_bench()
+    runs = [{"code": 0, "wall_s": 30.0, "peak_gb": 1.0, "steps": 36, "windows": 199, "audio_per_s": 8.0},
+            {"code": 1, "wall_s": 34.0, "peak_gb": 1.2, "steps": 36, "windows": 200, "audio_per_s": 7.0},
+            {"code": 0, "wall_s": 31.0, "peak_gb": 1.1, "steps": 36, "windows": 198, "audio_per_s": 7.5}]
+    assert bench.median_row(runs) == {"code": 1, "wall_s": 31.0, "peak_gb": 1.1, "steps": 36,
+                                      "windows": 199, "audio_per_s": 7.5}
