@@ -24,24 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cpc.utils.cli import command_line_modules  # noqa: E402 (after the path; torch-free)
-
-SUBCOMMANDS = {"cpc.eval.ABX": ["from_checkpoint", "from_pre_computed"]}
-
-
-def cli_modules() -> list[str]:
-    """Dotted names of the modules of ``cpc/`` that run as a command."""
-    return command_line_modules(ROOT / "cpc")
+from cpc.utils.cli import help_command_lines  # noqa: E402 (after the path; torch-free)
 
 
 def help_commands() -> list[list[str]]:
-    """The ``--help`` command line of every CLI and sub-command (train.py as documented)."""
-    commands = []
-    for module in cli_modules():
-        launch = ["cpc/train.py"] if module == "cpc.train" else ["-m", module]
-        commands.append(launch + ["--help"])
-        commands += [launch + [sub, "--help"] for sub in SUBCOMMANDS.get(module, [])]
-    return commands
+    """The ``--help`` command line of every CLI and sub-command."""
+    return help_command_lines(ROOT / "cpc")
 
 
 def wall_time(command: list[str]) -> float:

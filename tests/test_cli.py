@@ -12,11 +12,10 @@ from typing import Callable
 
 import pytest
 
-from cpc.utils.cli import command_line_modules
+from cpc.utils.cli import command_line_modules, help_command_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "matplotlib", "scipy")  # each takes seconds to import on a small machine
-SUBCOMMANDS = {"cpc.eval.ABX": ["from_checkpoint", "from_pre_computed"]}
 
 
 def cli_modules() -> list[str]:
@@ -25,12 +24,8 @@ def cli_modules() -> list[str]:
 
 
 def help_commands() -> list[list[str]]:
-    commands = []
-    for module in cli_modules():
-        launch = ["cpc/train.py"] if module == "cpc.train" else ["-m", module]
-        commands.append(launch + ["--help"])
-        commands += [launch + [sub, "--help"] for sub in SUBCOMMANDS.get(module, [])]
-    return commands
+    """The ``--help`` command line of every CLI and sub-command."""
+    return help_command_lines(ROOT / "cpc")
 
 
 def test_the_command_lines_are_found():

@@ -82,3 +82,17 @@ def command_line_modules(package_dir: Path) -> list[str]:
     root = package_dir.parent
     return sorted(".".join(path.relative_to(root).with_suffix("").parts)
                   for path in package_dir.rglob("*.py") if MAIN_BLOCK.search(path.read_text()))
+
+
+SUBCOMMANDS = {"cpc.eval.ABX": ("from_checkpoint", "from_pre_computed")}
+
+
+def help_command_lines(package_dir: Path) -> list[list[str]]:
+    """The ``--help`` argument lists (after ``python``) of every command line and sub-command
+    under ``package_dir``; train.py is launched as its documentation shows, the rest with -m."""
+    lines = []
+    for module in command_line_modules(package_dir):
+        launch = ["cpc/train.py"] if module == "cpc.train" else ["-m", module]
+        lines.append(launch + ["--help"])
+        lines += [launch + [sub, "--help"] for sub in SUBCOMMANDS.get(module, ())]
+    return lines
