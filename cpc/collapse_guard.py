@@ -15,7 +15,8 @@ alone.
 * ``warn``: one line naming the step and the figures (again if it recovers);
 * ``stop``: the run checkpoints the epoch in progress and ends with a message;
 * ``rollback`` (default): the last healthy state kept in memory (model, criterion / workers,
-  optimisers, schedules; copied at every healthy check) is restored, every learning rate is
+  optimisers, schedules; copied on the training device at every healthy check, so keeping it
+  reads nothing back to the host) is restored, every learning rate is
   multiplied by ``lr_factor``, the data order is drawn anew, and training continues; after
   ``max_rollbacks`` rollbacks the run stops instead.
 """
@@ -36,14 +37,14 @@ class TrainingCollapsed(CPCError):
     """The guard stopped a collapsed run (``--on_collapse stop``, or rollbacks exhausted)."""
 
 
-def cpu_copy(tree: Any) -> Any:
-    """A deep copy of a state tree with every tensor cloned to the CPU."""
+def snapshot(tree: Any) -> Any:
+    """A deep copy of a state tree, every tensor cloned where it is."""
     if isinstance(tree, torch.Tensor):
-        return tree.detach().to("cpu", copy=True)
+        return tree.detach().clone()
     if isinstance(tree, dict):
-        return {key: cpu_copy(value) for key, value in tree.items()}
+        return {key: snapshot(value) for key, value in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return type(tree)(cpu_copy(value) for value in tree)
+        return type(tree)(snapshot(value) for value in tree)
     return copy.deepcopy(tree)
 
 
@@ -76,7 +77,7 @@ class CollapseGuard:
     def keep_healthy_state(self) -> None:
         """Copy the current training state as the one to roll back to."""
         if self.mode == "rollback":
-            self._snapshot = cpu_copy(self.training.state(epoch=-1, rng={}))
+            self._snapshot = snapshot(self.training.state(epoch=-1))
             self._snapshot_rollbacks = self.rollbacks
 
     def figures(self, metrics: dict[str, float]) -> str:

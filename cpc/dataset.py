@@ -1,19 +1,22 @@
-"""LibriSpeech-format data pipeline: listing, split lists, phone labels, packs, windows, samplers.
+"""LibriSpeech-format data pipeline: listing, split lists, phone labels, audio, batches.
 
 The model sees fixed-size windows cut from the glued audio of many files, as in CPC_audio:
 files are grouped into *packs* of at most ``max_size_loaded`` samples; inside a pack, files are
 sorted by speaker and concatenated; a *sampler* turns a pack into batches of window start
-positions. While one pack trains, the next one is read in the background.
+positions (the plans, pure functions of the geometry, are in :mod:`cpc.data.plan`). While one
+pack trains, the next one is read in the background.
 
 Every user-facing problem (missing directory, unreadable file, wrong sample rate, split list
 matching nothing, bad labels...) raises :class:`DataError` with a message naming the culprit.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import random
+import threading
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +27,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from cpc.data.plan import (Pack, count_batches, make_batches, mix_seed, plan_packs,
+                           random_offset, rank_shares, too_short)
 from cpc.utils.errors import CPCError
 from cpc.utils.files import atomic_write_text
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE, SAMPLING_TYPES
@@ -317,130 +322,12 @@ def read_audio(path: str | Path) -> np.ndarray:
 
 
 @dataclass
-class Pack:
-    """Glued audio of a group of files, sorted by speaker, with its boundaries and labels."""
+class LoadedPack:
+    """A pack's glued audio (and phone labels), ready to cut windows from."""
 
-    seq_ids: np.ndarray  # (n,) indices into the dataset's sequence list, in glued order
-    seq_starts: np.ndarray  # (n+1,) sample boundaries of each file in `audio`
-    seq_speakers: np.ndarray  # (n,) speaker of each file
-    audio: torch.Tensor | None = None  # (N,) float32, None until loaded
-    phones: torch.Tensor | None = None  # (N // 160,) long, with phone labels
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.seq_starts[-1])
-
-    def speaker_bounds(self) -> np.ndarray:
-        """Sample boundaries of the runs of files with the same speaker (n_runs + 1,)."""
-        change = np.flatnonzero(np.diff(self.seq_speakers)) + 1
-        return self.seq_starts[np.concatenate([[0], change, [len(self.seq_speakers)]])]
-
-
-def plan_packs(seqs: Sequence[SeqInfo], max_size_loaded: int, rng: random.Random) -> list[Pack]:
-    """Shuffle files (seeded), group them into packs of at most max_size_loaded samples, and
-    sort each pack by (speaker, path) so that a speaker's audio is contiguous."""
-    order = list(range(len(seqs)))
-    rng.shuffle(order)
-    groups: list[list[int]] = [[]]
-    size = 0
-    for index in order:
-        if groups[-1] and size + seqs[index].n_samples > max_size_loaded:
-            groups.append([])
-            size = 0
-        groups[-1].append(index)
-        size += seqs[index].n_samples
-    packs = []
-    for group in groups:
-        group.sort(key=lambda i: (seqs[i].speaker, seqs[i].path))
-        lengths = np.array([seqs[i].n_samples for i in group], dtype=np.int64)
-        packs.append(Pack(seq_ids=np.array(group, dtype=np.int64),
-                          seq_starts=np.concatenate([[0], np.cumsum(lengths)]),
-                          seq_speakers=np.array([seqs[i].speaker for i in group], dtype=np.int64)))
-    return packs
-
-
-# --------------------------------------------------------------------------------------------
-# Samplers: pure functions from a pack's geometry to batches of window start samples
-# --------------------------------------------------------------------------------------------
-
-def _windows_in(start: int, end: int, size_window: int, offset: int) -> list[int]:
-    """Start samples of the windows of [start + offset, end) that fit entirely."""
-    count = max(0, (end - start - offset) // size_window)
-    return [start + offset + k * size_window for k in range(count)]
-
-
-def _chunk(items: list[int], size: int) -> list[list[int]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def grouped_batches(bounds: Sequence[int], size_window: int, batch_size: int, offset: int,
-                    rng: random.Random) -> list[list[int]]:
-    """Batches whose windows all lie inside one interval of ``bounds`` (a speaker or a file).
-
-    Windows are shuffled inside each interval and cut into batches (the last batch of an interval
-    may be smaller); the batch order is then shuffled. This is CPC_audio's same-speaker sampler.
-    """
-    batches = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        windows = _windows_in(int(start), int(end), size_window, offset)
-        rng.shuffle(windows)
-        batches.extend(_chunk(windows, batch_size))
-    rng.shuffle(batches)
-    return batches
-
-
-def uniform_batches(total: int, size_window: int, batch_size: int, offset: int,
-                    rng: random.Random) -> list[list[int]]:
-    """Full batches of windows drawn without replacement from the whole pack."""
-    windows = _windows_in(0, total, size_window, offset)
-    rng.shuffle(windows)
-    n_full = len(windows) // batch_size
-    return _chunk(windows[:n_full * batch_size], batch_size)
-
-
-def sequential_batches(total: int, size_window: int, batch_size: int, offset: int
-                       ) -> list[list[int]]:
-    """Consecutive windows in order; the last batch may be smaller (evaluation and capture)."""
-    return _chunk(_windows_in(0, total, size_window, offset), batch_size)
-
-
-def rank_share(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
-    """This rank's batches: every ``world_size``-th one, after dropping the remainder so that
-    all ranks take the same number of steps (distributed training stays in lockstep)."""
-    if world_size == 1:
-        return batches
-    usable = len(batches) - len(batches) % world_size
-    return batches[rank:usable:world_size]
-
-
-def make_batches(pack: Pack, sampling_type: str, size_window: int, batch_size: int, offset: int,
-                 rng: random.Random) -> list[list[int]]:
-    """Window start samples of one pack, batched as ``sampling_type`` says."""
-    if sampling_type in ("samespeaker", "samesequence"):
-        return grouped_batches(group_bounds(pack, sampling_type), size_window, batch_size,
-                               offset, rng)
-    if sampling_type == "uniform":
-        return uniform_batches(pack.n_samples, size_window, batch_size, offset, rng)
-    if sampling_type == "sequential":
-        return sequential_batches(pack.n_samples, size_window, batch_size, offset)
-    raise DataError(f"--samplingType {sampling_type!r} is not one of {', '.join(SAMPLING_TYPES)}")
-
-
-def group_bounds(pack: Pack, sampling_type: str) -> np.ndarray:
-    """Sample boundaries of the stretches a window may not cross under ``sampling_type``."""
-    if sampling_type == "samespeaker":
-        return pack.speaker_bounds()
-    if sampling_type == "samesequence":
-        return pack.seq_starts
-    return np.array([0, pack.n_samples])
-
-
-def too_short(packs: Sequence[Pack], sampling_type: str, size_window: int) -> tuple[int, int]:
-    """Stretches (speakers, files or packs) shorter than one window, which no window covers:
-    how many, and their samples."""
-    lengths = np.concatenate([np.diff(group_bounds(pack, sampling_type)) for pack in packs])
-    short = lengths[lengths < size_window]
-    return len(short), int(short.sum())
+    pack: Pack
+    audio: torch.Tensor  # (N,) float32
+    phones: torch.Tensor | None  # (N // 160,) long, with phone labels
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,10 +345,18 @@ class Batch:
     seq_offset: torch.Tensor  # (B,) long: sample offset of the window start in that sequence
     frame_seq_index: torch.Tensor | None = None  # (B, sizeWindow // 160): file of each frame
 
+    def _map(self, move) -> "Batch":
+        apply = lambda t: None if t is None else move(t)  # noqa: E731
+        return Batch(apply(self.audio), apply(self.speaker), apply(self.phones),
+                     apply(self.seq_index), apply(self.seq_offset), apply(self.frame_seq_index))
+
     def to(self, device: torch.device | str) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.audio), move(self.speaker), move(self.phones),
-                     move(self.seq_index), move(self.seq_offset), move(self.frame_seq_index))
+        """On ``device``; the copy is asynchronous from pinned memory."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> "Batch":
+        """In page-locked memory, from which a copy to the GPU does not stall the host."""
+        return self._map(lambda t: t.pin_memory())
 
     def __len__(self) -> int:
         return self.audio.shape[0]
@@ -471,47 +366,77 @@ class AudioBatchData:
     """Windows over the glued audio of a list of files, loaded pack by pack.
 
     ``phone_labels`` (stem -> frame ids) must cover ``sequences`` with lengths already reconciled
-    by :func:`attach_phone_labels`. Two packs are in memory at most (the current one and the one
-    being prefetched), so peak audio memory is about ``2 * max_size_loaded * 4`` bytes.
+    by :func:`attach_phone_labels`. Under torchrun (``world_size`` > 1) this rank owns a share
+    of the files (:func:`~cpc.data.plan.rank_shares`, fixed by ``seed``) and reads only those,
+    in packs of ``max_size_loaded / world_size`` samples re-planned every epoch. Two packs are
+    in memory at most (the current one and the one being prefetched), so peak audio memory per
+    rank is about ``2 * max_size_loaded / world_size * 4`` bytes.
     """
 
     def __init__(self, path_db: str | Path, size_window: int, sequences: Sequence[SeqInfo],
                  phone_labels: dict[str, np.ndarray] | None, n_speakers: int,
                  n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
-                 seed: int = 0) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if size_window <= 0 or size_window % FRAME_SIZE:
             raise DataError(f"--sizeWindow {size_window} must be a positive multiple of "
                             f"{FRAME_SIZE} (one encoder frame)")
         if not sequences:
             raise DataError(f"no file to load from {path_db}")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is not in [0, {world_size})")
         self.path_db = Path(path_db)
         self.size_window = size_window
         self.sequences = list(sequences)
         self.phone_labels = phone_labels
         self.n_speakers = n_speakers
         self.n_process_loader = max(1, n_process_loader)
-        self.rng = random.Random(seed)
-        self.packs = plan_packs(self.sequences, max_size_loaded, self.rng)
-        if all(p.n_samples < size_window for p in self.packs):
+        self.max_size_loaded = max_size_loaded
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self._lengths = [s.n_samples for s in self.sequences]
+        self._speakers = [s.speaker for s in self.sequences]
+        self._paths = [s.path for s in self.sequences]
+        self.share = rank_shares(self._lengths, world_size, seed)[rank]
+        self.max_pack_samples = max(1, max_size_loaded // world_size)
+        self._plans: dict[tuple[int, int], list[Pack]] = {}
+        longest = max(p.n_samples for p in self.plan(0))
+        if longest < size_window:
             raise DataError(f"no window of --sizeWindow {size_window} samples fits: the longest "
-                            f"pack of {path_db} holds {max(p.n_samples for p in self.packs)} "
-                            f"samples")
-        self._current = 0  # index of the pack in memory (or being loaded first)
-        self._prefetch_pool = ThreadPoolExecutor(1, thread_name_prefix="cpc-pack")
-        self._pending: dict[int, Future] = {0: self._prefetch_pool.submit(self._load, 0)}
+                            f"pack of {path_db} holds {longest} samples")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cpc-pack")
+        self._loads: dict[tuple[int, ...], Future] = {}
+        self._lock = threading.Lock()
+
+    # -- plans ---------------------------------------------------------------------------------
+    def plan(self, epoch: int, generation: int = 0) -> list[Pack]:
+        """This rank's packs in epoch ``epoch`` (``generation`` counts the data orders drawn
+        anew by collapse rollbacks): a pure function of the seed and these numbers."""
+        key = (epoch, generation)
+        if key not in self._plans:
+            if len(self._plans) > 4:
+                self._plans.pop(next(iter(self._plans)))
+            rng = random.Random(mix_seed(self.seed, epoch, generation, self.rank))
+            self._plans[key] = plan_packs(self.share, self._lengths, self._speakers, self._paths,
+                                          self.max_pack_samples, rng)
+        return self._plans[key]
+
+    def _whole_plan(self) -> list[Pack]:
+        """The packs of every file in one process (for the facts below)."""
+        return plan_packs(range(len(self.sequences)), self._lengths, self._speakers,
+                          self._paths, self.max_size_loaded, random.Random(self.seed))
 
     # -- facts ---------------------------------------------------------------------------------
     @property
     def n_packs(self) -> int:
-        return len(self.packs)
+        """This rank's packs per epoch."""
+        return len(self.plan(0))
 
     @property
     def n_samples(self) -> int:
-        return sum(p.n_samples for p in self.packs)
+        return sum(self._lengths)
 
     def n_windows(self) -> int:
-        """Windows per epoch at offset 0 (all packs)."""
-        return sum(p.n_samples // self.size_window for p in self.packs)
+        """Windows per epoch at offset 0 (all files, all ranks)."""
+        return sum(p.n_samples // self.size_window for p in self._whole_plan())
 
     def getNSpeakers(self) -> int:
         return self.n_speakers
@@ -531,7 +456,7 @@ class AudioBatchData:
     def unused_audio(self, sampling_type: str) -> str | None:
         """A warning when some audio is in stretches shorter than one window (no window of
         ``sampling_type`` can cover it), saying how many and how much; None otherwise."""
-        count, samples = too_short(self.packs, sampling_type, self.size_window)
+        count, samples = too_short(self._whole_plan(), sampling_type, self.size_window)
         if not count:
             return None
         unit = {"samespeaker": "speakers' audio", "samesequence": "files"}.get(sampling_type,
@@ -541,16 +466,18 @@ class AudioBatchData:
                 f"{sampling_type}")
 
     def describe(self) -> str:
-        """One line: files, hours, speakers, phones, windows, packs."""
+        """One line: files, hours, speakers, phones, windows, packs (and the share per rank)."""
         s = self.summary()
         phones = f", {s['phones']} phones" if "phones" in s else ""
+        ranks = f" per process, each of {self.world_size} reading 1/{self.world_size} of " \
+                f"the files" if self.world_size > 1 else ""
         return (f"{s['files']} files, {s['hours']:.2f} h, {s['speakers']} speakers{phones}, "
-                f"{s['windows']} windows of {s['size_window']} samples, {s['packs']} pack(s)")
+                f"{s['windows']} windows of {s['size_window']} samples, {s['packs']} "
+                f"pack(s){ranks}")
 
     # -- loading -------------------------------------------------------------------------------
-    def _load(self, index: int) -> Pack:
-        pack = self.packs[index]
-        paths = [self.path_db / self.sequences[i].path for i in pack.seq_ids]
+    def _read(self, pack: Pack) -> LoadedPack:
+        paths = [self.path_db / self._paths[i] for i in pack.seq_ids]
         with ThreadPoolExecutor(self.n_process_loader) as pool:
             arrays = list(pool.map(read_audio, paths))
         audio = np.empty(pack.n_samples, dtype=np.float32)
@@ -565,51 +492,46 @@ class AudioBatchData:
         phones = None
         if self.phone_labels is not None:
             phones = torch.from_numpy(np.concatenate(
-                [self.phone_labels[self.sequences[i].stem][:self.sequences[i].n_samples
-                                                           // FRAME_SIZE]
+                [self.phone_labels[self.sequences[i].stem][:self._lengths[i] // FRAME_SIZE]
                  for i in pack.seq_ids]).astype(np.int64))
-        return Pack(pack.seq_ids, pack.seq_starts, pack.seq_speakers, torch.from_numpy(audio),
-                    phones)
+        return LoadedPack(pack, torch.from_numpy(audio), phones)
 
-    def _pack(self, index: int) -> Pack:
-        """Pack ``index`` in memory, waiting for its prefetch; starts prefetching the next one."""
-        if index not in self._pending:
-            self._pending[index] = self._prefetch_pool.submit(self._load, index)
-        pack = self._pending[index].result()
-        for other in list(self._pending):
-            if other != index:
-                self._pending.pop(other).cancel()
-        self._current = index
-        following = (index + 1) % self.n_packs
-        if following != index and following not in self._pending:
-            self._pending[following] = self._prefetch_pool.submit(self._load, following)
-        return pack
+    def prefetch(self, pack: Pack) -> None:
+        """Start reading ``pack`` in the background (nothing if it is read or being read)."""
+        with self._lock:
+            if pack.key not in self._loads:
+                self._loads[pack.key] = self._pool.submit(self._read, pack)
 
-    def epoch_state(self) -> dict:
-        """What decides the next epoch's batches: the random state and the pack in memory."""
-        return {"rng": self.rng.getstate(), "current_pack": self._current}
-
-    def restore_epoch_state(self, state: dict) -> None:
-        """Replay an epoch from its start (a run resumed in the middle of that epoch)."""
-        self.rng.setstate(state["rng"])
-        self._current = state["current_pack"]
+    def load(self, pack: Pack, then: Pack | None = None) -> LoadedPack:
+        """``pack``'s audio, waiting for its read; every other pack is dropped, and ``then``
+        (the next one) starts reading in the background."""
+        self.prefetch(pack)
+        loaded = self._loads[pack.key].result()
+        with self._lock:
+            keep = {pack.key} | ({then.key} if then is not None else set())
+            for key in [k for k in self._loads if k not in keep]:
+                self._loads.pop(key).cancel()
+        if then is not None:
+            self.prefetch(then)
+        return loaded
 
     def close(self) -> None:
-        """Stop the background loader (also done at interpreter exit)."""
-        self._prefetch_pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the background reads (also done at interpreter exit)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- batches -------------------------------------------------------------------------------
-    def make_batch(self, pack: Pack, starts: Sequence[int], frame_provenance: bool = False
-                   ) -> Batch:
-        """The windows starting at ``starts`` samples of ``pack`` (with the file of every frame
-        when ``frame_provenance``: windows may span several glued files)."""
+    def make_batch(self, loaded: LoadedPack, starts: Sequence[int],
+                   frame_provenance: bool = False) -> Batch:
+        """The windows starting at ``starts`` samples of a loaded pack (with the file of every
+        frame when ``frame_provenance``: windows may span several glued files)."""
+        pack = loaded.pack
         starts_np = np.asarray(starts, dtype=np.int64)
-        audio = torch.stack([pack.audio[s:s + self.size_window] for s in starts_np]).unsqueeze(1)
+        audio = torch.stack([loaded.audio[s:s + self.size_window] for s in starts_np]).unsqueeze(1)
         position = np.searchsorted(pack.seq_starts, starts_np, side="right") - 1
         phones = None
-        if pack.phones is not None:
+        if loaded.phones is not None:
             frames = self.size_window // FRAME_SIZE
-            phones = torch.stack([pack.phones[s // FRAME_SIZE: s // FRAME_SIZE + frames]
+            phones = torch.stack([loaded.phones[s // FRAME_SIZE: s // FRAME_SIZE + frames]
                                   for s in starts_np])
         frame_seq_index = None
         if frame_provenance:
@@ -625,94 +547,133 @@ class AudioBatchData:
                      frame_seq_index=frame_seq_index)
 
     def getDataLoader(self, batchSize: int, samplingType: str = "samespeaker",
-                      randomOffset: bool = True, frame_provenance: bool = False,
-                      rank: int = 0, world_size: int = 1) -> "AudioLoader":
-        """An iterable over one epoch of batches (every pack); iterate it again for each epoch.
-
-        ``frame_provenance`` adds the file of every frame to each batch (captures). With
-        ``world_size`` > 1, every rank draws the same batches (same seed) and takes its share.
+                      randomOffset: bool = True, frame_provenance: bool = False
+                      ) -> "AudioLoader":
+        """An iterable over one epoch of this rank's batches (every pack); iterate it again for
+        each epoch. ``frame_provenance`` adds the file of every frame to each batch (captures).
         """
-        if not 0 <= rank < world_size:
-            raise DataError(f"rank {rank} is not in [0, {world_size})")
         if samplingType not in SAMPLING_TYPES:
             raise DataError(f"--samplingType {samplingType!r} is not one of "
                             f"{', '.join(SAMPLING_TYPES)}")
         if batchSize <= 0:
             raise DataError(f"batch size must be positive, got {batchSize}")
-        return AudioLoader(self, batchSize, samplingType, randomOffset, frame_provenance, rank,
-                           world_size)
+        return AudioLoader(self, batchSize, samplingType, randomOffset, frame_provenance)
 
 
 class AudioLoader:
-    """One epoch of batches per iteration, pack after pack, with a fresh random offset per pack.
+    """One epoch of batches per iteration, pack after pack, each pack with its random offset.
 
-    The offset is a multiple of 160 samples in [0, sizeWindow / 2], so encoder frames always line
-    up with the 10 ms phone labels. Iteration starts at the pack already in memory, so a dataset
-    that fits in one pack is read from disk once.
+    Without :meth:`set_epoch` every iteration is epoch 0 (evaluation, probes, captures: the
+    same windows each time). A training loop calls ``set_epoch(epoch)`` first, as with
+    torch's DistributedSampler: the packs are re-planned and the draws re-seeded per epoch, so
+    an epoch is reproducible from its number alone. ``limit`` truncates the epoch (ranks agree
+    on the shortest share, to stay in lockstep) and ``skip`` passes over its first batches
+    without building them (a resumed epoch); both apply to the next iteration.
     """
 
     def __init__(self, dataset: AudioBatchData, batch_size: int, sampling_type: str,
-                 random_offset: bool, frame_provenance: bool = False, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 random_offset: bool, frame_provenance: bool = False) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.sampling_type = sampling_type
         self.random_offset = random_offset
         self.frame_provenance = frame_provenance
-        self.rank = rank
-        self.world_size = world_size
-        self.skip = 0  # batches of the next epoch to pass over without building them
+        self.epoch, self.generation = 0, 0
+        self.epochs_advance = False  # set_epoch called: the next epoch follows this one
+        self.limit: int | None = None
+        self.skip = 0
 
-    def _offset(self) -> int:
-        if not self.random_offset:
-            return 0
-        return self.dataset.rng.randint(0, self.dataset.size_window // 2 // FRAME_SIZE) \
-            * FRAME_SIZE
+    def set_epoch(self, epoch: int, generation: int = 0) -> None:
+        """Plan epoch ``epoch`` (data order ``generation``) and start reading its first pack."""
+        self.epoch, self.generation, self.epochs_advance = epoch, generation, True
+        self.limit, self.skip = None, 0
+        self.dataset.prefetch(self._packs()[0])
+
+    def _packs(self) -> list[Pack]:
+        return self.dataset.plan(self.epoch, self.generation)
+
+    def _draws(self, index: int) -> tuple[int, random.Random]:
+        """Pack ``index``'s offset, and the generator its batches are then drawn from."""
+        data = self.dataset
+        rng = random.Random(mix_seed(data.seed, self.epoch, self.generation, data.rank,
+                                     index + 1))
+        return (random_offset(rng, data.size_window) if self.random_offset else 0), rng
+
+    def _counts(self) -> list[int]:
+        return [count_batches(pack, self.sampling_type, self.dataset.size_window,
+                              self.batch_size, self._draws(i)[0])
+                for i, pack in enumerate(self._packs())]
+
+    def local_length(self) -> int:
+        """Batches of this rank's share in the planned epoch."""
+        return sum(self._counts())
 
     def __len__(self) -> int:
-        """Number of batches of an epoch at offset 0 (the exact count varies with the offset)."""
-        rng = random.Random(0)
-        return sum(len(rank_share(make_batches(p, self.sampling_type, self.dataset.size_window,
-                                               self.batch_size, 0, rng),
-                                  self.rank, self.world_size))
-                   for p in self.dataset.packs)
+        """Batches of the planned epoch (after ``limit``, skipped ones included)."""
+        length = self.local_length()
+        return length if self.limit is None else min(length, self.limit)
+
+    def _following(self, index: int) -> Pack:
+        """The pack read after pack ``index``: the next one, or the next epoch's first."""
+        packs = self._packs()
+        if index + 1 < len(packs):
+            return packs[index + 1]
+        if self.epochs_advance:
+            return self.dataset.plan(self.epoch + 1, self.generation)[0]
+        return packs[0]
 
     def __iter__(self) -> Iterator[Batch]:
-        """One epoch; the first ``self.skip`` batches (done before an interruption) are drawn
-        the same way, so the random stream is replayed, but not built (``skip`` is then reset)."""
+        """One epoch; its first ``skip`` batches are passed over (their packs are not read)."""
         data = self.dataset
-        first = data._current
         skip, self.skip = self.skip, 0
-        for step in range(data.n_packs):
-            pack = data._pack((first + step) % data.n_packs)
-            batches = rank_share(make_batches(pack, self.sampling_type, data.size_window,
-                                              self.batch_size, self._offset(), data.rng),
-                                 self.rank, self.world_size)
-            for starts in batches[skip:]:
-                yield data.make_batch(pack, starts, self.frame_provenance)
-            skip = max(0, skip - len(batches))
-
+        total = len(self)
+        counts = self._counts()
+        position = 0
+        for index, (pack, count) in enumerate(zip(self._packs(), counts)):
+            if position >= total:
+                return
+            if position + count <= skip:
+                position += count
+                continue
+            offset, rng = self._draws(index)
+            batches = make_batches(pack, self.sampling_type, data.size_window,
+                                   self.batch_size, offset, rng)
+            loaded = None  # the previous pack is freed before the next one is held
+            loaded = data.load(pack, then=self._following(index))
+            for starts in batches:
+                if position >= total:
+                    return
+                if position >= skip:
+                    yield data.make_batch(loaded, starts, self.frame_provenance)
+                position += 1
 
 
 @dataclass
-class CorpusData:
-    """Training and validation windows of one corpus, and its label inventories."""
+class CorpusSelection:
+    """The files of a run, listed before any audio is read (once, by rank 0 under torchrun)."""
 
-    train: AudioBatchData
-    val: AudioBatchData
+    path_db: str
+    train: list[SeqInfo]
+    val: list[SeqInfo]
     speakers: list[str]
     n_phones: int  # 0 without phone labels
+    path_phone_data: str | None = None
+    labels: dict[str, np.ndarray] | None = None  # parsed phone labels (not shared: re-read)
 
-    def close(self) -> None:
-        self.train.close()
-        self.val.close()
+    def shareable(self) -> "CorpusSelection":
+        """This selection without its parsed labels, which each rank reads from the file."""
+        return dataclasses.replace(self, labels=None)
+
+    def with_labels(self) -> "CorpusSelection":
+        if self.path_phone_data and self.labels is None:
+            return dataclasses.replace(self, labels=parseSeqLabels(self.path_phone_data)[0])
+        return self
 
 
-def build_datasets(path_db: str | Path, extension: str, path_train: str | None,
-                   path_val: str | None, path_phone_data: str | None, size_window: int,
-                   n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
-                   seed: int = 0, ignore_cache: bool = False,
-                   max_files: tuple[int, int] | None = None) -> CorpusData:
+def select_corpus(path_db: str | Path, extension: str, path_train: str | None,
+                  path_val: str | None, path_phone_data: str | None, n_process_loader: int = 8,
+                  seed: int = 0, ignore_cache: bool = False,
+                  max_files: tuple[int, int] | None = None) -> CorpusSelection:
     """List pathDB, apply the split lists (or a seeded 99/1 split), attach phone labels.
 
     ``max_files`` = (train, val) keeps only that many files of each part (``--debug``).
@@ -736,10 +697,61 @@ def build_datasets(path_db: str | Path, extension: str, path_train: str | None,
         labels, n_phones = parseSeqLabels(path_phone_data)
         train = attach_phone_labels(train, labels, path_db, path_phone_data)
         val = attach_phone_labels(val, labels, path_db, path_phone_data)
+    return CorpusSelection(str(path_db), train, val, speakers, n_phones,
+                           str(path_phone_data) if path_phone_data else None, labels)
+
+
+@dataclass
+class CorpusData:
+    """Training and validation windows of one corpus (this rank's share), and its label
+    inventories."""
+
+    train: AudioBatchData
+    val: AudioBatchData
+    speakers: list[str]
+    n_phones: int  # 0 without phone labels
+    selection: CorpusSelection | None = None
+    _whole: "CorpusData | None" = None
+
+    def whole(self) -> "CorpusData":
+        """Every file of the corpus in one process (the probes' data): this data itself in a
+        one-process run, else a view built at the first call and closed with this one."""
+        if self.train.world_size == 1:
+            return self
+        if self._whole is None:
+            self._whole = build_corpus_data(self.selection, self.train.size_window,
+                                            self.train.n_process_loader,
+                                            self.train.max_size_loaded, self.train.seed)
+        return self._whole
+
+    def close(self) -> None:
+        self.train.close()
+        self.val.close()
+        if self._whole is not None:
+            self._whole.close()
+
+
+def build_corpus_data(selection: CorpusSelection, size_window: int, n_process_loader: int = 8,
+                      max_size_loaded: int = 4_000_000_000, seed: int = 0, rank: int = 0,
+                      world_size: int = 1) -> CorpusData:
+    """The datasets of a selection, for rank ``rank`` of ``world_size``."""
+    selection = selection.with_labels()
     make = lambda part, part_seed: AudioBatchData(  # noqa: E731
-        path_db, size_window, part, labels, len(speakers), n_process_loader, max_size_loaded,
-        part_seed)
-    return CorpusData(make(train, seed), make(val, seed + 1), speakers, n_phones)
+        selection.path_db, size_window, part, selection.labels, len(selection.speakers),
+        n_process_loader, max_size_loaded, part_seed, rank, world_size)
+    return CorpusData(make(selection.train, seed), make(selection.val, seed + 1),
+                      selection.speakers, selection.n_phones, selection)
+
+
+def build_datasets(path_db: str | Path, extension: str, path_train: str | None,
+                   path_val: str | None, path_phone_data: str | None, size_window: int,
+                   n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
+                   seed: int = 0, ignore_cache: bool = False,
+                   max_files: tuple[int, int] | None = None) -> CorpusData:
+    """:func:`select_corpus` and :func:`build_corpus_data` in one process."""
+    selection = select_corpus(path_db, extension, path_train, path_val, path_phone_data,
+                              n_process_loader, seed, ignore_cache, max_files)
+    return build_corpus_data(selection, size_window, n_process_loader, max_size_loaded, seed)
 
 
 def thin_sequences(seqs: Sequence[SeqInfo], percent: float | None = None,

@@ -16,8 +16,10 @@ that visible every ``--logging_step`` steps and at every epoch end:
 * ``score_margin``: mean positive score minus mean negative score (CPC, CPC-CTC);
 * ``loss``: mean training loss since the previous check.
 
-The pair indices come from a private generator, so measuring never changes the training's
-random stream; under torchrun every figure is averaged over ranks (one all-reduce per check).
+The pair indices come from a private generator on the training device, so measuring never
+changes the training's random stream and never copies from the host; under torchrun every
+figure is averaged over ranks. The figures stay on the device until the trainer's sync point
+reads them, together with everything else due (see :mod:`cpc.trainer`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from cpc.criterion.base import CriterionOutput
-from cpc.utils.distributed import DistInfo, sum_over_ranks
+from cpc.utils.distributed import DistInfo, mean_over_ranks
 
 SATURATION_BOUND = 0.95
 SATURATING_CONTEXTS = ("LSTM", "GRU")  # context networks whose outputs are tanh-bounded
@@ -39,7 +41,7 @@ def pair_cosines(frames: torch.Tensor, n_pairs: int, generator: torch.Generator
     flat = frames.detach().float().reshape(batch * seq_len, -1)
 
     def draw(high: int) -> torch.Tensor:
-        return torch.randint(0, high, (n_pairs,), generator=generator)
+        return torch.randint(0, high, (n_pairs,), generator=generator, device=generator.device)
 
     item, t1 = draw(batch), draw(seq_len)
     t2 = (t1 + 1 + draw(max(seq_len - 1, 1))) % seq_len  # another time of the same item
@@ -51,7 +53,7 @@ def pair_cosines(frames: torch.Tensor, n_pairs: int, generator: torch.Generator
         a, b = (flat[idx.to(flat.device)] for idx in pair)
         return F.cosine_similarity(a, b, dim=-1, eps=1e-8).mean()
 
-    nan = flat.new_tensor(float("nan"))
+    nan = flat.new_full((), float("nan"))
     return (mean_cosine(within) if seq_len > 1 else nan,
             mean_cosine(across) if batch > 1 else nan)
 
@@ -102,16 +104,16 @@ def describe(metrics: dict[str, float]) -> str:
 
 
 class HealthMonitor:
-    """Measures a training step every ``every`` steps (0: only at epoch ends) and averages the
-    figures over ranks; ``latest`` holds the last check's figures."""
+    """Measures the latest observed training step when asked (the trainer asks every
+    ``--logging_step`` updates and at epoch ends); ``latest`` holds the last figures read."""
 
-    def __init__(self, every: int, part_names: list[str], saturating_context: bool,
-                 info: DistInfo = DistInfo(), seed: int = 0) -> None:
-        self.every = every
+    def __init__(self, part_names: list[str], saturating_context: bool,
+                 info: DistInfo = DistInfo(), seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
         self.part_names = part_names
         self.saturating_context = saturating_context
         self.info = info
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
         self.latest: dict[str, float] | None = None
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
@@ -124,22 +126,23 @@ class HealthMonitor:
         self._loss_count += 1
         self._last = (out.context, out.encoded, grad_norms, out.score_margin)
 
-    def due(self, global_step: int) -> bool:
-        return self.every > 0 and global_step % self.every == 0
-
-    def check(self) -> dict[str, float] | None:
-        """The figures of the latest observed step (loss: mean since the previous check)."""
+    def figures(self) -> dict[str, torch.Tensor] | None:
+        """The figures of the latest observed step as device scalars (loss: mean since the
+        previous call), None when nothing was observed since; nothing is read back."""
         if self._last is None or self._last[0] is None:
             return None
         context, encoded, grad_norms, margin = self._last
         loss = self._loss_sum / self._loss_count
-        tensors = health_metrics(context, encoded, grad_norms, self.part_names, loss, margin,
+        figures = health_metrics(context, encoded, grad_norms, self.part_names, loss, margin,
                                  self.saturating_context, self.generator)
-        names = list(tensors)
-        stacked = torch.stack([tensors[name].to(encoded.device) for name in names])
-        if self.info.active:
-            stacked = sum_over_ranks(stacked, self.info) / self.info.world_size
-        metrics = dict(zip(names, stacked.tolist()))  # the one synchronisation of a check
         self._loss_sum, self._loss_count, self._last = None, 0, None
-        self.latest = metrics
-        return metrics
+        return figures
+
+    def check(self) -> dict[str, float] | None:
+        """:meth:`figures`, averaged over ranks and read back (one synchronisation)."""
+        figures = self.figures()
+        if figures is None:
+            return None
+        stacked = mean_over_ranks(torch.stack([v.float() for v in figures.values()]), self.info)
+        self.latest = dict(zip(figures, stacked.tolist()))
+        return self.latest

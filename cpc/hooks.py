@@ -4,6 +4,8 @@
   and the collapse guard acting on them (rollback, stop, warn);
 * :class:`CheckpointHook`: a checkpoint every ``--save_step`` epochs and after the last one,
   keeping the newest ``--keep_checkpoints``, and ``checkpoint_best.pt`` (lowest validation loss);
+  the epoch in progress when the run stops, and every ``--save_interval_steps`` updates or
+  ``--save_interval_minutes`` minutes (``interrupted_checkpoint_<epoch>.pt``);
 * :class:`ProbeHook`: linear-separability probes every ``--linsep_classif_each_epochs`` epochs;
 * :class:`CaptureHook`: capture of the capture dataset, and its stats, every
   ``--captureEachEpochs`` epochs.
@@ -13,6 +15,7 @@ Probes and captures run on rank 0 only (the other ranks wait at the loop's barri
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +30,14 @@ from cpc.health import HealthMonitor, describe as describe_health
 from cpc.run_log import (LINSEP_LOG_KEYS, is_new_best, record_capture, record_health,
                          record_linsep, record_tagged)
 from cpc.stats import StatsCollector, parse_stats_spec
-from cpc.trainer import EpochEnd, EpochStats, Hook, Run, rng_state
+from cpc.trainer import EpochEnd, EpochProgress, EpochStats, Hook, Run
 from cpc.utils import checkpoint as ckpt
 
 
 class HealthHook(Hook):
-    """Feeds the health monitor every step, checks it when due and at each epoch end, logs the
-    figures and lets the collapse guard act on them."""
+    """Feeds the health monitor every step; at each sync point (every ``--logging_step`` steps
+    and at each epoch end) logs its figures, the running loss among them, and lets the collapse
+    guard act on them."""
 
     def __init__(self, monitor: HealthMonitor, guard: CollapseGuard) -> None:
         self.monitor, self.guard = monitor, guard
@@ -41,11 +45,26 @@ class HealthHook(Hook):
 
     def on_train_step(self, run: Run, out: CriterionOutput, grad_norms: torch.Tensor) -> None:
         self.monitor.observe(out, grad_norms)
-        if self.monitor.due(run.global_step):
-            self._check(run)
+
+    def sync_values(self, run: Run) -> dict[str, torch.Tensor]:
+        return self.monitor.figures() or {}
+
+    def on_sync(self, run: Run, values: dict[str, float]) -> None:
+        self.monitor.latest = values
+        record_tagged(run.logs, "health_steps",
+                      {"step": run.global_step, "epoch": run.epoch, **values})
+        run.board.scalars({"train/running_loss": values["loss"],
+                           **{f"health/{key}": value for key, value in values.items()},
+                           "health/lr": run.training.lr,
+                           "health/rollbacks": self.guard.rollbacks}, run.global_step)
+        event = self.guard.after_check(values, run.global_step, run.epoch)
+        if event is not None:
+            record_tagged(run.logs, "collapse_events", event)
+            if run.info.is_main:
+                print(event["message"], file=sys.stderr, flush=True)
 
     def after_train(self, run: Run, stats: EpochStats) -> None:
-        self._epoch_health = self._check(run) or self.monitor.latest
+        self._epoch_health = self.monitor.latest
 
     def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
         record_health(run.logs, self._epoch_health)
@@ -62,42 +81,68 @@ class HealthHook(Hook):
                 f"lower --learningRate, --clip_grad_norm or --warmup_steps, or let the guard "
                 f"roll back (--on_collapse rollback)")
 
-    def _check(self, run: Run) -> dict[str, float] | None:
-        metrics = self.monitor.check()
-        if metrics is None:
-            return None
-        record_tagged(run.logs, "health_steps",
-                      {"step": run.global_step, "epoch": run.epoch, **metrics})
-        run.board.scalars({**{f"health/{key}": value for key, value in metrics.items()},
-                           "health/lr": run.training.lr,
-                           "health/rollbacks": self.guard.rollbacks}, run.global_step)
-        event = self.guard.after_check(metrics, run.global_step, run.epoch)
-        if event is not None:
-            record_tagged(run.logs, "collapse_events", event)
-            if run.info.is_main:
-                print(event["message"], file=sys.stderr, flush=True)
-        return metrics
+
+
+def run_state(run: Run, epoch: int) -> dict:
+    """A checkpoint of ``run`` at ``epoch``: the trained state, the update count, the data
+    order (collapse rollbacks draw it anew) and the number of processes that trained it."""
+    return {**run.training.state(epoch), "global_step": run.global_step,
+            "data_generation": run.data_generation, "world_size": run.info.world_size}
 
 
 class CheckpointHook(Hook):
     """Checkpoint every ``every`` epochs and after epoch ``last_epoch``, keeping the newest
-    ``keep`` (0: all); and ``checkpoint_best.pt`` whenever the validation loss is the lowest so
-    far (outside the rotation)."""
+    ``keep`` (0: all); ``checkpoint_best.pt`` whenever the validation loss is the lowest so far
+    (outside the rotation); and the epoch in progress (``interrupted_checkpoint_<epoch>.pt``)
+    when the run stops in it, every ``every_steps`` updates and every ``every_minutes`` minutes
+    of rank 0's clock (0: never), each replacing the previous one."""
 
-    def __init__(self, every: int, last_epoch: int, keep: int) -> None:
+    def __init__(self, every: int, last_epoch: int, keep: int, every_steps: int = 0,
+                 every_minutes: float = 0.0) -> None:
         self.every, self.last_epoch, self.keep = every, last_epoch, keep
+        self.every_steps, self.every_minutes = every_steps, every_minutes
+        self._saved_step: int | None = None  # updates at the last record (None: not yet)
+        self._saved_time = time.monotonic()
+
+    def progress_due(self, run: Run) -> bool:
+        if self._saved_step is None:
+            self._saved_step = run.global_step  # counted from the (resumed) start
+        return self.every_steps > 0 and run.global_step - self._saved_step >= self.every_steps
+
+    def progress_wanted(self, run: Run) -> bool:
+        return run.info.is_main and self.every_minutes > 0 and \
+            time.monotonic() - self._saved_time >= 60 * self.every_minutes
+
+    def on_progress(self, run: Run, progress: EpochProgress) -> None:
+        self._saved_step, self._saved_time = run.global_step, time.monotonic()
+        if not run.info.is_main:
+            return
+        where = f"epoch {progress.epoch} after {progress.batches_done} batches"
+        if not run.run_dir:
+            print(f"{progress.reason}: stopped in {where} (no --pathCheckpoint, nothing saved)",
+                  flush=True)
+            return
+        state = {**run_state(run, progress.epoch), "interrupted": progress.record()}
+        path = ckpt.interrupted_checkpoint_path(run.run_dir, progress.epoch)
+        ckpt.save_checkpoint(path, state)
+        if progress.reason is None:
+            print(f"step checkpoint: {where} (update {run.global_step}): wrote {path}",
+                  flush=True)
+        else:
+            print(f"{progress.reason}: stopped in {where}; wrote {path}; rerun the same command "
+                  f"to continue", flush=True)
 
     def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
         if not run.run_dir:
             return
         state = None
         if (end.epoch + 1) % self.every == 0 or end.epoch == self.last_epoch:
-            state = run.training.state(end.epoch, rng_state(run.data))
+            state = run_state(run, end.epoch)
             ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, end.epoch), state)
             ckpt.remove_interrupted(run.run_dir, end.epoch)
             ckpt.remove_old_checkpoints(run.run_dir, self.keep)
         if is_new_best(run.logs["loss_val"]):
-            state = state or run.training.state(end.epoch, rng_state(run.data))
+            state = state or run_state(run, end.epoch)
             ckpt.save_checkpoint(ckpt.best_checkpoint_path(run.run_dir), state)
             run.logs["best_epoch"] = end.epoch
 
@@ -135,7 +180,7 @@ class ProbeHook(Hook):
     def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
         if not run.info.is_main or (end.epoch + 1) % self.every:
             return
-        metrics = probe_model(self.settings, run.training.model, run.data, self.device,
+        metrics = probe_model(self.settings, run.training.model, run.data.whole(), self.device,
                               end.epoch)
         record_linsep(run.logs, end.epoch, metrics)
         run.board.scalars({f"linsep/{key}": metrics[key] for key in LINSEP_LOG_KEYS[1:]

@@ -12,6 +12,7 @@ import torch.nn as nn
 from cpc.criterion.base import CriterionOutput
 from cpc.criterion.workers import WorkerBatchError, total_worker_loss
 from cpc.dataset import Batch
+from cpc.precision import autocast
 
 
 class CriterionObjective:
@@ -44,7 +45,7 @@ class WorkerObjective:
             try:
                 out = worker(encoded, batch.audio, batch.speaker)
             except WorkerBatchError:
-                losses.append(torch.tensor(float("nan"), device=encoded.device))
+                losses.append(encoded.new_full((), float("nan")))
                 continue
             outputs.append(out)
             losses.append(out.loss.detach())
@@ -54,16 +55,20 @@ class WorkerObjective:
 
 class TrainStep(nn.Module):
     """The model and its objective as one module, ``batch -> CriterionOutput``: the unit that
-    DistributedDataParallel wraps (gradients of the criterion or workers are averaged too)."""
+    DistributedDataParallel wraps (gradients of the criterion or workers are averaged too).
+    The forward runs under ``precision``'s autocast (see :mod:`cpc.precision`)."""
 
-    def __init__(self, model: nn.Module, objective: CriterionObjective | WorkerObjective) -> None:
+    def __init__(self, model: nn.Module, objective: CriterionObjective | WorkerObjective,
+                 precision: str = "fp32") -> None:
         super().__init__()
         self.model = model
         self.objective_modules = nn.ModuleList(objective.modules)
         self.objective = objective
+        self.precision = precision
 
     def forward(self, batch: Batch) -> CriterionOutput:
-        c_feature, encoded, _ = self.model(batch.audio, batch.speaker)
-        out = self.objective(batch, c_feature, encoded)
+        with autocast(self.precision, batch.audio.device):
+            c_feature, encoded, _ = self.model(batch.audio, batch.speaker)
+            out = self.objective(batch, c_feature, encoded)
         out.context, out.encoded = c_feature.detach(), encoded.detach()
         return out

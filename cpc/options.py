@@ -19,7 +19,7 @@ from cpc.capture.kinds import CAPTURE_KINDS
 from cpc.collapse_rule import ON_COLLAPSE, CollapseRule
 from cpc.registries import ARS, CRITERIA, ENCODERS, HEADS, NORM_LAYERS, STATS
 from cpc.utils.cli import DefaultsHelpFormatter
-from cpc.utils.constants import SAMPLING_TYPES
+from cpc.utils.constants import PRECISIONS, SAMPLING_TYPES
 
 # The recipe's stabilisers (CPC_audio has neither: --clip_grad_norm 0 --warmup_steps 0).
 DEFAULT_CLIP_GRAD_NORM = 1.0
@@ -221,6 +221,18 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nEpoch", type=int, default=200, help="Epochs to train in all.")
     group.add_argument("--batchSizeGPU", type=int, default=8,
                        help="Windows per batch (per process).")
+    group.add_argument("--update_freq", type=int, default=1,
+                       help="Accumulate the gradients of this many batches into one update "
+                            "(fairseq's --update-freq): an update sees batchSizeGPU x "
+                            "processes x update_freq windows, CPC_audio's batchSizeGPU x nGPU "
+                            "with fewer GPUs.")
+    group.add_argument("--precision", type=str, default="fp32", choices=list(PRECISIONS),
+                       help="Format of the forward: bf16 / fp16 run it under autocast (fp16 "
+                            "with a loss scale); the scores, alignments and losses stay "
+                            "float32, and so do weights and checkpoints.")
+    group.add_argument("--no_tf32", action="store_true",
+                       help="On CUDA, float32 matmuls and convolutions in full float32 instead "
+                            "of TF32 tensor cores.")
     group.add_argument("--samplingType", type=str, default="samespeaker",
                        choices=list(SAMPLING_TYPES),
                        help="How windows are grouped into batches.")
@@ -291,6 +303,13 @@ def add_save_args(parser: argparse.ArgumentParser) -> None:
                        help="Write a checkpoint every this many epochs (and after the last).")
     group.add_argument("--keep_checkpoints", type=int, default=0,
                        help="Keep only the newest this many checkpoints (0: keep all).")
+    group.add_argument("--save_interval_steps", type=int, default=0,
+                       help="Also save the epoch in progress every this many updates (0: "
+                            "never), as interrupted_checkpoint_<epoch>.pt: a killed run "
+                            "resumes from it.")
+    group.add_argument("--save_interval_minutes", type=float, default=0.0,
+                       help="Also save the epoch in progress every this many minutes (0: "
+                            "never).")
     group.add_argument("--logging_step", type=int, default=100,
                        help="Write running training scalars to TensorBoard and check the "
                             "training's health every this many steps (0: health at epoch "
@@ -311,7 +330,12 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Device")
     group.add_argument("--device", type=str, default="auto", choices=["auto", "cpu", "cuda"],
-                       help="auto: CUDA when available, else CPU.")
+                       help="auto: CUDA when available, else CPU. Several GPUs: one process "
+                            "per GPU, `torchrun --nproc_per_node N cpc/train.py ...`.")
+    group.add_argument("--dist_timeout_minutes", type=float, default=60.0,
+                       help="Under torchrun, how long a collective (NCCL, gloo) may wait for "
+                            "the other processes before the job fails; rank 0's probes and "
+                            "captures are waited for without limit.")
 
 
 # CPC_audio / CPC-CTC fork flags this project does not carry over: accepted so that their

@@ -20,6 +20,7 @@ from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser, ex
 from cpc.stats import parse_stats_spec
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE
+from cpc.utils.distributed import launched_ranks
 from cpc.utils.errors import ConfigError
 from cpc.utils.files import check_output_dir
 
@@ -67,12 +68,28 @@ def resolve_run(argv: list[str]) -> RunConfig:
         found = ckpt.load_newest_checkpoint(args.pathCheckpoint, with_interrupted=True)
         if found is None:
             raise ConfigError(f"no checkpoint of {args.pathCheckpoint} can be read")
+        check_processes(found[1], found[2], launched_ranks())
         resume = found[2]
         seed = seed if seed is not None else saved.get("random_seed")
     check_args(args, pase, explicit)
     check_output_dirs(args)
     return RunConfig(args, pase, seed if seed is not None else random.randint(0, 2**31 - 1),
                      resume, saved)
+
+
+def check_processes(path: Path, state: dict, world_size: int) -> None:
+    """A cut epoch continues only with the number of processes that began it: each process
+    trained on its own share of the files, so another number would replay other batches."""
+    cut = state.get("interrupted") or {}
+    began = cut.get("world_size", 1) if "rngs" in cut else world_size  # older: restarted
+    if began != world_size:
+        launch = "python cpc/train.py ..." if began == 1 else \
+            f"torchrun --nproc_per_node {began} cpc/train.py ..."
+        raise ConfigError(
+            f"{path} holds epoch {state['epoch']} cut after {cut['batches_done']} batches by "
+            f"{began} process(es), each reading its own share of the files; {world_size} "
+            f"cannot continue it exactly: resume with `{launch}`, or delete {path.name} to "
+            f"resume from the last finished epoch's checkpoint")
 
 
 def read_saved_args(run_dir: str) -> dict:
@@ -121,6 +138,9 @@ def check_args(args: argparse.Namespace, pase: dict | None, explicit: set[str]) 
                           "checkpoint, no log) would be saved")
     check_ranges(args)
     check_compatibility_flags(args)
+    if launched_ranks() > 1 and args.allow_nan_steps:
+        raise ConfigError("--allow_nan_steps cannot skip batches in lockstep across torchrun "
+                          "ranks; run without it (a non-finite loss then stops the run)")
     if args.sizeWindow % FRAME_SIZE:
         raise ConfigError(f"--sizeWindow {args.sizeWindow} must be a positive multiple of {FRAME_SIZE} "
                           f"samples (whole encoder frames), e.g. "
@@ -150,13 +170,15 @@ NUMBER_RANGES = (
     *((dest, 1, None, True) for dest in (
         "nEpoch", "batchSizeGPU", "hiddenEncoder", "hiddenGar", "nLevelsGRU", "save_step",
         "n_process_loader", "linsep_n_epoch", "linsepBatchSizeGPU", "linsep_net_layers",
-        "linsep_task_logging_step", "pase_stats_batches", "collapse_patience", "sizeWindow")),
+        "linsep_task_logging_step", "pase_stats_batches", "collapse_patience", "sizeWindow",
+        "update_freq")),
     *((dest, 0, None, True) for dest in (
         "keep_checkpoints", "logging_step", "warmup_steps", "allow_nan_steps", "max_rollbacks",
-        "clip_grad_norm", "limitNegsInBatch", "captureEachEpochs")),
+        "clip_grad_norm", "limitNegsInBatch", "captureEachEpochs", "save_interval_steps",
+        "save_interval_minutes")),
     *((dest, 0, None, False) for dest in (
         "learningRate", "epsilon", "linsep_lr", "linsep_epsilon", "linsep_feature_budget_gb",
-        "CPCCTCLossTemp")),
+        "CPCCTCLossTemp", "dist_timeout_minutes")),
     *((dest, 0, 1, True) for dest in ("beta1", "beta2", "linsep_beta1", "linsep_beta2")),
     ("rollback_lr_factor", 0, 1, False), ("collapse_cosine", 0, 1, False),
 )

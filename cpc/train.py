@@ -14,7 +14,6 @@ file formats in utils/checkpoint.py and run_log.py.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -34,21 +33,25 @@ import torch
 from cpc.collapse_guard import CollapseGuard, CollapseRule
 from cpc.criterion import build_criterion
 from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
-from cpc.dataset import AudioBatchData, CorpusData, build_capture_dataset, build_datasets
+from cpc.dataset import (AudioBatchData, AudioLoader, CorpusData, build_capture_dataset,
+                         build_corpus_data, select_corpus)
 from cpc.eval.linear_separability import ProbeConfig
 from cpc.health import SATURATING_CONTEXTS, HealthMonitor
 from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook, ProbeHook,
                        ProbeSettings, capture_epoch, probe_model)
 from cpc.model import build_model
 from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
-from cpc.run_config import (RunConfig, capture_kinds, criterion_name, device_name,
-                            resolve_run)
+from cpc.precision import loss_scaler, set_tf32
+from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags, criterion_name,
+                            device_name, parse_args, resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs
-from cpc.trainer import (Hook, NanBudget, Resumption, Run, Trainer, Training,
-                         restore_rng_state, seed_everything)
+from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, Trainer, Training,
+                         seed_everything)
 from cpc.utils import checkpoint as ckpt
+from cpc.utils.constants import SAMPLE_RATE
 from cpc.utils.devices import select_device
-from cpc.utils.distributed import DistInfo, broadcast_int, init_distributed, shutdown_distributed
+from cpc.utils.distributed import (DistInfo, PeerFailed, init_distributed, launched_ranks,
+                                   on_main, shutdown_distributed)
 from cpc.utils.errors import CPCError, ConfigError
 from cpc.utils.files import exclusive_lock, remove_stale_temp_files
 from cpc.utils.optim import Updater, build_adam, build_optimizer, pase_lr_factor, retune_adam
@@ -59,12 +62,18 @@ from cpc.utils.signals import StopRequest
 # The parts of a run
 # --------------------------------------------------------------------------------------------
 
-def load_data(args: argparse.Namespace, seed: int, verbose: bool = True) -> CorpusData:
-    data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
-                          args.path_phone_data, args.sizeWindow, args.n_process_loader,
-                          args.max_size_loaded, seed, args.ignore_cache,
-                          max_files=(1000, 100) if args.debug else None)
-    if verbose:
+def load_data(args: argparse.Namespace, seed: int, info: DistInfo = DistInfo()) -> CorpusData:
+    """The corpus, listed once (by rank 0 under torchrun, which shares the listing), and this
+    rank's share of it."""
+    def select():
+        selection = select_corpus(args.pathDB, args.file_extension, args.pathTrain,
+                                  args.pathVal, args.path_phone_data, args.n_process_loader,
+                                  seed, args.ignore_cache,
+                                  max_files=(1000, 100) if args.debug else None)
+        return selection.shareable() if info.active else selection
+    data = build_corpus_data(on_main(select, info), args.sizeWindow, args.n_process_loader,
+                             args.max_size_loaded, seed, info.rank, info.world_size)
+    if info.is_main:
         print(f"train: {data.train.describe()}\nval:   {data.val.describe()}", flush=True)
         for name, part in (("train", data.train), ("val", data.val)):
             unused = part.unused_audio(args.samplingType if name == "train" else "sequential")
@@ -84,8 +93,10 @@ def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[st
 def build_training(args: argparse.Namespace, pase: dict | None, device: torch.device,
                    n_speakers: int, n_phones: int) -> Training:
     """The model and, for CPC / CPC-CTC, one Adam over model and criterion; for PASE workers
-    (from --config), one Adam for the encoder and one per worker, on PASE's decay schedule."""
+    (from --config), one Adam for the encoder and one per worker, on PASE's decay schedule;
+    and fp16's loss scaler."""
     model = build_model(args).to(device)
+    scaler = loss_scaler(args.precision, device)
     if not pase:
         criterion = build_criterion(criterion_name(args), args,
                                     dim_context=model.dim_context,
@@ -95,7 +106,7 @@ def build_training(args: argparse.Namespace, pase: dict | None, device: torch.de
             list(model.parameters()) + list(criterion.parameters()), args.learningRate,
             args.beta1, args.beta2, args.epsilon, args.schedulerRamp, args.schedulerStep)
         return Training(model, CriterionObjective(criterion), {"model": optimizer},
-                        {"model": scheduler})
+                        {"model": scheduler}, scaler)
     workers = build_workers(pase["workers_config"], model.dim_encoded).to(device)
     check_sampling(workers, args.samplingType)
     groups = {"model": (model.parameters(), pase["encoder_lr_start"])}
@@ -107,7 +118,7 @@ def build_training(args: argparse.Namespace, pase: dict | None, device: torch.de
              for name, (params, lr) in groups.items()}
     return Training(model, WorkerObjective(workers),
                     {name: pair[0] for name, pair in built.items()},
-                    {name: pair[1] for name, pair in built.items()})
+                    {name: pair[1] for name, pair in built.items()}, scaler)
 
 
 def load_initial_weights(paths: list[str], model: torch.nn.Module,
@@ -144,26 +155,28 @@ def capture_settings(args: argparse.Namespace, pase: dict | None) -> CaptureSett
                            args.batchSizeGPU)
 
 
-def health_hook(args: argparse.Namespace, seed: int, training: Training, updater: Updater,
-                data: CorpusData, logs: dict, info: DistInfo) -> HealthHook:
-    monitor = HealthMonitor(args.logging_step, list(updater.parts),
-                            args.arMode in SATURATING_CONTEXTS, info, seed=seed)
+def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
+                device: torch.device) -> HealthHook:
+    training = run.training
+    monitor = HealthMonitor(list(updater.parts), args.arMode in SATURATING_CONTEXTS, run.info,
+                            seed=run.seed, device=device)
     chance = getattr(training.criterion, "chance_loss", lambda: None)()  # PASE: no chance level
     guard = CollapseGuard(
         args.on_collapse, CollapseRule(args.collapse_cosine, patience=args.collapse_patience),
-        chance, training, lambda n: data.train.rng.seed(seed + 7919 * n), args.rollback_lr_factor,
+        chance, training, lambda n: setattr(run, "data_generation", n), args.rollback_lr_factor,
         args.max_rollbacks, rollbacks=sum(e["action"] == "rollback"
-                                          for e in logs.get("collapse_events", [])))
+                                          for e in run.logs.get("collapse_events", [])))
     guard.keep_healthy_state()
     return HealthHook(monitor, guard)
 
 
-def epoch_hooks(config: RunConfig, training: Training, updater: Updater, data: CorpusData,
-                logs: dict, info: DistInfo, device: torch.device) -> list[Hook]:
+def epoch_hooks(config: RunConfig, run: Run, updater: Updater,
+                device: torch.device) -> list[Hook]:
     """The per-epoch jobs of a training run, in the order they run after each epoch."""
-    args = config.args
-    hooks: list[Hook] = [health_hook(args, config.seed, training, updater, data, logs, info),
-                         CheckpointHook(args.save_step, args.nEpoch - 1, args.keep_checkpoints)]
+    args, info = config.args, run.info
+    hooks: list[Hook] = [health_hook(args, run, updater, device),
+                         CheckpointHook(args.save_step, args.nEpoch - 1, args.keep_checkpoints,
+                                        args.save_interval_steps, args.save_interval_minutes)]
     if args.supervised_classif_metric and info.is_main:
         log_root = args.linsep_logs_dir or (str(Path(args.pathCheckpoint) / "linsep_logs")
                                             if args.pathCheckpoint else None)
@@ -181,11 +194,16 @@ def epoch_hooks(config: RunConfig, training: Training, updater: Updater, data: C
 # The three modes: train, probe once, capture once
 # --------------------------------------------------------------------------------------------
 
-def train(config: RunConfig) -> dict:
+def train(argv: list[str]) -> dict:
     """Train as the options say (one process, or one rank of torchrun); returns the logs.
-    Rank 0 holds the run directory's lock for the whole run."""
-    info, device = init_distributed(select_device(device_name(config.args)))
+    Rank 0 resolves the run (the checkpoint to resume from, the seed) for every rank and holds
+    the run directory's lock for the whole run."""
+    args, _ = parse_args(argv)
+    check_compatibility_flags(args)  # --nGPU: before it picks a device
+    device = prepare_device(args)
+    info, device = init_distributed(device, args.dist_timeout_minutes)
     try:
+        config = on_main(lambda: resolve_run(argv), info)
         with exclusive_lock(config.args.pathCheckpoint if info.is_main else None, "training"), \
                 StopRequest() as signals:
             return train_process(config, info, device, signals)
@@ -193,48 +211,91 @@ def train(config: RunConfig) -> dict:
         shutdown_distributed()
 
 
-def start_state(config: RunConfig, training: Training, data: CorpusData) -> tuple[dict, Resumption]:
-    """The run log and first epoch: from the newest checkpoint, or from --load, or fresh."""
+def prepare_device(args: argparse.Namespace) -> torch.device:
+    """The device of --device / --nGPU, with its process-wide settings: on CPU the allocator
+    keeps freed memory; on CUDA, TF32 (unless --no_tf32) and cuDNN's autotuner (unless
+    --deterministic); one process with several visible GPUs gets a warning."""
+    device = select_device(device_name(args))
+    if device.type == "cpu":
+        keep_freed_memory()
+        return device
+    set_tf32(not args.no_tf32)
+    torch.backends.cudnn.benchmark = not args.deterministic
+    visible = torch.cuda.device_count()
+    if visible > 1 and launched_ranks() == 1:
+        print(f"warning: {visible} GPUs are visible but this single process trains on one; to "
+              f"train on all of them run `torchrun --standalone --nproc_per_node {visible} "
+              f"cpc/train.py ...` with the same flags", file=sys.stderr, flush=True)
+    return device
+
+
+def start_state(config: RunConfig, training: Training, train_loader: AudioLoader,
+                info: DistInfo) -> tuple[dict, Resumption, int]:
+    """The run log, where training starts, and the data order (collapse rollbacks so far):
+    from the newest checkpoint, or from --load, or fresh."""
     args, resume = config.args, config.resume
     if resume is None:
         if args.load:
             load_initial_weights(args.load, training.model,
                                  training.criterion if args.loadCriterion else None)
-        return empty_logs(), Resumption()
+        return empty_logs(), Resumption(), 0
     training.load(resume)
-    restore_rng_state(resume["rng"], data)
-    cut = resume.get("interrupted")  # written on a stop: epoch N in progress, else N done
-    start_epoch = resume["epoch"] + (0 if cut else 1)
+    cut = resume.get("interrupted")  # epoch N in progress, else N done
+    if cut is not None and "rngs" not in cut:
+        print(f"warning: the cut epoch {resume['epoch']} was saved by an older version, whose "
+              f"data order this one cannot replay: epoch {resume['epoch']} starts again from "
+              f"its first batch", file=sys.stderr, flush=True)
+        cut = None
+        start_epoch = resume["epoch"]
+    else:
+        start_epoch = resume["epoch"] + (0 if cut else 1)
     logs_path = Path(args.pathCheckpoint) / ckpt.LOGS_FILE
     logs = truncate_logs(ckpt.read_json(logs_path), start_epoch - 1) if logs_path.is_file() \
         else empty_logs()
+    global_step = resume.get("global_step", start_epoch * len(train_loader))
+    resumption = Resumption(start_epoch, cut, global_step)
     if start_epoch >= args.nEpoch:
-        print(f"nothing to train: the run in {args.pathCheckpoint} has done its {start_epoch} "
-              f"epochs (--nEpoch {args.nEpoch}); raise --nEpoch to train on", flush=True)
-        return logs, Resumption(start_epoch, cut)
+        if info.is_main:
+            print(f"nothing to train: the run in {args.pathCheckpoint} has done its "
+                  f"{start_epoch} epochs (--nEpoch {args.nEpoch}); raise --nEpoch to train on",
+                  flush=True)
+        return logs, resumption, resume.get("data_generation", 0)
     where = f" (after its batch {cut['batches_done']})" if cut else ""
-    print(f"resuming {args.pathCheckpoint} at epoch {start_epoch}{where}", flush=True)
-    apply_changed_options(config.saved or {}, args, training, logs, start_epoch)
-    return logs, Resumption(start_epoch, cut)
+    if info.is_main:
+        print(f"resuming {args.pathCheckpoint} at epoch {start_epoch}{where}", flush=True)
+    apply_changed_options(config.saved or {}, args, training, logs, start_epoch,
+                          (resume.get("world_size", 1), info.world_size), info.is_main)
+    return logs, resumption, resume.get("data_generation", 0)
 
 
 RESUMABLE_OPTIMISER_FLAGS = ("learningRate", "beta1", "beta2", "epsilon", "schedulerStep",
                              "schedulerRamp")
+RESUMABLE_TRAINING_FLAGS = ("update_freq", "precision", "no_tf32")
 
 
 def apply_changed_options(saved: dict, args: argparse.Namespace, training: Training,
-                          logs: dict, start_epoch: int) -> None:
-    """Optimiser and schedule flags changed since the run was saved apply from the resumed
-    epoch on (the rate keeps any collapse-guard scaling); each change is printed and logged."""
-    changed = {flag: (saved[flag], getattr(args, flag)) for flag in RESUMABLE_OPTIMISER_FLAGS
+                          logs: dict, start_epoch: int, processes: tuple[int, int],
+                          report: bool = True) -> None:
+    """Optimiser, schedule and training flags changed since the run was saved, and the number
+    of processes (``processes``: then, now), apply from the resumed epoch on (the rate keeps
+    any collapse-guard scaling); each change is printed and logged."""
+    changed = {flag: (saved[flag], getattr(args, flag))
+               for flag in RESUMABLE_OPTIMISER_FLAGS + RESUMABLE_TRAINING_FLAGS
                if flag in saved and saved[flag] != getattr(args, flag)}
-    if not changed or training.workers is not None:  # PASE: the recipe's rates, refused above
-        return
-    lr_scale = args.learningRate / saved["learningRate"] if "learningRate" in changed else 1.0
-    retune_adam(training.optimizers["model"], training.schedulers["model"], lr_scale,
-                (args.beta1, args.beta2), args.epsilon)
+    if training.workers is not None:  # PASE: the recipe's rates, refused above
+        changed = {f: v for f, v in changed.items() if f not in RESUMABLE_OPTIMISER_FLAGS}
+    if any(flag in RESUMABLE_OPTIMISER_FLAGS for flag in changed):
+        lr_scale = args.learningRate / saved["learningRate"] if "learningRate" in changed \
+            else 1.0
+        retune_adam(training.optimizers["model"], training.schedulers["model"], lr_scale,
+                    (args.beta1, args.beta2), args.epsilon)
+    if processes[0] != processes[1]:
+        changed["processes"] = processes
     for flag, (was, now) in changed.items():
-        print(f"--{flag} {now} (the run had {was}): applied from epoch {start_epoch}", flush=True)
+        if report:
+            name = "processes:" if flag == "processes" else f"--{flag}"
+            print(f"{name} {now} (the run had {was}): applied from epoch {start_epoch}",
+                  flush=True)
         logs.setdefault("option_changes", []).append(
             {"epoch": start_epoch, "flag": flag, "was": was, "now": now})
 
@@ -255,38 +316,51 @@ def prepare_run_dir(config: RunConfig) -> None:
     ckpt.write_json(run_dir / ckpt.ARGS_FILE, config.saved_args())
 
 
+def effective_batch(args: argparse.Namespace, info: DistInfo) -> dict:
+    """What one update sees: windows per batch x processes x accumulated batches."""
+    windows = args.batchSizeGPU * info.world_size * args.update_freq
+    return {"windows": windows, "per_batch": args.batchSizeGPU, "processes": info.world_size,
+            "update_freq": args.update_freq,
+            "audio_seconds": windows * args.sizeWindow / SAMPLE_RATE}
+
+
 def train_process(config: RunConfig, info: DistInfo, device: torch.device,
                   signals: StopRequest) -> dict:
-    """The training of one process. Under torchrun every rank draws the same batches and takes
-    its share, DDP averages the gradients, and only rank 0 writes files or runs probes and
+    """The training of one process. Under torchrun every rank trains on its own share of the
+    files, DDP averages the gradients, and only rank 0 writes files or runs probes and
     captures (the other ranks wait)."""
     args = config.args
-    if info.active and args.allow_nan_steps:
-        raise ConfigError("--allow_nan_steps cannot skip batches in lockstep across torchrun "
-                          "ranks yet; run without it (a non-finite loss then stops the run)")
-    config = dataclasses.replace(config, seed=broadcast_int(config.seed, info, device))
     seed_everything(config.seed, args.deterministic)
-    data = load_data(args, config.seed, verbose=info.is_main)
+    data = load_data(args, config.seed, info)
     training = build_training(args, config.pase, device, len(data.speakers), data.n_phones)
     run_dir = args.pathCheckpoint if info.is_main else None  # rank 0 writes, the others read
     if run_dir:
         prepare_run_dir(config)
-    logs, resumption = start_state(config, training, data)
+    train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
+    logs, resumption, generation = start_state(config, training, train_loader, info)
     if training.workers is not None and config.resume is None:
-        print(f"estimating the workers' target statistics on {args.pase_stats_batches} batches",
-              flush=True)
+        if info.is_main:
+            print(f"estimating the workers' target statistics on {args.pase_stats_batches} "
+                  f"batches", flush=True)
         estimate_target_stats(training.workers, data.train.getDataLoader(
             args.batchSizeGPU, args.samplingType, False), args.pase_stats_batches)
     updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
-                      args.clip_grad_norm, args.warmup_steps)
-    hooks = epoch_hooks(config, training, updater, data, logs, info, device)
-    run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir)
+                      args.clip_grad_norm, args.warmup_steps, args.update_freq, training.scaler)
+    run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir, config.seed,
+              data_generation=generation)
+    batch = logs["effective_batch"] = effective_batch(args, info)
+    if info.is_main:
+        print(f"update: {batch['per_batch']} windows x {batch['processes']} process(es) x "
+              f"{batch['update_freq']} accumulated batch(es) = {batch['windows']} windows "
+              f"({batch['audio_seconds']:.1f} s of audio); precision {args.precision}",
+              flush=True)
+    hooks: list[Hook] = []
     try:
-        trainer = Trainer(run, step_module(training, info, device), updater,
-                          data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True,
-                                                   rank=info.rank, world_size=info.world_size),
-                          validation_loader(args, training, data, info), device, hooks,
-                          NanBudget(args.allow_nan_steps), args.logging_step, signals)
+        hooks = epoch_hooks(config, run, updater, device)
+        trainer = Trainer(run, step_module(training, info, device, args.precision), updater,
+                          train_loader, validation_loader(args, training, data), device, hooks,
+                          NonFiniteWatch(args.allow_nan_steps, device), args.logging_step,
+                          signals)
         logs = trainer.fit(args.nEpoch, resumption)
     finally:
         close_run(run, hooks)
@@ -296,9 +370,10 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     return logs
 
 
-def step_module(training: Training, info: DistInfo, device: torch.device) -> torch.nn.Module:
+def step_module(training: Training, info: DistInfo, device: torch.device,
+                precision: str) -> torch.nn.Module:
     """Model and objective as one module; wrapped in DDP under torchrun."""
-    module: torch.nn.Module = TrainStep(training.model, training.objective)
+    module: torch.nn.Module = TrainStep(training.model, training.objective, precision)
     if info.active:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
@@ -306,12 +381,11 @@ def step_module(training: Training, info: DistInfo, device: torch.device) -> tor
     return module
 
 
-def validation_loader(args: argparse.Namespace, training: Training, data: CorpusData,
-                      info: DistInfo):
+def validation_loader(args: argparse.Namespace, training: Training,
+                      data: CorpusData) -> AudioLoader:
     # PASE classifiers need several speakers per batch, which sequential windows rarely have
     sampling = "uniform" if training.workers is not None else "sequential"
-    return data.val.getDataLoader(args.batchSizeGPU, sampling, False, rank=info.rank,
-                                  world_size=info.world_size)
+    return data.val.getDataLoader(args.batchSizeGPU, sampling, False)
 
 
 def close_run(run: Run, hooks: list[Hook]) -> None:
@@ -322,10 +396,16 @@ def close_run(run: Run, hooks: list[Hook]) -> None:
             hook.data.close()
 
 
+def single_process(flag: str) -> None:
+    if launched_ranks() > 1:
+        raise ConfigError(f"{flag} runs in one process: run it without torchrun")
+
+
 def only_classif_metric(config: RunConfig) -> dict[str, float]:
     """--only_classif_metric: probe a trained model once; the run directory is left untouched."""
     args = config.args
-    device = select_device(device_name(args))
+    single_process("--only_classif_metric")
+    device = prepare_device(args)
     data = load_data(args, config.seed)
     model = build_model(args).to(device)
     if config.resume is not None:
@@ -344,7 +424,8 @@ def only_classif_metric(config: RunConfig) -> dict[str, float]:
 def only_capture(config: RunConfig) -> dict[str, float]:
     """--onlyCapture: capture once with the newest checkpoint; the run directory is untouched."""
     args = config.args
-    device = select_device(device_name(args))
+    single_process("--onlyCapture")
+    device = prepare_device(args)
     data, speakers = load_capture_data(args)
     training = build_training(args, config.pase, device, len(speakers), 0)
     training.load(config.resume, with_optimizers=False)
@@ -357,15 +438,16 @@ def only_capture(config: RunConfig) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    keep_freed_memory()
     try:
-        config = resolve_run(argv)
-        if config.args.only_classif_metric:
-            only_classif_metric(config)
-        elif config.args.onlyCapture:
-            only_capture(config)
+        args, _ = parse_args(argv)
+        if args.only_classif_metric:
+            only_classif_metric(resolve_run(argv))
+        elif args.onlyCapture:
+            only_capture(resolve_run(argv))
         else:
-            train(config)
+            train(argv)
+    except PeerFailed:  # rank 0 prints the error
+        return 2
     except CPCError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,41 +1,59 @@
-"""The training engine: one pass over a loader, the state a run trains and saves, and the epoch
+"""The training engine: the state a run trains and saves, one evaluation pass, and the epoch
 loop with its hooks.
 
-:class:`Trainer.fit` runs the epochs: train pass, validation pass, schedulers, the run log, then
-every :class:`Hook` in order (checkpoint, health, probes, capture + stats...). A new per-epoch
-job is a new hook in the list that ``cpc/train.py`` builds; the loop does not change. A stop
-signal (SIGTERM, first Ctrl-C) or a hook asking to stop ends the current step, and the epoch in
-progress is checkpointed so that rerunning the command continues exactly (``cpc/train.py``
-installs the signal handlers for the whole process, setup included).
+:class:`Trainer.fit` runs the epochs: training pass, validation pass, schedulers, the run log,
+then every :class:`Hook` in order (health, checkpoint, probes, capture + stats...). A new job
+is a new hook in the list that ``cpc/train.py`` builds; the loop does not change.
+
+The training pass is written for accelerators, where every read of a device value stalls the
+host until the device has caught up:
+
+* batches are built ahead in a background thread (pinned memory on CUDA), copied
+  asynchronously;
+* ``--update_freq K`` micro-batches are accumulated into one update, without DDP's gradient
+  all-reduce on the first K - 1 (``no_sync``);
+* the epoch's sums, the health figures and the count of non-finite losses stay on the device;
+  every ``--logging_step`` updates (and at the epoch's end) one *sync point* reads them all
+  at once, averaged over the ranks: one host synchronisation per logging step;
+* a stop signal (SIGTERM, first Ctrl-C) and rank 0's checkpoint clock are voted on without
+  blocking (:class:`~cpc.utils.distributed.FlagVote`), so all ranks stop or save at the same
+  step.
+
+A stop, or a step checkpoint (``--save_interval_steps`` / ``--save_interval_minutes``), records
+the epoch's *progress*: batches done, sums so far, every rank's random state. Rerunning the
+command replays the epoch's plan, passes over its done batches and continues exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from cpc.criterion.base import CriterionOutput
-from cpc.dataset import CorpusData
+from cpc.data.plan import mix_seed
+from cpc.data.prefetch import Prefetcher
+from cpc.dataset import AudioLoader, CorpusData
 from cpc.objectives import CriterionObjective, WorkerObjective
 from cpc.run_log import TensorBoard, append_logs, epoch_scalars, record_epoch_time
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import SAMPLE_RATE
-from cpc.utils.distributed import DistInfo, any_rank, barrier, sum_over_ranks
+from cpc.utils.distributed import (DistInfo, FlagVote, barrier, gather_objects, mean_over_ranks,
+                                   min_over_ranks, sum_over_ranks)
 from cpc.utils.errors import CPCError
 from cpc.utils.optim import Updater
 from cpc.utils.signals import StopRequest
 
 
 # --------------------------------------------------------------------------------------------
-# Random state (saved in checkpoints for exact resumption)
+# Random state
 # --------------------------------------------------------------------------------------------
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -44,36 +62,43 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if deterministic != torch.are_deterministic_algorithms_enabled():
         torch.use_deterministic_algorithms(deterministic)  # imports torch._inductor (~2.5 s)
+    seed_generators(seed)
+
+
+def seed_generators(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def rng_state(data: CorpusData) -> dict:
-    """Every generator a run draws from, the data samplers' included."""
+def seed_epoch(seed: int, epoch: int, generation: int, rank: int) -> None:
+    """Seed every generator for one epoch of one rank: an epoch's draws (negatives, dropout)
+    depend only on these numbers, so a run resumed at an epoch's start needs no saved state."""
+    seed_generators(mix_seed(seed, epoch, generation, rank, 0x5eed))
+
+
+def rng_state(device: torch.device) -> dict:
+    """This process's generators (the current GPU's only), for resuming mid-epoch."""
     np_state = np.random.get_state()
     state = {"python": random.getstate(), "torch": torch.get_rng_state(),
              "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                       *np_state[2:]),
-             "train_data": data.train.rng.getstate(), "val_data": data.val.rng.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+                       *np_state[2:])}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng_state(state: dict, data: CorpusData) -> None:
+def restore_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    data.train.rng.setstate(state["train_data"])
-    data.val.rng.setstate(state["val_data"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 # --------------------------------------------------------------------------------------------
-# One pass over a loader
+# Epoch sums and statistics
 # --------------------------------------------------------------------------------------------
 
 @dataclass
@@ -85,7 +110,7 @@ class EpochStats:
     step_accuracies: list[float] = field(default_factory=list)
     n_windows: int = 0
     seconds: float = 0.0
-    batches_done: int = 0  # batches taken from the loader, counting skipped ones
+    batches_done: int = 0  # batches of the epoch done, counting skipped and resumed-over ones
     interrupted: bool = False  # stopped by a signal before the end of the epoch
     audio_seconds: float = 0.0  # audio of the windows passed over
     totals: dict = field(default_factory=dict)  # EpochTotals state, all ranks summed
@@ -99,117 +124,164 @@ class EpochStats:
         return f"loss {self.loss:.4f}{accuracy}"
 
 
+class EpochTotals:
+    """Window-weighted sums of an epoch's per-step values (NaN entries, undefined for a batch,
+    left out), windows and samples, kept on ``device`` (adding one reads nothing back). A cut
+    epoch's totals are saved with its checkpoint and carried on when it resumes, so its logged
+    means equal an uninterrupted epoch's."""
+
+    def __init__(self, state: dict | None = None, device: torch.device | str = "cpu") -> None:
+        state = state or {}
+        self.device = torch.device(device)
+        self.sums = {k: v.to(self.device) for k, v in state.get("sums", {}).items()}
+        self.counts = {k: v.to(self.device) for k, v in state.get("counts", {}).items()}
+        self.n_windows = int(state.get("n_windows", 0))
+        self.n_samples = int(state.get("n_samples", 0))
+        self.seconds = float(state.get("seconds", 0.0))
+
+    def add(self, name: str, values: torch.Tensor, size: int) -> None:
+        values = values.detach().double().reshape(-1)
+        defined = ~torch.isnan(values)
+        weighted = torch.where(defined, values, 0.0) * size
+        counted = defined.double() * size
+        self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
+        self.counts[name] = self.counts[name] + counted if name in self.counts else counted
+
+    def add_batch(self, out: CriterionOutput, size: int, n_samples: int) -> None:
+        """One batch: its loss, per-step losses and accuracies, windows and samples."""
+        self.add("loss", out.loss, size)
+        self.add("steps", out.step_losses, size)
+        self.add("accs", out.step_accuracies, size)
+        self.n_windows += size
+        self.n_samples += n_samples
+
+    def reduced(self, info: DistInfo) -> "EpochTotals":
+        """The totals of every rank, in one collective. A rank may have had no batch (the
+        ranks' validation shares differ), so the layout is agreed on first."""
+        layout = {name: value.numel() for name, value in self.sums.items()}
+        if info.active:
+            layout = {name: size for sizes in gather_objects(layout, info)
+                      for name, size in sizes.items()}
+        zeros = lambda size: torch.zeros(size, dtype=torch.float64, device=self.device)  # noqa
+        flat = torch.cat([self.sums.get(name, zeros(size)) for name, size in layout.items()] +
+                         [self.counts.get(name, zeros(size)) for name, size in layout.items()] +
+                         [torch.tensor([self.n_windows, self.n_samples], dtype=torch.float64,
+                                       device=self.device)])
+        sums, counts, sizes = sum_over_ranks(flat, info).split(
+            [sum(layout.values()), sum(layout.values()), 2])
+        out = EpochTotals({"seconds": self.seconds}, self.device)
+        out.sums = dict(zip(layout, sums.split(list(layout.values()))))
+        out.counts = dict(zip(layout, counts.split(list(layout.values()))))
+        out.n_windows, out.n_samples = (int(v) for v in sizes.tolist())
+        return out
+
+    def state(self) -> dict:
+        """Plain CPU values, for a checkpoint."""
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()},
+                "counts": {k: v.cpu() for k, v in self.counts.items()},
+                "n_windows": self.n_windows, "n_samples": self.n_samples,
+                "seconds": self.seconds}
+
+    def stats(self, batches_done: int, interrupted: bool) -> EpochStats:
+        if self.n_windows == 0:
+            return EpochStats(seconds=self.seconds, batches_done=batches_done,
+                              interrupted=interrupted, totals=self.state())
+        mean = {name: (self.sums[name] / self.counts[name]).tolist() for name in self.sums}
+        return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], self.n_windows,
+                          self.seconds, batches_done, interrupted,
+                          self.n_samples / SAMPLE_RATE, self.state())
+
+
+# --------------------------------------------------------------------------------------------
+# Non-finite losses
+# --------------------------------------------------------------------------------------------
+
 class NonFiniteLoss(CPCError):
     """The loss became NaN or infinite more often than --allow_nan_steps allows."""
 
 
-@dataclass
-class NanBudget:
-    """How many training batches with a non-finite loss may be skipped (--allow_nan_steps)."""
+class NonFiniteWatch:
+    """Training batches whose loss is not finite.
 
-    allowed: int
-    used: int = 0
-
-    def charge(self, where: str) -> None:
-        self.used += 1
-        if self.used > self.allowed:
-            raise NonFiniteLoss(f"non-finite loss at {where} (--allow_nan_steps {self.allowed})")
-        print(f"warning: non-finite loss at {where}: batch skipped ({self.used} of "
-              f"--allow_nan_steps {self.allowed})", file=sys.stderr, flush=True)
-
-
-class EpochTotals:
-    """Window-weighted sums of an epoch's per-step values (NaN entries, undefined for a batch,
-    left out), windows and samples. A cut epoch's totals are saved with its checkpoint and
-    carried on when it resumes, so its logged means equal an uninterrupted epoch's."""
-
-    def __init__(self, state: dict | None = None) -> None:
-        state = state or {}
-        self.sums: dict[str, torch.Tensor] = dict(state.get("sums", {}))
-        self.counts: dict[str, torch.Tensor] = dict(state.get("counts", {}))
-        self.n_windows = torch.tensor(state.get("n_windows", 0))
-        self.n_samples = torch.tensor(state.get("n_samples", 0))
-        self.seconds = float(state.get("seconds", 0.0))
-
-    def add(self, name: str, values: torch.Tensor, size: int) -> None:
-        values = values.detach().double().cpu().reshape(-1)
-        defined = ~torch.isnan(values)
-        self.sums[name] = self.sums.get(name, 0) + torch.where(defined, values, 0.0) * size
-        self.counts[name] = self.counts.get(name, 0) + defined.double() * size
-
-    def reduced(self, info: DistInfo) -> "EpochTotals":
-        """The totals of every rank."""
-        out = EpochTotals({"seconds": self.seconds})
-        out.sums = {name: sum_over_ranks(value, info) for name, value in self.sums.items()}
-        out.counts = {name: sum_over_ranks(value, info) for name, value in self.counts.items()}
-        out.n_windows = sum_over_ranks(self.n_windows, info)
-        out.n_samples = sum_over_ranks(self.n_samples, info)
-        return out
-
-    def state(self) -> dict:
-        return {"sums": self.sums, "counts": self.counts, "n_windows": int(self.n_windows),
-                "n_samples": int(self.n_samples), "seconds": self.seconds}
-
-    def stats(self, batches_done: int, interrupted: bool) -> EpochStats:
-        if int(self.n_windows) == 0:
-            return EpochStats(seconds=self.seconds, batches_done=batches_done,
-                              interrupted=interrupted, totals=self.state())
-        mean = {name: (self.sums[name] / self.counts[name]).tolist() for name in self.sums}
-        return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], int(self.n_windows),
-                          self.seconds, batches_done, interrupted,
-                          int(self.n_samples) / SAMPLE_RATE, self.state())
-
-
-def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
-              updater: Updater | None = None, desc: str = "",
-              on_step: Callable[[CriterionOutput, torch.Tensor | None], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, nan_budget: NanBudget | None = None,
-              info: DistInfo = DistInfo(), carried: dict | None = None) -> EpochStats:
-    """Train (with an updater) or evaluate (without) over one epoch of ``loader``.
-
-    Per-step losses and accuracies are averaged over the windows where they are defined (a
-    PASE worker that could not use a batch reports NaN for it), over all ranks when
-    distributed, and over the ``carried`` totals of the epoch's part done before a stop. Training
-    stops after the current step when ``should_stop()``; a batch with a non-finite loss is
-    charged to ``nan_budget`` (which raises when exhausted) and skipped. ``on_step(out,
-    grad_norms)`` follows every training step (``grad_norms`` None in evaluation).
+    By default (``--allow_nan_steps 0``) they are counted on the device and the count is read
+    at the next sync point, or before anything is saved: the run then stops, naming the epoch's
+    first such batch, and no state computed after it is ever written. With ``allowed > 0``
+    every loss is read at once (one host sync per batch) so that such a batch can be skipped,
+    up to ``allowed`` of them in the run.
     """
-    training = updater is not None
-    step_module.train(training)
-    totals = EpochTotals(carried)
-    batches_done = 0
-    interrupted = False
+
+    def __init__(self, allowed: int, device: torch.device) -> None:
+        self.allowed, self.used, self.device = allowed, 0, device
+        self.epoch = 0
+        self._count = torch.zeros((), device=device)
+        self._first = torch.full((), -1, dtype=torch.long, device=device)
+
+    @property
+    def eager(self) -> bool:
+        return self.allowed > 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._count.zero_()
+        self._first.fill_(-1)
+
+    def admit(self, loss: torch.Tensor, index: int) -> bool:
+        """Whether batch ``index``'s loss may be trained on (always, unless eager)."""
+        if self.eager:
+            if torch.isfinite(loss):
+                return True
+            self.used += 1
+            where = f"epoch {self.epoch} train, batch {index}"
+            if self.used > self.allowed:
+                raise NonFiniteLoss(f"non-finite loss at {where} (--allow_nan_steps "
+                                    f"{self.allowed})")
+            print(f"warning: non-finite loss at {where}: batch skipped ({self.used} of "
+                  f"--allow_nan_steps {self.allowed})", file=sys.stderr, flush=True)
+            return False
+        bad = ~torch.isfinite(loss.detach())
+        self._count += bad
+        self._first = torch.where(bad & (self._first < 0), index, self._first)
+        return True
+
+    def sync_values(self) -> dict[str, torch.Tensor]:
+        return {} if self.eager else {"nonfinite_batches": self._count}
+
+    def check(self, values: dict[str, float], info: DistInfo) -> None:
+        """Stop the run if a sync point found a non-finite loss on any rank."""
+        if values.get("nonfinite_batches", 0) > 0:
+            local = int(self._first)
+            first = min_over_ranks(local if local >= 0 else 2**62, info)
+            raise NonFiniteLoss(f"non-finite loss at epoch {self.epoch} train, batch {first} "
+                                f"(--allow_nan_steps 0)")
+
+    def resolve(self, info: DistInfo) -> None:
+        """Read the count now (before a checkpoint is written)."""
+        if not self.eager:
+            count = mean_over_ranks(self._count[None].float(), info)
+            self.check({"nonfinite_batches": float(count[0])}, info)
+
+
+# --------------------------------------------------------------------------------------------
+# One evaluation pass
+# --------------------------------------------------------------------------------------------
+
+def evaluate(module: torch.nn.Module, loader: AudioLoader, device: torch.device,
+             info: DistInfo = DistInfo(), desc: str = "") -> EpochStats:
+    """Losses and accuracies of ``module`` over one epoch of ``loader`` (no gradients), summed
+    over the ranks' shares. ``module`` must not be DDP-wrapped: ranks hold different numbers of
+    batches here, and only the final sums are exchanged."""
+    module.eval()
+    totals = EpochTotals(device=device)
     start = time.time()
-    bar = tqdm(loader, total=len(loader), desc=desc, leave=False, dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, disable=not info.is_main)
-    with torch.set_grad_enabled(training):
-        for step, batch in enumerate(bar):
+    with torch.no_grad(), Prefetcher(loader, pin=device.type == "cuda") as batches:
+        for batch in tqdm(batches, total=len(loader), desc=desc, leave=False,
+                          dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
+                          disable=not info.is_main):
             batch = batch.to(device)
-            out = step_module(batch)
-            batches_done += 1
-            if training and not torch.isfinite(out.loss):  # one device sync per step
-                (nan_budget or NanBudget(0)).charge(f"{desc}, batch {step}")
-                continue
-            grad_norms = None
-            if training:
-                updater.zero_grad()
-                out.loss.backward()
-                grad_norms = updater.step()
-            size = len(batch)
-            totals.add("loss", out.loss, size)
-            totals.add("steps", out.step_losses, size)
-            totals.add("accs", out.step_accuracies, size)
-            totals.n_windows += size
-            totals.n_samples += batch.audio.shape[0] * batch.audio.shape[-1]
-            if step % 10 == 0:  # .item() synchronises the device: not at every step
-                bar.set_postfix(loss=f"{out.loss.item():.3f}", refresh=False)
-            if on_step is not None:
-                on_step(out, grad_norms)
-            if should_stop is not None and should_stop():
-                interrupted = True
-                break
-    totals.seconds += time.time() - start
-    return totals.reduced(info).stats(batches_done, interrupted)
+            out = module(batch)
+            totals.add_batch(out, len(batch), batch.audio.shape[0] * batch.audio.shape[-1])
+    totals.seconds = time.time() - start
+    return totals.reduced(info).stats(len(loader), False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,12 +290,14 @@ def run_epoch(step_module: torch.nn.Module, loader, device: torch.device,
 
 @dataclass
 class Training:
-    """Everything a run trains and saves: the model, its objective and their optimisers."""
+    """Everything a run trains and saves: the model, its objective, their optimisers and, with
+    ``--precision fp16``, the loss scaler."""
 
     model: torch.nn.Module
     objective: CriterionObjective | WorkerObjective
     optimizers: dict[str, torch.optim.Optimizer]  # "model", and "worker_<name>" for PASE
     schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
+    scaler: torch.amp.GradScaler | None = None
 
     @property
     def criterion(self) -> torch.nn.Module | None:
@@ -253,9 +327,9 @@ class Training:
             parts["workers"] = list(self.workers.parameters())
         return parts
 
-    def state(self, epoch: int, rng: dict) -> dict:
+    def state(self, epoch: int) -> dict:
         """Checkpoint content (CPC_audio's keys, plus the workers and their optimisers)."""
-        state = {"gEncoder": self.model.state_dict(), "epoch": epoch, "rng": rng,
+        state = {"gEncoder": self.model.state_dict(), "epoch": epoch,
                  "optimizer": self.optimizers["model"].state_dict(),
                  "scheduler": self.schedulers["model"].state_dict(),
                  "worker_optimizers": {name: opt.state_dict()
@@ -267,6 +341,8 @@ class Training:
             state["cpcCriterion"] = self.criterion.state_dict()
         if self.workers is not None:
             state["workers"] = self.workers.state_dict()
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def load(self, state: dict, with_optimizers: bool = True) -> None:
@@ -282,6 +358,8 @@ class Training:
                 self.optimizers[name].load_state_dict(opt_state)
             for name, sched_state in state.get("worker_schedulers", {}).items():
                 self.schedulers[name].load_state_dict(sched_state)
+            if self.scaler is not None and "grad_scaler" in state:  # fp16 before and now
+                self.scaler.load_state_dict(state["grad_scaler"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,8 +376,10 @@ class Run:
     board: TensorBoard
     info: DistInfo
     run_dir: str | None  # where rank 0 writes (None on the other ranks, or without one)
+    seed: int = 0
     epoch: int = 0
-    global_step: int = 0
+    global_step: int = 0  # optimiser updates so far
+    data_generation: int = 0  # data orders drawn anew (collapse rollbacks)
 
 
 @dataclass
@@ -318,11 +398,38 @@ class EpochEnd:
         return self.lrs["model"]
 
 
+@dataclass
+class EpochProgress:
+    """How far the epoch in progress is, with all a rerun needs to continue it exactly."""
+
+    epoch: int
+    generation: int  # the data order the epoch was planned with
+    batches_done: int  # micro-batches done, skipped ones included
+    totals: dict  # EpochTotals state of those batches, all ranks summed
+    world_size: int  # processes that trained them (each read its own share of the files)
+    rngs: list[dict]  # every rank's random state, in rank order
+    reason: str | None = None  # why the run stops here (None: a periodic step checkpoint)
+
+    def record(self) -> dict:
+        """The checkpoint's ``interrupted`` entry."""
+        return {"batches_done": self.batches_done, "generation": self.generation,
+                "totals": self.totals, "world_size": self.world_size, "rngs": self.rngs}
+
+
 class Hook:
     """A per-run extra of the loop; override what it needs. Hooks run in list order."""
 
     def on_train_step(self, run: Run, out: CriterionOutput, grad_norms: torch.Tensor) -> None:
-        """After every optimiser step (``run.global_step`` already counts it)."""
+        """After every optimiser update (``run.global_step`` already counts it); ``out`` is
+        the update's last micro-batch. Nothing here may read a device value (no sync)."""
+
+    def sync_values(self, run: Run) -> dict[str, torch.Tensor]:
+        """Scalar device tensors to read at this sync point (every ``--logging_step`` updates
+        and at the end of the training pass): all hooks' are read together, once."""
+        return {}
+
+    def on_sync(self, run: Run, values: dict[str, float]) -> None:
+        """The values of :meth:`sync_values`, averaged over ranks."""
 
     def after_train(self, run: Run, stats: EpochStats) -> None:
         """After the training pass of an epoch, finished or interrupted, before validation."""
@@ -330,42 +437,67 @@ class Hook:
     def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
         """After the epoch is logged; the run log is written after the last hook."""
 
+    def progress_due(self, run: Run) -> bool:
+        """Whether the epoch's progress must be recorded after this update; the same answer
+        on every rank (e.g. every N updates)."""
+        return False
+
+    def progress_wanted(self, run: Run) -> bool:
+        """This rank's wish to record the progress (e.g. rank 0's clock); under torchrun the
+        ranks vote, so the record follows at one update on all of them, up to 16 updates
+        later."""
+        return False
+
+    def on_progress(self, run: Run, progress: EpochProgress) -> None:
+        """The epoch's progress, recorded at a stop or when due (on every rank)."""
+
     def stop_reason(self) -> str | None:
-        """Why the run must stop after the current step (None: go on)."""
+        """Why the run must stop after the current update, the same on every rank (None: go
+        on)."""
         return None
 
     def on_stop(self, run: Run) -> None:
-        """After the interrupted epoch is checkpointed and the log written (may raise)."""
+        """After the interrupted epoch is recorded and the log written (may raise)."""
 
 
 @dataclass
 class Resumption:
-    """Where a run starts: its first epoch and, after a stop, the state of the cut epoch."""
+    """Where a run starts: its first epoch, its update count and, when it resumes in the
+    middle of an epoch, that epoch's progress record (:meth:`EpochProgress.record`)."""
 
     start_epoch: int = 0
-    interrupted: dict | None = None  # {"batches_done", "epoch_start"} of the cut epoch
+    cut: dict | None = None
+    global_step: int = 0
 
 
 class Trainer:
-    """The epoch loop over a :class:`Run`, calling its hooks."""
+    """The epoch loop over a :class:`Run`, calling its hooks (see the module docstring)."""
 
-    def __init__(self, run: Run, step_module: torch.nn.Module, updater: Updater, train_loader,
-                 val_loader, device: torch.device, hooks: list[Hook], nan_budget: NanBudget,
-                 logging_step: int, signals: StopRequest) -> None:
+    def __init__(self, run: Run, step_module: torch.nn.Module, updater: Updater,
+                 train_loader: AudioLoader, val_loader: AudioLoader, device: torch.device,
+                 hooks: list[Hook], nonfinite: NonFiniteWatch, logging_step: int,
+                 signals: StopRequest) -> None:
         self.run, self.step_module, self.updater = run, step_module, updater
         self.train_loader, self.val_loader, self.device = train_loader, val_loader, device
-        self.hooks, self.nan_budget, self.logging_step = hooks, nan_budget, logging_step
-        self._running: list[torch.Tensor] = []
+        self.hooks, self.nonfinite, self.logging_step = hooks, nonfinite, logging_step
         self._signals = signals  # installed for the whole process: a signal during setup
-        #                          stops the run after its first step, checkpointed
+        #                          stops the run after its first update, checkpointed
+        self._vote = FlagVote(run.info, n_flags=2)
+        self._bar: tqdm | None = None
+        self._generation = 0  # of the epoch in progress
+
+    @property
+    def eval_module(self) -> torch.nn.Module:
+        """The step module without its DDP wrapper (evaluation exchanges only its sums)."""
+        return getattr(self.step_module, "module", self.step_module)
 
     def fit(self, n_epochs: int, resumption: Resumption) -> dict:
         """Train epochs ``resumption.start_epoch .. n_epochs - 1``; returns the run log."""
         run = self.run
-        run.global_step = resumption.start_epoch * len(self.train_loader)
+        run.global_step = resumption.global_step
         try:
             for epoch in range(resumption.start_epoch, n_epochs):
-                cut = resumption.interrupted if epoch == resumption.start_epoch else None
+                cut = resumption.cut if epoch == resumption.start_epoch else None
                 if not self._epoch(epoch, cut):
                     break
         except NonFiniteLoss as exc:
@@ -379,33 +511,147 @@ class Trainer:
                                 f"{retry}") from None
         return run.logs
 
+    # -- one epoch -----------------------------------------------------------------------------
     def _epoch(self, epoch: int, cut: dict | None) -> bool:
         """One epoch (the rest of a cut one); False when the run stopped in it."""
         run = self.run
         run.epoch = epoch
-        epoch_start = cut["epoch_start"] if cut else run.data.train.epoch_state()
-        if cut:  # replay the cut epoch's draws and pass over its done batches
-            run.data.train.restore_epoch_state(epoch_start)
-            self.train_loader.skip = cut["batches_done"]
+        self._generation = cut["generation"] if cut else run.data_generation
+        loader = self.train_loader
+        loader.set_epoch(epoch, self._generation)
+        loader.limit = min_over_ranks(loader.local_length(), run.info)  # lockstep
+        loader.skip = cut["batches_done"] if cut else 0
+        if cut:
+            restore_rng_state(cut["rngs"][run.info.rank], self.device)
+        else:
+            seed_epoch(run.seed, epoch, self._generation, run.info.rank)
         started, lrs = time.time(), run.training.lrs()
-        carried = cut.get("totals") if cut and run.info.is_main else None  # summed once
-        train = run_epoch(self.step_module, self.train_loader, self.device, self.updater,
-                          desc=f"epoch {epoch} train", on_step=self._on_train_step,
-                          should_stop=lambda: self._stop_reason() is not None,
-                          nan_budget=self.nan_budget, info=run.info, carried=carried)
+        totals = EpochTotals(cut["totals"] if cut and run.info.is_main else None,  # summed once
+                             self.device)
+        train = self._train_pass(totals)
         for hook in self.hooks:
             hook.after_train(run, train)
         if train.interrupted:
-            self._stop(epoch_start, train.batches_done + (cut["batches_done"] if cut else 0),
-                       train.totals)
+            self._stop(train.batches_done, totals)
             return False
-        val = run_epoch(self.step_module, self.val_loader, self.device, None,
-                        desc=f"epoch {epoch} val", info=run.info)
+        val = evaluate(self.eval_module, self.val_loader, self.device, run.info,
+                       desc=f"epoch {epoch} val")
         for scheduler in run.training.schedulers.values():
             scheduler.step()
         self._log_epoch(EpochEnd(epoch, train, val, lrs, started))
         return True
 
+    def _train_pass(self, totals: EpochTotals) -> EpochStats:
+        """The epoch's training batches (from ``loader.skip`` on); stops early, agreed by every
+        rank, when a hook or a signal asks."""
+        run, module, updater, loader = self.run, self.step_module, self.updater, self.train_loader
+        module.train()
+        self.nonfinite.start_epoch(run.epoch)
+        n_batches, done = len(loader), loader.skip
+        held, last_out, interrupted = 0, None, False
+        start = time.time()
+        self._bar = tqdm(total=n_batches, initial=done, desc=f"epoch {run.epoch} train",
+                         leave=False, dynamic_ncols=True,
+                         mininterval=1.0 if sys.stderr.isatty() else 30.0,
+                         disable=not run.info.is_main)
+        with Prefetcher(loader, pin=self.device.type == "cuda") as batches:
+            for index, batch in enumerate(batches, start=done):
+                batch = batch.to(self.device)
+                closes_update = (index + 1) % updater.update_freq == 0 or index + 1 == n_batches
+                with self._gradient_sync(closes_update):
+                    out = module(batch)
+                    if self.nonfinite.admit(out.loss, index):
+                        updater.backward(out.loss)
+                        totals.add_batch(out, len(batch),
+                                         batch.audio.shape[0] * batch.audio.shape[-1])
+                        held, last_out = held + 1, out
+                done = index + 1
+                self._bar.update()
+                if not closes_update:
+                    continue
+                if held:
+                    grad_norms = updater.step(held)
+                    updater.zero_grad()
+                    run.global_step += 1
+                    for hook in self.hooks:
+                        hook.on_train_step(run, last_out, grad_norms)
+                    if self.logging_step > 0 and run.global_step % self.logging_step == 0:
+                        self._sync_point()
+                held = 0
+                stop, save = self._decide()
+                if stop:
+                    interrupted = True
+                    break
+                if save:
+                    self._record_progress(done, totals, None)
+        if not interrupted:  # a signal that came in the last updates, before validation
+            interrupted = self._vote.settle([self._signals.requested, False])[0]
+        self._bar.close()
+        totals.seconds += time.time() - start
+        self._sync_point()  # the epoch's last figures; a non-finite loss stops here at latest
+        return totals.reduced(run.info).stats(done, interrupted)
+
+    def _gradient_sync(self, closes_update: bool) -> contextlib.AbstractContextManager:
+        """DDP's gradient all-reduce only on the micro-batch that closes an update."""
+        if closes_update or not hasattr(self.step_module, "no_sync"):
+            return contextlib.nullcontext()
+        return self.step_module.no_sync()
+
+    def _decide(self) -> tuple[bool, bool]:
+        """(stop, record progress) after an update, the same on every rank."""
+        run = self.run
+        stop_signal, wanted = self._vote.poll(
+            [self._signals.requested, any(hook.progress_wanted(run) for hook in self.hooks)])
+        stop = stop_signal or any(hook.stop_reason() is not None for hook in self.hooks)
+        return stop, wanted or any(hook.progress_due(run) for hook in self.hooks)
+
+    def _stop_reason(self) -> str:
+        for hook in self.hooks:
+            reason = hook.stop_reason()
+            if reason is not None:
+                return reason
+        return self._signals.signal_name or "stop signal (another rank)"
+
+    # -- sync points and progress --------------------------------------------------------------
+    def _sync_point(self) -> None:
+        """Read every device value due (the non-finite count, the hooks' figures) at once,
+        averaged over ranks; a non-finite loss stops the run before any hook sees the state."""
+        run = self.run
+        parts = [(None, self.nonfinite.sync_values())] + \
+                [(hook, hook.sync_values(run)) for hook in self.hooks]
+        tensors = [t.detach().float().reshape(()) for _, values in parts for t in values.values()]
+        if not tensors:
+            return
+        host = iter(mean_over_ranks(torch.stack(tensors), run.info).tolist())  # the one sync
+        read = [(hook, {name: next(host) for name in values}) for hook, values in parts]
+        self.nonfinite.check(read[0][1], run.info)
+        for hook, values in read[1:]:
+            if values:
+                hook.on_sync(run, values)
+                if "loss" in values and self._bar is not None:
+                    self._bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
+
+    def _record_progress(self, batches_done: int, totals: EpochTotals,
+                         reason: str | None) -> None:
+        """The epoch's progress for the hooks (its checkpoint); every rank takes part."""
+        run = self.run
+        self.nonfinite.resolve(run.info)  # nothing computed from a NaN is ever saved
+        progress = EpochProgress(run.epoch, self._generation, batches_done,
+                                 totals.reduced(run.info).state(), run.info.world_size,
+                                 gather_objects(rng_state(self.device), run.info), reason)
+        for hook in self.hooks:
+            hook.on_progress(run, progress)
+
+    def _stop(self, batches_done: int, totals: EpochTotals) -> None:
+        """Record the cut epoch so that rerunning the command replays its plan, passes over
+        its done batches and continues exactly (its logged means included); then let the
+        hooks react."""
+        self._record_progress(batches_done, totals, self._stop_reason())
+        self._write_logs()
+        for hook in self.hooks:
+            hook.on_stop(self.run)
+
+    # -- logs ----------------------------------------------------------------------------------
     def _log_epoch(self, end: EpochEnd) -> None:
         """The epoch's entries, scalars and console line, then the hooks, then the log file."""
         run, names = self.run, self.run.training.objective.step_names
@@ -423,47 +669,6 @@ class Trainer:
         record_epoch_time(run.logs, time.time() - end.started)
         self._write_logs()
         barrier(run.info)  # the other ranks wait for rank 0's probes and captures
-
-    def _on_train_step(self, out: CriterionOutput, grad_norms: torch.Tensor) -> None:
-        run = self.run
-        run.global_step += 1
-        self._running.append(out.loss.detach())
-        if self.logging_step > 0 and run.global_step % self.logging_step == 0:
-            run.board.scalars({"train/running_loss": torch.stack(self._running).mean().item()},
-                              run.global_step)
-            self._running.clear()
-        for hook in self.hooks:
-            hook.on_train_step(run, out, grad_norms)
-
-    def _stop_reason(self) -> str | None:
-        for hook in self.hooks:
-            reason = hook.stop_reason()
-            if reason is not None:
-                return reason
-        if any_rank(self._signals.requested, self.run.info, self.device):
-            return self._signals.signal_name or "stop signal (another rank)"
-        return None
-
-    def _stop(self, epoch_start: dict, batches_done: int, totals: dict) -> None:
-        """Checkpoint the cut epoch so that rerunning the command replays its draws, passes
-        over its done batches and continues exactly (its logged means included); then let the
-        hooks react."""
-        run, reason = self.run, self._stop_reason()
-        if run.info.is_main:
-            if run.run_dir:
-                state = run.training.state(run.epoch, rng_state(run.data))
-                state["interrupted"] = {"batches_done": batches_done, "epoch_start": epoch_start,
-                                        "totals": totals}
-                path = ckpt.interrupted_checkpoint_path(run.run_dir, run.epoch)
-                ckpt.save_checkpoint(path, state)
-                print(f"{reason}: stopped in epoch {run.epoch} after {batches_done} batches; "
-                      f"wrote {path}; rerun the same command to continue", flush=True)
-            else:
-                print(f"{reason}: stopped in epoch {run.epoch} (no --pathCheckpoint, nothing "
-                      f"saved)", flush=True)
-        self._write_logs()
-        for hook in self.hooks:
-            hook.on_stop(run)
 
     def _write_logs(self) -> None:
         if self.run.run_dir:

@@ -21,8 +21,8 @@ class TinyTraining:
                                                None, -1)
         self.optimizers, self.schedulers = {"model": optimizer}, {"model": scheduler}
 
-    def state(self, epoch: int, rng: dict) -> dict:
-        return {"gEncoder": self.model.state_dict(), "epoch": epoch, "rng": rng,
+    def state(self, epoch: int) -> dict:
+        return {"gEncoder": self.model.state_dict(), "epoch": epoch,
                 "optimizer": self.optimizers["model"].state_dict(),
                 "scheduler": self.schedulers["model"].state_dict()}
 

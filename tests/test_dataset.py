@@ -1,4 +1,4 @@
-"""The data pipeline: listing, splits, labels, packs, samplers and batches."""
+"""The data pipeline: listing, splits, labels, packs, samplers, rank shares and batches."""
 from __future__ import annotations
 
 import random
@@ -9,10 +9,11 @@ import soundfile as sf
 import torch
 
 from cpc import dataset as ds
+from cpc.data.plan import (count_batches, make_batches, mix_seed, plan_packs, random_offset,
+                           rank_shares)
 from cpc.utils.constants import FRAME_SIZE
 from cpc.dataset import (AudioBatchData, DataError, attach_phone_labels,
-                         filterSeqs, findAllSeqs, make_batches, parseSeqLabels, plan_packs,
-                         read_audio, split_train_val)
+                         filterSeqs, findAllSeqs, parseSeqLabels, read_audio, split_train_val)
 from tests.conftest import ramp_signal, write_tree
 
 S = 1600  # a small window: 10 frames
@@ -193,7 +194,9 @@ def test_attach_labels_trims_and_checks(tree):
 def _geometry(tree, max_size=10**9, seed=0):
     root, _, _ = tree
     seqs, _ = findAllSeqs(root, ".flac")
-    return seqs, plan_packs(seqs, max_size, random.Random(seed))
+    return seqs, plan_packs(range(len(seqs)), [s.n_samples for s in seqs],
+                            [s.speaker for s in seqs], [s.path for s in seqs], max_size,
+                            random.Random(seed))
 
 
 def test_packs_bound_size_and_sort_by_speaker(tree):
@@ -312,13 +315,65 @@ def test_frame_provenance_names_the_file_of_every_frame(tree):
 def test_epochs_cover_every_pack_and_prefetch(tree):
     data = _dataset(tree, max_size_loaded=12000)
     assert data.n_packs >= 3
-    for _ in range(2):
+    loader = data.getDataLoader(2, "sequential", randomOffset=False)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
         seen = set()
-        for batch in data.getDataLoader(2, "sequential", randomOffset=False):
+        for batch in loader:
             seen.update(batch.seq_index.tolist())
-            assert len(data._pending) <= 2  # current pack + the one being prefetched
+            assert len(data._loads) <= 2  # current pack + the one being prefetched
         # every file that can hold a window start is reached
         assert len(seen) >= len(data.sequences) - data.n_packs
+    data.close()
+
+
+def test_packs_are_planned_anew_every_epoch_from_the_seed(tree):
+    data = _dataset(tree, seed=3, max_size_loaded=12000)
+    plans = [[p.key for p in data.plan(epoch)] for epoch in range(4)]
+    assert len({tuple(plan) for plan in plans}) > 1  # re-shuffled per epoch, as CPC_audio
+    for plan in plans:  # each epoch holds every file once
+        assert sorted(i for key in plan for i in key) == list(range(len(data.sequences)))
+    again = _dataset(tree, seed=3, max_size_loaded=12000)
+    assert [[p.key for p in again.plan(epoch)] for epoch in range(4)] == plans
+    data.close()
+    again.close()
+
+
+def test_an_epoch_is_a_pure_function_of_its_number_and_skip_passes_over_batches(tree):
+    def epoch_windows(data, epoch, skip=0):
+        loader = data.getDataLoader(2, "samespeaker", True)
+        loader.set_epoch(epoch)
+        loader.skip = skip
+        return [tuple(zip(b.seq_index.tolist(), b.seq_offset.tolist())) for b in loader]
+    first = _dataset(tree, seed=5, max_size_loaded=15000)
+    epoch_3 = epoch_windows(first, 3)
+    epoch_windows(first, 1)  # other epochs in between change nothing
+    second = _dataset(tree, seed=5, max_size_loaded=15000)
+    assert epoch_windows(second, 3) == epoch_3 != epoch_windows(second, 2)
+    assert epoch_windows(second, 3, skip=4) == epoch_3[4:]
+    first.close()
+    second.close()
+
+
+@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+def test_batch_counts_match_the_samplers_without_drawing(tree, sampling):
+    _, packs = _geometry(tree, max_size=15000)
+    for pack in packs:
+        for offset in (0, 160, 800):
+            batches = make_batches(pack, sampling, S, 3, offset, random.Random(0))
+            assert count_batches(pack, sampling, S, 3, offset) == len(batches)
+
+
+def test_a_pack_that_stays_the_same_is_read_once(tree, monkeypatch):
+    reads = []
+    original = ds.read_audio
+    monkeypatch.setattr(ds, "read_audio", lambda path: reads.append(path) or original(path))
+    data = _dataset(tree)  # one pack: the same every epoch
+    loader = data.getDataLoader(2, "samespeaker", True)
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        assert sum(len(b) for b in loader) > 0
+    assert len(reads) == len(data.sequences)
     data.close()
 
 
@@ -333,10 +388,9 @@ def test_same_seed_same_batches(tree):
     assert epoch_starts(5) != epoch_starts(6)
 
 
-def test_random_offsets_vary_and_stay_aligned(tree):
-    data = _dataset(tree)
-    loader = data.getDataLoader(2, "sequential", randomOffset=True)
-    offsets = {loader._offset() for _ in range(50)}
+def test_random_offsets_vary_and_stay_aligned():
+    rng = random.Random(0)
+    offsets = {random_offset(rng, S) for _ in range(50)}
     assert len(offsets) > 1
     assert all(o % FRAME_SIZE == 0 and 0 <= o <= S // 2 for o in offsets)
 
@@ -370,27 +424,51 @@ def test_truncated_file_after_listing_is_named(tree):
         next(iter(data.getDataLoader(2, "sequential", False)))
 
 
+def test_rank_shares_partition_the_files_with_balanced_audio():
+    lengths = [int(x) for x in np.random.default_rng(0).integers(1000, 50000, 101)]
+    for world_size in (1, 2, 3, 8):
+        shares = rank_shares(lengths, world_size, seed=4)
+        assert sorted(i for share in shares for i in share) == list(range(len(lengths)))
+        totals = [sum(lengths[i] for i in share) for share in shares]
+        assert max(totals) - min(totals) <= max(lengths)
+        again = rank_shares(lengths, world_size, seed=4)
+        assert all(np.array_equal(a, b) for a, b in zip(shares, again))
+    assert mix_seed(1, 2, 3) == mix_seed(1, 2, 3) != mix_seed(1, 2, 4)
+
+
 @pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_ranks_split_every_sampler_without_overlap(tree, sampling, world_size):
-    """Each rank (same seed) takes a disjoint share; together they cover the whole epoch up to
-    fewer than world_size batches per pack, and all ranks take the same number of steps."""
-    def epoch(rank: int, world: int) -> list[tuple]:
-        data = _dataset(tree, seed=4, max_size_loaded=20000)
-        loader = data.getDataLoader(2, sampling, True, rank=rank, world_size=world)
-        out = [tuple(zip(b.seq_index.tolist(), b.seq_offset.tolist())) for b in loader]
+def test_each_rank_reads_and_trains_on_its_own_share(tree, sampling, world_size):
+    """Ranks (same seed) own disjoint shares of the files and read only theirs, in packs of a
+    1/world_size of the memory; their batches keep the sampler's meaning, and the epoch length
+    they agree on (the shortest share's) keeps them in lockstep."""
+    ranks = [_dataset(tree, seed=4, max_size_loaded=20000, rank=rank, world_size=world_size)
+             for rank in range(world_size)]
+    read: list[set[int]] = [set() for _ in ranks]
+    for data, files in zip(ranks, read):
+        original = data._read
+        data._read = lambda pack, files=files, original=original: \
+            files.update(pack.key) or original(pack)
+    loaders = [data.getDataLoader(2, sampling, True) for data in ranks]
+    for loader in loaders:
+        loader.set_epoch(1)
+    agreed = min(loader.local_length() for loader in loaders)
+    for data, loader in zip(ranks, loaders):
+        loader.limit = agreed
+        assert data.max_pack_samples == 20000 // world_size
+        batches = list(loader)
+        assert len(batches) == agreed
+        assert {int(i) for b in batches for i in b.seq_index} <= set(data.share.tolist())
+        if sampling == "samespeaker":
+            assert all(len(set(b.speaker.tolist())) == 1 for b in batches)
+    for data in ranks:
         data.close()
-        return out
-    single = epoch(0, 1)
-    shares = [epoch(rank, world_size) for rank in range(world_size)]
-    assert len({len(share) for share in shares}) == 1  # lockstep
-    flat = [batch for share in shares for batch in share]
-    assert len(set(flat)) == len(flat)  # no batch on two ranks
-    assert set(flat) <= set(single)
-    n_packs = _dataset(tree, seed=4, max_size_loaded=20000).n_packs
-    assert len(single) - len(flat) < world_size * n_packs
+    shares = [set(data.share.tolist()) for data in ranks]
+    assert all(files <= share for files, share in zip(read, shares))  # only its own files
+    assert sum(map(len, shares)) == len(ranks[0].sequences) and set.union(*shares) == \
+        set(range(len(ranks[0].sequences)))
 
 
 def test_rank_outside_the_world_is_refused(tree):
     with pytest.raises(DataError, match="rank 2 is not in"):
-        _dataset(tree).getDataLoader(2, "uniform", rank=2, world_size=2)
+        _dataset(tree, rank=2, world_size=2)

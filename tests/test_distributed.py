@@ -126,3 +126,48 @@ def test_every_training_mode_runs_on_two_ranks(tiny_corpus, tmp_path, mode):
     assert [e for e, _ in ckpt.list_checkpoints(tmp_path / "run")] == [0]
     logs = json.loads((tmp_path / "run" / "checkpoint_logs.json").read_text())
     assert len(logs["health_z_cos_across"]) == 1  # health figures averaged over the ranks
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_on_a_stand_in_accelerator_group(rank: int, world_size: int, port: int,
+                                          argv: list[str], result_dir: str) -> None:
+    """One rank of a run whose default process group, like NCCL, refuses tensors that are not
+    on the device it serves (here the stand-in ``fakegpu``); training itself runs on the CPU."""
+    import torch
+
+    from tests import fake_accelerator
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    fake_accelerator.install_device()
+    fake_accelerator.refuse_foreign_devices()
+    import cpc.utils.distributed as distributed
+    distributed.collective_device = lambda backend, device: torch.device(
+        fake_accelerator.DEVICE_TYPE)  # the device the default group serves
+    from cpc import train
+    try:
+        code = train.main(argv)
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        code = f"{type(exc).__name__}: {exc}"
+    Path(result_dir, f"rank{rank}").write_text(str(code))
+
+
+def test_collectives_run_on_the_device_their_group_serves(tiny_corpus, tmp_path):
+    """Under NCCL every collective of the default group must be on the GPU it serves: the epoch
+    totals, health figures, stop votes and a SIGTERM's checkpoint must not hand it CPU tensors."""
+    import torch.multiprocessing as mp
+    argv = [str(a) for a in corpus_args(tiny_corpus) + SMALL +
+            ["--nEpoch", "2", "--save_step", "1", "--logging_step", "3",
+             "--pathCheckpoint", tmp_path / "run"]]
+    mp.spawn(train_on_a_stand_in_accelerator_group,
+             args=(2, free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == ["0", "0"]
+    assert [e for e, _ in ckpt.list_checkpoints(tmp_path / "run")] == [0, 1]
+    logs = json.loads((tmp_path / "run" / "checkpoint_logs.json").read_text())
+    assert len(logs["loss_train"]) == 2 and len(logs["health_steps"]) > 0

@@ -78,7 +78,7 @@ def test_rollback_restores_lowers_the_rate_and_learns(tiny_corpus, tmp_path, cap
     after = [h for h in logs["health_steps"] if h["step"] > rollbacks[0]["step"]]
     assert after and all(h["z_cos_across"] < 0.95 for h in after[2:])
     assert logs["collapse_events"] == rollbacks  # no collapse after it
-    assert logs["health_loss"][-1] < rollbacks[0]["loss"] - 0.05
+    assert logs["health_loss"][-1] < after[0]["loss"] - 0.1  # it learns from the restored state
     state = ckpt.load_checkpoint(ckpt.list_checkpoints(out)[-1][1])
     assert state["scheduler"]["base_lrs"] == pytest.approx([2e-3])  # kept on resume
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..registries import HEADS
 from ..dropout import Dropout
+from ..precision import float32_island
 from ..transformers import CausalTransformer
 from ..utils.constants import FRAME_SIZE
 from .base import CriterionOutput
@@ -341,9 +342,11 @@ class CPCCriterion(nn.Module):
         predictions = self.wPrediction(cFeature[:, :window])
         negative_indices = sample_negative_indices(batch, seq_len, window, self.n_negatives,
                                                    self.limit_negs_in_batch, device=encodedData.device)
-        logits = info_nce_logits(predictions, encodedData, negative_indices,
-                                 self.limit_negs_in_batch)
-        step_losses, step_accuracies = info_nce_step_stats(logits, negative_indices)
+        island, (predictions32, encoded32) = float32_island(predictions, encodedData)
+        with island:  # scores and their log-softmax in float32 under any --precision
+            logits = info_nce_logits(predictions32, encoded32, negative_indices,
+                                     self.limit_negs_in_batch)
+            step_losses, step_accuracies = info_nce_step_stats(logits, negative_indices)
         captures = {"pred": predictions, "negative_indices": negative_indices} if capture else {}
         scores = logits.detach()
         margin = (scores[..., 0] - scores[..., 1:].mean(dim=-1)).mean()

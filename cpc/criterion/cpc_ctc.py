@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..precision import float32_island
 from ..utils.constants import FRAME_SIZE
 from ..utils.errors import ConfigError
 from .base import CriterionOutput
@@ -211,17 +212,22 @@ class CPCCTCCriterion(nn.Module):
         negatives = sample_negative_indices(batch, seq_len, window, self.n_negatives, self.limit_negs_in_batch,
                                             device=encodedData.device, min_shift=min_shift)
         positives = positive_indices(batch, seq_len, window, self.n_matched, encodedData.device)
-        scores = candidate_scores(predictions, encodedData, torch.cat([positives, negatives], dim=-1),
-                                  self.limit_negs_in_batch) / dim  # (B, W, K', M + N)
-        log_scores = cell_log_scores(scores, self.n_matched)  # (B, W, M, K')
-        if self.forbidden is not None:
-            log_scores = log_scores.masked_fill(self.forbidden, float("-inf"))
-        n_columns = log_scores.shape[-1]
-        cost, alignment = soft_align((log_scores / self.loss_temp).reshape(-1, self.n_matched, n_columns),
-                                     self.skip_beg, self.skip_end)
-        loss = cost.mean() * self.loss_temp
-        alignment = alignment.view(batch, window, self.n_matched)
-        aligned_losses, step_accuracies = aligned_step_stats(log_scores, scores, alignment, positives, negatives)
+        island, (predictions32, encoded32) = float32_island(predictions, encodedData)
+        with island:  # cell scores and the soft alignment in float32 under any --precision
+            scores = candidate_scores(predictions32, encoded32,
+                                      torch.cat([positives, negatives], dim=-1),
+                                      self.limit_negs_in_batch) / dim  # (B, W, K', M + N)
+            log_scores = cell_log_scores(scores, self.n_matched)  # (B, W, M, K')
+            if self.forbidden is not None:
+                log_scores = log_scores.masked_fill(self.forbidden, float("-inf"))
+            n_columns = log_scores.shape[-1]
+            cost, alignment = soft_align(
+                (log_scores / self.loss_temp).reshape(-1, self.n_matched, n_columns),
+                self.skip_beg, self.skip_end)
+            loss = cost.mean() * self.loss_temp
+            alignment = alignment.view(batch, window, self.n_matched)
+            aligned_losses, step_accuracies = aligned_step_stats(log_scores, scores, alignment,
+                                                                 positives, negatives)
         total = aligned_losses.sum()  # 0 only when every aligned cell is certain: share evenly
         share = torch.where(total > 0, aligned_losses / total.clamp(min=torch.finfo(total.dtype).tiny),
                             torch.full_like(aligned_losses, 1 / self.n_matched))

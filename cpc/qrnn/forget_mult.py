@@ -228,4 +228,6 @@ def forget_mult(f: torch.Tensor, z: torch.Tensor, h0: Optional[torch.Tensor] = N
         h0 = f.new_zeros(f.shape[1:])
     elif h0.shape != f.shape[1:]:
         raise ValueError(f"h0 must be (B, H) = {tuple(f.shape[1:])}; got {tuple(h0.shape)}")
+    if f.dtype in (torch.float16, torch.bfloat16):  # under autocast: recur in float32
+        f, z, h0 = f.float(), z.float(), h0.float()
     return _ForgetMult.apply(f, z, h0, select_backend(f))

@@ -7,5 +7,8 @@ SAMPLE_RATE = 16000
 FRAME_SIZE = 160  # samples per encoded frame and per label frame
 FRAME_SECONDS = FRAME_SIZE / SAMPLE_RATE
 
-# --samplingType: how the windows of a pack are grouped into batches (the samplers of cpc.dataset)
+# --samplingType: how the windows of a pack are grouped into batches (cpc.data.plan's samplers)
 SAMPLING_TYPES = ("samespeaker", "samesequence", "uniform", "sequential")
+
+# --precision: the forward's floating-point format (cpc.precision)
+PRECISIONS = ("fp32", "bf16", "fp16")

@@ -8,9 +8,10 @@ Two schedules multiply the base learning rate:
   steps, where n is the optimiser's own step count (Adam's ``step`` state), so it resumes exactly
   from a checkpoint and restarts nowhere else.
 
-:class:`Updater` applies them, clips the global gradient norm (``--clip_grad_norm``) and
-returns the gradient norm of each named part of the model (encoder, context network, criterion)
-for the health monitor.
+:class:`Updater` applies them, accumulates the gradients of ``--update_freq`` micro-batches
+into one update, scales the loss under fp16 (``--precision fp16``), clips the global gradient
+norm (``--clip_grad_norm``) and returns the gradient norm of each named part of the model
+(encoder, context network, criterion) for the health monitor.
 """
 from __future__ import annotations
 
@@ -97,22 +98,34 @@ def retune_adam(optimizer: torch.optim.Optimizer, scheduler: Scheduler, lr_scale
 
 
 class Updater:
-    """One update of every optimiser after ``loss.backward()``.
+    """One update of every optimiser from the gradients of ``update_freq`` micro-batches.
 
-    ``parts`` names disjoint parameter lists (e.g. encoder, context, criterion); their gradient
-    norms are measured at every step (one fused norm per part, no device synchronisation) and,
-    with ``clip_grad_norm > 0``, all gradients are scaled so that the global norm is at most
-    that value. The warm-up factor is applied on top of each scheduler's per-epoch rate.
+    :meth:`backward` adds a micro-batch's gradients, its loss divided by ``update_freq`` (and
+    multiplied by the fp16 loss scale of ``scaler``), so that ``update_freq`` micro-batches of
+    B windows give the gradient of one batch of ``update_freq * B`` windows; :meth:`step`
+    then updates. ``parts`` names disjoint parameter lists (e.g. encoder, context, criterion);
+    their gradient norms are measured at every update (one fused norm per part, no device
+    synchronisation) and, with ``clip_grad_norm > 0``, all gradients are scaled so that the
+    global norm is at most that value. The warm-up factor is applied on top of each
+    scheduler's per-epoch rate.
     """
 
     def __init__(self, optimizers: dict[str, torch.optim.Optimizer],
                  schedulers: dict[str, Scheduler], parts: dict[str, list[torch.nn.Parameter]],
-                 clip_grad_norm: float = 0.0, warmup_steps: int = 0) -> None:
+                 clip_grad_norm: float = 0.0, warmup_steps: int = 0, update_freq: int = 1,
+                 scaler: torch.amp.GradScaler | None = None) -> None:
         self.optimizers = optimizers
         self.schedulers = schedulers
         self.parts = parts
         self.clip_grad_norm = clip_grad_norm
         self.warmup_steps = warmup_steps
+        self.update_freq = update_freq
+        self.scaler = scaler
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Add the gradients of one micro-batch's loss."""
+        loss = loss / self.update_freq if self.update_freq > 1 else loss
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def zero_grad(self) -> None:
         for optimizer in self.optimizers.values():
@@ -128,8 +141,22 @@ class Updater:
         return torch.stack([n.to(device) if n is not None else torch.zeros((), device=device)
                             for n in norms])
 
-    def step(self) -> torch.Tensor:
-        """Clip, warm up, step; returns the per-part gradient norms before clipping."""
+    def step(self, micro_batches: int | None = None) -> torch.Tensor:
+        """Unscale, clip, warm up, step; returns the per-part gradient norms before clipping.
+
+        ``micro_batches`` (default ``update_freq``) is how many micro-batches the gradients
+        hold: fewer at the end of an epoch, or when some were skipped, and the gradients are
+        rescaled to their mean.
+        """
+        if self.scaler is not None:
+            for optimizer in self.optimizers.values():
+                self.scaler.unscale_(optimizer)
+        held = self.update_freq if micro_batches is None else micro_batches
+        if 0 < held < self.update_freq:
+            for part in self.parts.values():
+                for param in part:
+                    if param.grad is not None:
+                        param.grad.mul_(self.update_freq / held)
         norms = self.grad_norms()
         if self.clip_grad_norm > 0:
             total = torch.linalg.vector_norm(norms)
@@ -140,5 +167,10 @@ class Updater:
                 factor = warmup_factor(steps_taken(optimizer), self.warmup_steps)
                 for group, lr in zip(optimizer.param_groups, scheduled_lrs(self.schedulers[name])):
                     group["lr"] = lr * factor
-            optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            else:
+                optimizer.step()
+        if self.scaler is not None:
+            self.scaler.update()
         return norms

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cpc.precision import float32_island
 from cpc.utils.errors import ConfigError
 
 from .base import Worker, WorkerBatchError, WorkerOutput, mlp_head
@@ -53,8 +54,11 @@ def take_chunks(encoded: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor,
 def pair_logits_loss(head: nn.Module, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """BCE of ``head`` scoring positive pairs 1 and negative pairs 0 (inputs ``(..., 2D)``)."""
     logits = head(torch.cat([positive, negative], dim=0)).squeeze(-1)
-    labels = torch.cat([torch.ones(positive.shape[:-1]), torch.zeros(negative.shape[:-1])]).to(logits)
-    return F.binary_cross_entropy_with_logits(logits, labels)
+    island, (logits,) = float32_island(logits)
+    with island:
+        labels = torch.cat([logits.new_ones(positive.shape[:-1]),
+                            logits.new_zeros(negative.shape[:-1])])
+        return F.binary_cross_entropy_with_logits(logits, labels)
 
 
 class InfoMaxDiscriminator(Worker):

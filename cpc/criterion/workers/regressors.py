@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cpc.precision import float32_island
 from cpc.utils.constants import FRAME_SIZE
 
 from .base import Worker, WorkerOutput, mlp_head
@@ -66,10 +67,12 @@ class Regressor(Worker):
 
     @torch.no_grad()
     def target(self, audio: torch.Tensor) -> torch.Tensor:
-        """The (normalised) target ``(B, dim, time)`` of ``audio (B, 1, S)``."""
-        target = self.labeller(audio)
-        if self.normalize:
-            target = (target - self.target_mean[:, None]) / self.target_std[:, None]
+        """The (normalised) target ``(B, dim, time)`` of ``audio (B, 1, S)``, in float32."""
+        island, (audio,) = float32_island(audio)
+        with island:
+            target = self.labeller(audio)
+            if self.normalize:
+                target = (target - self.target_mean[:, None]) / self.target_std[:, None]
         return target
 
     def forward(self, encoded: torch.Tensor, audio: torch.Tensor, speaker: torch.Tensor) -> WorkerOutput:
@@ -79,7 +82,9 @@ class Regressor(Worker):
             raise ValueError(f"worker {self.name}: prediction {tuple(prediction.shape)} vs target "
                              f"{tuple(target.shape)}: the encoder must give S // {FRAME_SIZE} frames for "
                              f"{audio.shape[-1]} samples")
-        return WorkerOutput(LOSSES[self.loss_name](prediction, target), self.name)
+        island, (prediction, target) = float32_island(prediction, target)
+        with island:
+            return WorkerOutput(LOSSES[self.loss_name](prediction, target), self.name)
 
 
 class FrameHead(nn.Module):
