@@ -20,7 +20,8 @@ setup(
         "matplotlib",
         "espeakng-loader",
     ],
-    extras_require={"test": ["pytest"]},
+    # cuda: the QRNN's CUDA kernel (cpc/qrnn/forget_mult.py); without it torch ops run it
+    extras_require={"test": ["pytest"], "cuda": ["cupy-cuda12x"]},
     entry_points={
         "console_scripts": [
             "cpc-make-corpus=cpc.corpora.synthetic:main",

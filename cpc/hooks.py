@@ -94,27 +94,24 @@ class CheckpointHook(Hook):
     """Checkpoint every ``every`` epochs and after epoch ``last_epoch``, keeping the newest
     ``keep`` (0: all); ``checkpoint_best.pt`` whenever the validation loss is the lowest so far
     (outside the rotation); and the epoch in progress (``interrupted_checkpoint_<epoch>.pt``)
-    when the run stops in it, every ``every_steps`` updates and every ``every_minutes`` minutes
-    of rank 0's clock (0: never), each replacing the previous one."""
+    when the run stops in it, at every multiple of ``every_steps`` updates and every
+    ``every_minutes`` minutes of rank 0's clock (0: never), each replacing the previous one."""
 
     def __init__(self, every: int, last_epoch: int, keep: int, every_steps: int = 0,
                  every_minutes: float = 0.0) -> None:
         self.every, self.last_epoch, self.keep = every, last_epoch, keep
         self.every_steps, self.every_minutes = every_steps, every_minutes
-        self._saved_step: int | None = None  # updates at the last record (None: not yet)
         self._saved_time = time.monotonic()
 
     def progress_due(self, run: Run) -> bool:
-        if self._saved_step is None:
-            self._saved_step = run.global_step  # counted from the (resumed) start
-        return self.every_steps > 0 and run.global_step - self._saved_step >= self.every_steps
+        return self.every_steps > 0 and run.global_step % self.every_steps == 0
 
     def progress_wanted(self, run: Run) -> bool:
         return run.info.is_main and self.every_minutes > 0 and \
             time.monotonic() - self._saved_time >= 60 * self.every_minutes
 
     def on_progress(self, run: Run, progress: EpochProgress) -> None:
-        self._saved_step, self._saved_time = run.global_step, time.monotonic()
+        self._saved_time = time.monotonic()
         if not run.info.is_main:
             return
         where = f"epoch {progress.epoch} after {progress.batches_done} batches"

@@ -349,7 +349,7 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir, config.seed,
               data_generation=generation)
     batch = logs["effective_batch"] = effective_batch(args, info)
-    if info.is_main:
+    if info.is_main and resumption.start_epoch < args.nEpoch:
         print(f"update: {batch['per_batch']} windows x {batch['processes']} process(es) x "
               f"{batch['update_freq']} accumulated batch(es) = {batch['windows']} windows "
               f"({batch['audio_seconds']:.1f} s of audio); precision {args.precision}",

@@ -110,7 +110,7 @@ def test_first_step_gradients_equal_one_process_on_the_global_batch(tmp_path):
 
 
 @pytest.mark.parametrize("mode", [
-    ["--CPCCTC", "--CPCCTCNumMatched", "5", "--CPCCTCSelfLoop"],
+    ["--CPCCTC", "--CPCCTCNumMatched", "5", "--CPCCTCSelfLoop", "--update_freq", "2"],
     # batches of 32: one validation batch, which two ranks cannot share (logged as NaN)
     ["--config", str(REPO / "configs" / "pase.yaml"), "--sizeWindow", "4800",
      "--pase_stats_batches", "2", "--batchSizeGPU", "32"],
@@ -126,6 +126,9 @@ def test_every_training_mode_runs_on_two_ranks(tiny_corpus, tmp_path, mode):
     assert [e for e, _ in ckpt.list_checkpoints(tmp_path / "run")] == [0]
     logs = json.loads((tmp_path / "run" / "checkpoint_logs.json").read_text())
     assert len(logs["health_z_cos_across"]) == 1  # health figures averaged over the ranks
+    batch = logs["effective_batch"]
+    assert batch["windows"] == batch["per_batch"] * 2 * batch["update_freq"]
+    assert f"= {batch['windows']} windows" in result.stdout
 
 
 def free_port() -> int:
@@ -171,3 +174,88 @@ def test_collectives_run_on_the_device_their_group_serves(tiny_corpus, tmp_path)
     assert [e for e, _ in ckpt.list_checkpoints(tmp_path / "run")] == [0, 1]
     logs = json.loads((tmp_path / "run" / "checkpoint_logs.json").read_text())
     assert len(logs["loss_train"]) == 2 and len(logs["health_steps"]) > 0
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once (torchrun's workers have their own
+    sessions), the way a cluster kills a job."""
+    import signal
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo.extend(children.get(tree[-1], []))
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_two_ranks_resume_a_killed_run_exactly_and_only_with_two_ranks(tiny_corpus, tmp_path):
+    """A step checkpoint of a 2-rank run holds both ranks' random states: the same command
+    resumes it exactly after a SIGKILL of the whole job; one process is refused, since the
+    ranks' file shares would change."""
+    from tests.test_faults import assert_same_run, read_until
+    argv = [str(a) for a in corpus_args(tiny_corpus) + SMALL +
+            ["--nEpoch", "2", "--save_step", "1", "--deterministic"]]
+    assert run_torchrun(argv + ["--pathCheckpoint", str(tmp_path / "straight")], 2) \
+        .returncode == 0
+    killed = argv + ["--pathCheckpoint", str(tmp_path / "killed"), "--save_interval_steps", "4"]
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node=2", str(REPO / "cpc" / "train.py"), *killed],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    lines = read_until(job, "step checkpoint: epoch 1", 2)
+    kill_tree(job.pid)
+    job.wait()
+    state = ckpt.load_checkpoint(ckpt.list_interrupted(tmp_path / "killed")[0][1])
+    assert f"after {state['interrupted']['batches_done']} batches" in lines[-1]
+    assert state["interrupted"]["world_size"] == 2 and len(state["interrupted"]["rngs"]) == 2
+    alone = subprocess.run([sys.executable, str(REPO / "cpc" / "train.py"), *killed],
+                           capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 2, alone.stdout[-3000:]
+    assert "by 2 process(es)" in alone.stderr and "--nproc_per_node 2" in alone.stderr
+    resumed = run_torchrun(killed, 2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    assert_same_run(tmp_path / "straight", tmp_path / "killed", 1)
+
+
+def vote_and_share(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    """Rank 1 raises a flag at update 5; every rank records the update at which the vote says
+    so. Then rank 0 fails inside on_main."""
+    import torch.distributed as dist
+
+    from cpc.utils.distributed import DistInfo, FlagVote, PeerFailed, on_main
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    info = DistInfo(rank, world_size, rank, host_group=dist.new_group(backend="gloo"))
+    vote = FlagVote(info, n_flags=2, every=4)
+    decided = [update for update in range(1, 40)
+               if vote.poll([rank == 1 and update >= 5, False])[0]]
+    assert on_main(lambda: "listing", info) == "listing"
+    try:
+        on_main(lambda: 1 / 0, info)
+        failure = "none"
+    except ZeroDivisionError:
+        failure = "raised"
+    except PeerFailed:
+        failure = "peer"
+    Path(out_dir, f"rank{rank}").write_text(f"{decided[:1]} {failure}")
+    dist.destroy_process_group()
+
+
+def test_ranks_agree_on_a_flag_at_the_same_update_and_on_rank_0_failures(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(vote_and_share, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+             join=True)
+    # raised at update 5, launched in the vote of update 8, read at update 12 on both ranks
+    assert (tmp_path / "rank0").read_text() == "[12] raised"
+    assert (tmp_path / "rank1").read_text() == "[12] peer"

@@ -153,3 +153,53 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-6)
     assert not list(killed.glob(".*.tmp"))  # temp files of killed writes are cleaned up
+
+
+def read_until(process: subprocess.Popen, marker: str, count: int) -> list[str]:
+    """Lines of ``process``'s stdout up to the ``count``-th holding ``marker``."""
+    lines, seen = [], 0
+    for line in process.stdout:
+        lines.append(line)
+        seen += marker in line
+        if seen == count:
+            return lines
+    raise AssertionError(f"{marker!r} seen {seen} times, not {count}: {''.join(lines)[-2000:]}")
+
+
+def assert_same_run(straight: Path, resumed: Path, epoch: int) -> None:
+    """Bit-identical weights and optimiser state, and the same logged epoch figures."""
+    a = ckpt.load_checkpoint(straight / f"checkpoint_{epoch}.pt")
+    b = ckpt.load_checkpoint(resumed / f"checkpoint_{epoch}.pt")
+    for key in a["gEncoder"]:
+        assert torch.equal(a["gEncoder"][key], b["gEncoder"][key]), key
+    assert a["global_step"] == b["global_step"]
+    logs_a, logs_b = (ckpt.read_json(d / ckpt.LOGS_FILE) for d in (straight, resumed))
+    for key in ("epoch", "loss_train", "locLoss_train", "locAcc_train", "loss_val"):
+        torch.testing.assert_close(torch.tensor(logs_b[key], dtype=torch.float64),
+                                   torch.tensor(logs_a[key], dtype=torch.float64),
+                                   rtol=1e-9, atol=1e-12, msg=key)
+
+
+def test_a_kill_9_loses_at_most_the_updates_since_the_last_step_checkpoint(tiny_corpus,
+                                                                           tmp_path):
+    """--save_interval_steps N: the epoch in progress is saved every N updates; a process
+    killed with SIGKILL resumes from it and ends exactly where an uninterrupted run ends."""
+    common = [str(a) for a in corpus_args(tiny_corpus) + SMALL +
+              ["--save_step", "1", "--deterministic", "--nEpoch", "2"]]
+    assert run(common + ["--pathCheckpoint", str(tmp_path / "straight")]) == 0
+    killed = tmp_path / "killed"
+    command = [sys.executable, str(REPO / "cpc" / "train.py")] + common + \
+        ["--pathCheckpoint", str(killed), "--save_interval_steps", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, env=env)
+    lines = read_until(process, "step checkpoint:", 14)  # epoch 1 (55 updates per epoch)
+    process.kill()
+    process.wait()
+    assert "step checkpoint: epoch 1 after 15 batches (update 70)" in lines[-1]
+    (epoch, path), = ckpt.list_interrupted(killed)
+    state = ckpt.load_checkpoint(path)
+    assert epoch == 1 and state["interrupted"]["batches_done"] in (15, 20)  # at most 5 lost
+    assert subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env=env).returncode == 0
+    assert_same_run(tmp_path / "straight", killed, 1)

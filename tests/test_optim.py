@@ -113,3 +113,64 @@ def test_scaled_base_rate_holds_through_the_schedule():
     scheduler.step()  # halved after one epoch
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
     assert scheduler.state_dict()["base_lrs"] == pytest.approx([0.05])
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_accumulated_micro_batches_update_like_one_larger_batch(monkeypatch, clip):
+    """--update_freq K: K micro-batches of B windows give the update of one batch of K * B
+    (negatives drawn per anchor only, so that every window's loss is independent of the
+    batch it is in), with clipping and warm-up acting on the accumulated gradient."""
+    import cpc.criterion.cpc as cpc_criterion
+    from cpc.criterion import build_criterion
+    from cpc.dataset import Batch
+    from cpc.model import build_model
+    from cpc.objectives import CriterionObjective, TrainStep
+    from cpc.options import build_parser
+    from tests.test_distributed import fixed_negatives
+    from tests.test_train import SMALL
+
+    monkeypatch.setattr(cpc_criterion, "sample_negative_indices", fixed_negatives)
+    args = build_parser().parse_args(["--pathDB", "x"] + [str(a) for a in SMALL])
+    audio = torch.randn(8, 1, 3200, generator=torch.Generator().manual_seed(1))
+
+    def batch(rows: slice) -> Batch:
+        part = audio[rows]
+        return Batch(part, torch.zeros(len(part), dtype=torch.long), None, torch.zeros(1),
+                     torch.zeros(1))
+
+    def updated(update_freq: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model(args)
+        criterion = build_criterion("cpc", args, dim_context=model.dim_context,
+                                    dim_encoded=model.dim_encoded)
+        step = TrainStep(model, CriterionObjective(criterion))
+        optimizer, scheduler = build_optimizer(list(step.parameters()), 1e-3, 0.9, 0.999, 1e-8,
+                                               None, -1)
+        updater = Updater({"model": optimizer}, {"model": scheduler},
+                          {"all": list(step.parameters())}, clip, warmup_steps=3,
+                          update_freq=update_freq)
+        for update in range(2):
+            for micro in range(update_freq):
+                size = 8 // update_freq
+                updater.backward(step(batch(slice(micro * size, (micro + 1) * size))).loss)
+            updater.step()
+            updater.zero_grad()
+        return {name: p.detach().clone() for name, p in step.named_parameters()}
+
+    whole, accumulated = updated(1), updated(4)
+    for name in whole:
+        torch.testing.assert_close(accumulated[name], whole[name], rtol=1e-6, atol=1e-6,
+                                   msg=name)
+
+
+def test_a_short_last_update_averages_the_micro_batches_it_holds():
+    a, b = two_parts()
+    updater = make_updater(a, b)
+    updater.update_freq = 4
+    updater.optimizers["model"].step = lambda: None
+    for _ in range(3):  # the epoch ends after 3 of 4
+        updater.backward(b(a(torch.ones(2, 3))).pow(2).sum())
+    grads = [p.grad.clone() for p in a.parameters()]
+    updater.step(micro_batches=3)
+    for before, p in zip(grads, a.parameters()):
+        torch.testing.assert_close(p.grad, before * 4 / 3)

@@ -150,15 +150,23 @@ def test_fast_backend_used_or_silently_replaced(monkeypatch, fail_forward, fail_
     assert fm_module.select_backend(inputs[0]) is expected_next
 
 
-def test_cupy_unavailable_when_import_fails_or_no_gpu(monkeypatch):
-    fm_module._cupy.cache_clear()
+def test_cupy_unavailable_when_import_fails_or_no_gpu_says_why(monkeypatch):
+    fm_module._cupy_or_reason.cache_clear()
     monkeypatch.setitem(sys.modules, "cupy", None)  # "import cupy" raises ImportError
-    assert fm_module._cupy() is None
-    fm_module._cupy.cache_clear()
+    assert fm_module._cupy_or_reason() == (None, "cupy is not installed: pip install '.[cuda]'")
+    fm_module._cupy_or_reason.cache_clear()
     no_gpu = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: False))
     monkeypatch.setitem(sys.modules, "cupy", no_gpu)
-    assert fm_module._cupy() is None
-    fm_module._cupy.cache_clear()
+    assert fm_module._cupy() is None and fm_module._cupy_or_reason()[1] == "cupy sees no GPU"
+    fm_module._cupy_or_reason.cache_clear()
+
+
+def test_the_backend_in_use_is_printed_once_per_process(monkeypatch, capsys):
+    monkeypatch.setattr(fm_module, "_announced", set())
+    f, z, h0 = gates_and_values(T=4, B=2, H=3, dtype=torch.float32)
+    for _ in range(3):
+        fm_module.forget_mult(f, z, h0)
+    assert capsys.readouterr().out == "QRNN recurrence: torch on cpu\n"
 
 
 CPU_SHIM = """

@@ -13,14 +13,16 @@ results match it to float rounding: no log-space scan (slower, and imprecise gat
 fp32) and no blocked scan with cumulative products (only ~0.15 ms less at T=128 on this CPU).
 
 Backends: the pure torch one always works. On CUDA tensors an optional cupy kernel (one thread
-per ``(b, h)`` running over time) is tried first when cupy is installed and sees a GPU; cupy is
-imported lazily and never required. A backend that raises is disabled for the process and the
-call silently falls back to torch, which computes the same values.
+per ``(b, h)`` running over time; ``pip install '.[cuda]'``) is tried first when cupy is
+installed and sees a GPU; cupy is imported lazily and never required. A backend that raises is
+disabled for the process, with a warning, and the call falls back to torch, which computes the
+same values. The backend in use is printed once per process, with why a faster one is not.
 """
 from __future__ import annotations
 
 import functools
 import logging
+import sys
 from typing import Any, Optional, Protocol
 
 import numpy as np
@@ -128,13 +130,24 @@ _THREADS = 256
 
 
 @functools.lru_cache(maxsize=None)
-def _cupy() -> Optional[Any]:
-    """The cupy module when it is installed and sees a GPU, else None (imported on first use)."""
+def _cupy_or_reason() -> tuple[Optional[Any], str]:
+    """(the cupy module, "") when it is installed and sees a GPU, else (None, why not);
+    imported on first use."""
     try:
         import cupy
-        return cupy if cupy.cuda.is_available() else None
-    except Exception:  # noqa: BLE001 - any import or driver problem means "no cupy"
-        return None
+    except ImportError:
+        return None, "cupy is not installed: pip install '.[cuda]'"
+    except Exception as exc:  # noqa: BLE001 - any driver problem means "no cupy"
+        return None, f"cupy cannot be imported ({type(exc).__name__}: {exc})"
+    try:
+        return (cupy, "") if cupy.cuda.is_available() else (None, "cupy sees no GPU")
+    except Exception as exc:  # noqa: BLE001
+        return None, f"cupy cannot reach the GPU ({type(exc).__name__}: {exc})"
+
+
+def _cupy() -> Optional[Any]:
+    """The cupy module when it is installed and sees a GPU, else None."""
+    return _cupy_or_reason()[0]
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,14 +203,33 @@ def select_backend(x: torch.Tensor) -> Backend:
     return TORCH_BACKEND
 
 
+_announced: set[str] = set()
+
+
+def announce(backend: Backend, x: torch.Tensor) -> None:
+    """Print, once per process, which backend runs the recurrence (and on CUDA, why not cupy)."""
+    if "backend" in _announced:
+        return
+    _announced.add("backend")
+    why = ""
+    if backend is TORCH_BACKEND and x.is_cuda:
+        reason = "the cupy kernel failed (see above)" if FAST_BACKENDS[0].failed else \
+            _cupy_or_reason()[1] or f"the cupy kernel takes float32/64, not {x.dtype}"
+        why = f"; {reason}"
+    print(f"QRNN recurrence: {backend.name} on {x.device.type}{why}", flush=True)
+
+
 def _run(backend: Backend, method: str, *args: torch.Tensor) -> tuple[Any, Backend]:
     """``backend.method(*args)`` and the backend that ran it: torch if ``backend`` raised."""
     if backend is not TORCH_BACKEND:
         try:
             return getattr(backend, method)(*args), backend
-        except Exception:  # noqa: BLE001 - any failure of an optional kernel means "use torch"
+        except Exception as exc:  # noqa: BLE001 - any failure of an optional kernel: use torch
             backend.failed = True
-            logger.debug("forget_mult: %s backend failed, using torch", backend.name, exc_info=True)
+            logger.debug("forget_mult: %s backend failed", backend.name, exc_info=True)
+            print(f"warning: QRNN recurrence: the {backend.name} backend failed "
+                  f"({type(exc).__name__}: {exc}); using torch from now on", file=sys.stderr,
+                  flush=True)
     return getattr(TORCH_BACKEND, method)(*args), TORCH_BACKEND
 
 
@@ -230,4 +262,6 @@ def forget_mult(f: torch.Tensor, z: torch.Tensor, h0: Optional[torch.Tensor] = N
         raise ValueError(f"h0 must be (B, H) = {tuple(f.shape[1:])}; got {tuple(h0.shape)}")
     if f.dtype in (torch.float16, torch.bfloat16):  # under autocast: recur in float32
         f, z, h0 = f.float(), z.float(), h0.float()
-    return _ForgetMult.apply(f, z, h0, select_backend(f))
+    backend = select_backend(f)
+    announce(backend, f)
+    return _ForgetMult.apply(f, z, h0, backend)
