@@ -4,14 +4,20 @@ peak RSS of N epochs.
 
     python bench/compare_cpc_audio.py --cpc_audio PATH [--fork PATH] [--corpus DIR]
         [--files 64] [--epochs 1] [--repeats 1] [--only cpc_transformer cpc_linear cpcctc]
+        [--device cpu|cuda] [--precision fp32|bf16|fp16]
 
 PATH is a checkout of facebookresearch/CPC_audio (``--fork``: chorowski-lab/CPC_audio, for the
-CPC-CTC row). Their code assumes CUDA and torchaudio; on a machine without either, a small
-runner (written to a temporary directory) makes ``.cuda()`` a no-op, reports one device, and
-provides the two torchaudio calls their data loading needs through soundfile; their other
-requirements (psutil, progressbar2) must be installed. Nothing in the
+CPC-CTC row). Their code assumes CUDA and torchaudio: with ``--device cpu`` a small runner
+(written to a temporary directory) makes ``.cuda()`` a no-op and reports one device; on either
+device a stand-in provides the two torchaudio calls their data loading needs through soundfile
+(torchaudio 2.9 removed them); their other requirements (psutil, progressbar2) must be
+installed. ``--precision`` is this project's (theirs has only float32). Nothing in the
 checkouts is modified. Each run is one whole process, one at a time; peak RSS includes its
 children (data loading). Without ``--cpc_audio`` only this project's rows are measured.
+
+Besides whole runs (start-up included), the table gives the last epoch's wall time (training,
+validation, checkpoint) and its trained audio per second: with ``--epochs 2`` or more, the
+steady state, which is what a long GPU run sees.
 
 The two samplers do not cut an epoch into the same windows: with its random offset, CPC_audio's
 same-speaker sampler takes ``n // sizeWindow - 1`` windows of a speaker's ``n`` samples (185 in
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import platform
 import random
@@ -100,18 +107,20 @@ def write_split(corpus: Path, n_files: int, out: Path) -> tuple[Path, Path]:
 
 
 def measure(name: str, system: str, checkout: Path | None, corpus: Path, split: tuple[Path, Path],
-            epochs: int, work: Path, repeat: int = 0) -> dict:
+            epochs: int, work: Path, repeat: int = 0, device: str = "cpu",
+            precision: str = "fp32") -> dict:
     run_dir = work / f"{system}_{name}_{repeat}"
     flags = ["--pathDB", str(corpus), "--pathTrain", str(split[0]), "--pathVal", str(split[1]),
              "--file_extension", ".flac", "--pathCheckpoint", str(run_dir),
              "--nEpoch", str(epochs)] + COMMON + CONFIGS[name]
     env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
     if system == "this project":
-        command = [sys.executable, str(ROOT / "cpc" / "train.py")] + flags + ["--device", "cpu"]
+        command = [sys.executable, str(ROOT / "cpc" / "train.py")] + flags + \
+            ["--device", device, "--precision", precision]
     else:
         env["PYTHONPATH"] = f"{work / 'shim'}{os.pathsep}{checkout}"
-        command = [sys.executable, str(work / "shim" / "run_on_cpu.py"),
-                   str(checkout / "cpc" / "train.py")] + flags
+        runner = [str(work / "shim" / "run_on_cpu.py")] if device == "cpu" else []
+        command = [sys.executable] + runner + [str(checkout / "cpc" / "train.py")] + flags
     # one process at a time: RUSAGE_CHILDREN's peak is the largest so far, so each run is
     # measured in its own interpreter
     wrapper = [sys.executable, "-c",
@@ -125,11 +134,31 @@ def measure(name: str, system: str, checkout: Path | None, corpus: Path, split: 
     code, wall, peak = out.stdout.strip().splitlines()[-1].split()[1:]
     if system == "this project":
         steps, windows = our_steps_and_windows(out.stdout + out.stderr)
+        epoch_s = our_last_epoch_seconds(run_dir)
     else:
         steps, windows = cpc_audio_steps_and_windows(corpus, split[0])
         steps, windows = steps * epochs, windows * epochs
+        epoch_s = cpc_audio_last_epoch_seconds(out.stdout)
     return {"code": int(code), "wall_s": float(wall), "peak_gb": float(peak), "steps": steps,
-            "windows": windows, "audio_per_s": windows * WINDOW / SAMPLE_RATE / float(wall)}
+            "windows": windows, "audio_per_s": windows * WINDOW / SAMPLE_RATE / float(wall),
+            "epoch_s": epoch_s,
+            "epoch_audio_per_s": windows / epochs * WINDOW / SAMPLE_RATE / max(epoch_s, 1e-9)}
+
+
+def our_last_epoch_seconds(run_dir: Path) -> float:
+    """The last epoch's wall time (training, validation, hooks) from the run log."""
+    logs_file = run_dir / "checkpoint_logs.json"
+    if not logs_file.is_file():
+        return float("nan")
+    return float(json.loads(logs_file.read_text())["epoch_seconds"][-1])
+
+
+def cpc_audio_last_epoch_seconds(log: str) -> float:
+    """CPC_audio prints 'Ran N epochs in T seconds' after each epoch (T since the start)."""
+    totals = [float(t) for t in re.findall(r"Ran \d+ epochs in ([\d.]+) seconds", log)]
+    if not totals:
+        return float("nan")
+    return totals[-1] - (totals[-2] if len(totals) > 1 else 0.0)
 
 
 
@@ -164,6 +193,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--only", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="this project's --precision (CPC_audio runs in float32)")
     args = parser.parse_args()
     if not (args.corpus / "train_split.txt").is_file():
         raise SystemExit(f"{args.corpus} is not the built-in corpus: run `make demo` or "
@@ -180,11 +212,11 @@ def main() -> None:
     split = write_split(args.corpus, args.files, work)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
     print(f"command: python bench/compare_cpc_audio.py --cpc_audio {args.cpc_audio} --fork "
-          f"{args.fork} --files {args.files} --epochs {args.epochs} --repeats {args.repeats}; "
-          f"logs in {work}")
+          f"{args.fork} --files {args.files} --epochs {args.epochs} --repeats {args.repeats} "
+          f"--device {args.device} --precision {args.precision}; logs in {work}")
     print("| config | system | wall (s) | steps | windows trained | trained audio s per wall s "
-          "| peak RSS (GB) | exit |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| last epoch (s) | its audio s per s | peak RSS (GB) | exit |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.only:
         other = args.fork if name == "cpcctc" else args.cpc_audio
         systems = [("this project", None)] + ([("CPC_audio" if name != "cpcctc" else "fork",
@@ -193,11 +225,14 @@ def main() -> None:
         for repeat in range(args.repeats):
             for system, checkout in systems:
                 runs[system].append(measure(name, system, checkout, args.corpus, split,
-                                            args.epochs, work, repeat))
+                                            args.epochs, work, repeat, args.device,
+                                            args.precision))
         rows = {system: median_row(measured) for system, measured in runs.items()}
         for system, row in rows.items():
             print(f"| {name} | {system} | {row['wall_s']:.1f} | {row['steps']} | {row['windows']} | "
-                  f"{row['audio_per_s']:.2f} | {row['peak_gb']:.2f} | {row['code']} |", flush=True)
+                  f"{row['audio_per_s']:.2f} | {row['epoch_s']:.1f} | "
+                  f"{row['epoch_audio_per_s']:.1f} | {row['peak_gb']:.2f} | {row['code']} |",
+                  flush=True)
         if len(rows) == 2:
             ours, theirs = runs["this project"], next(r for s, r in runs.items()
                                                      if s != "this project")
@@ -206,8 +241,11 @@ def main() -> None:
             throughput = statistics.median(o["audio_per_s"] / t["audio_per_s"] for o, t in pairs)
             memory = statistics.median(t["peak_gb"] / max(o["peak_gb"], 1e-9) for o, t in pairs)
             walls = ", ".join(f"{t['wall_s'] / o['wall_s']:.2f}" for o, t in pairs)
+            steady = statistics.median(o["epoch_audio_per_s"] / t["epoch_audio_per_s"]
+                                       for o, t in pairs)
             print(f"| {name} | ratio | {wall:.2f}x less wall time ({walls}) | | | "
-                  f"{throughput:.2f}x the throughput | {memory:.2f}x less memory | |")
+                  f"{throughput:.2f}x the throughput | | {steady:.2f}x the last epoch's "
+                  f"throughput | {memory:.2f}x less memory | |")
 
 
 def median_row(runs: list[dict]) -> dict:

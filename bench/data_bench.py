@@ -68,7 +68,7 @@ def main() -> None:
     def load_all() -> None:
         data = AudioBatchData(big, 20480, seqs, None, len(speakers),
                               n_process_loader=args.workers)
-        data._pack(0)
+        data.load(data.plan(0)[0])
         data.close()
     load = median_time(load_all, args.repeats)
     print(f"index {len(seqs)} files ({hours:.2f} h): cold {cold:.2f} s, cached {warm:.3f} s "

@@ -49,7 +49,7 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def measure(flags: list[str], steps: int, every: int, device: torch.device) -> dict[str, float]:
+def measure(flags: list[str], steps: int, device: torch.device) -> dict[str, float]:
     args = build_parser().parse_args(["--pathDB", "unused"] + flags)
     torch.manual_seed(0)
     model = build_model(args).to(device)
@@ -63,7 +63,7 @@ def measure(flags: list[str], steps: int, every: int, device: torch.device) -> d
     step_module = TrainStep(model, training.objective)
     updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
                       clip_grad_norm=1.0, warmup_steps=0)
-    monitor = HealthMonitor(every, list(updater.parts), True)
+    monitor = HealthMonitor(list(updater.parts), True, device=device)
     guard = CollapseGuard("rollback", CollapseRule(), criterion.chance_loss(), training,
                           lambda n: None)
     batch = SimpleNamespace(audio=torch.randn(8, 1, args.sizeWindow, device=device),
@@ -110,7 +110,7 @@ def main() -> None:
     print(f"command: python bench/health_bench.py --steps {args.steps} --every {args.every} "
           f"--device {args.device}")
     for name, flags in CONFIGS.items():
-        r = measure(flags, args.steps, args.every, device)
+        r = measure(flags, args.steps, device)
         per_step = r["monitored"] - r["plain"]
         amortised = per_step + r["check"] / args.every
         print(f"{name}: plain step {1000 * r['plain']:.0f} ms, monitored step "

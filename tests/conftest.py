@@ -57,3 +57,16 @@ def tiny_corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_corpus") / "corpus"
     generate_corpus(root, 4, 1, 6, seed=1, workers=2)
     return root
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (pytest -m cuda); skipped without")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device: run on a GPU machine (bench/gpu_check.sh)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,13 @@ def test_repeats_are_summarised_by_medians_and_the_worst_exit_code():
             {"code": 0, "wall_s": 31.0, "peak_gb": 1.1, "steps": 36, "windows": 198, "audio_per_s": 7.5}]
     assert bench.median_row(runs) == {"code": 1, "wall_s": 31.0, "peak_gb": 1.1, "steps": 36,
                                       "windows": 199, "audio_per_s": 7.5}
+
+
+def test_the_last_epochs_time_is_read_from_both_systems_logs(tmp_path):
+    bench = load_bench()
+    log = ("Starting epoch 0\nRan 1 epochs in 31.50 seconds\nStarting epoch 1\n"
+           "Ran 2 epochs in 52.25 seconds\n")
+    assert bench.cpc_audio_last_epoch_seconds(log) == 20.75
+    assert math.isnan(bench.cpc_audio_last_epoch_seconds("crashed before its first epoch"))
+    (tmp_path / "checkpoint_logs.json").write_text('{"epoch_seconds": [9.5, 7.25]}')
+    assert bench.our_last_epoch_seconds(tmp_path) == 7.25
