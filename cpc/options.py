@@ -260,9 +260,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="Seed of every random generator; without it, one is drawn and "
                             "saved.")
     group.add_argument("--allow_nan_steps", type=int, default=0,
-                       help="Skip up to this many training batches whose loss is not finite "
-                            "(0: stop at the first, naming the step and the last good "
-                            "checkpoint).")
+                       help="Skip up to this many training batches whose loss is not finite, "
+                            "reading every loss as it comes (0: stop at the first, naming the "
+                            "batch and the last good checkpoint; losses are then read once "
+                            "per --logging_step, and always before a checkpoint).")
     group.add_argument("--deterministic", action="store_true",
                        help="Deterministic kernels only: bit-exact reruns and resumption, "
                             "somewhat slower.")

@@ -324,6 +324,17 @@ def effective_batch(args: argparse.Namespace, info: DistInfo) -> dict:
             "audio_seconds": windows * args.sizeWindow / SAMPLE_RATE}
 
 
+def log_effective_batch(args: argparse.Namespace, info: DistInfo, logs: dict,
+                        report: bool) -> None:
+    """The effective batch into the run log, and (``report``) one console line."""
+    batch = logs["effective_batch"] = effective_batch(args, info)
+    if report:
+        print(f"update: {batch['per_batch']} windows x {batch['processes']} process(es) x "
+              f"{batch['update_freq']} accumulated batch(es) = {batch['windows']} windows "
+              f"({batch['audio_seconds']:.1f} s of audio); precision {args.precision}",
+              flush=True)
+
+
 def train_process(config: RunConfig, info: DistInfo, device: torch.device,
                   signals: StopRequest) -> dict:
     """The training of one process. Under torchrun every rank trains on its own share of the
@@ -348,12 +359,7 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
                       args.clip_grad_norm, args.warmup_steps, args.update_freq, training.scaler)
     run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir, config.seed,
               data_generation=generation)
-    batch = logs["effective_batch"] = effective_batch(args, info)
-    if info.is_main and resumption.start_epoch < args.nEpoch:
-        print(f"update: {batch['per_batch']} windows x {batch['processes']} process(es) x "
-              f"{batch['update_freq']} accumulated batch(es) = {batch['windows']} windows "
-              f"({batch['audio_seconds']:.1f} s of audio); precision {args.precision}",
-              flush=True)
+    log_effective_batch(args, info, logs, info.is_main and resumption.start_epoch < args.nEpoch)
     hooks: list[Hook] = []
     try:
         hooks = epoch_hooks(config, run, updater, device)

@@ -263,7 +263,9 @@ def test_perfect_predictions_align_and_score():
 
 def test_readme_example_trains_on_the_built_in_corpus(tiny_corpus, tmp_path):
     # the README's CPC-CTC flags on a small model; lr and negatives chosen so that the loss falls
-    # for every seed tried (by 0.5 to 4 in 3 epochs; higher lrs can stall near chance, ~18.4)
+    # for every seed tried (higher lrs can stall near chance, ~18.4). Measured in 3 epochs on
+    # seeds 1-5, native and ATEN_CPU_CAPABILITY=default kernels: training loss down by
+    # 0.25-0.40 (0.25-0.48 with the data order before packs were re-planned every epoch)
     out = tmp_path / "run"
     argv = ["--pathDB", tiny_corpus, "--pathTrain", tiny_corpus / "train_split.txt",
             "--pathVal", tiny_corpus / "val_split.txt", "--file_extension", ".flac",
@@ -277,7 +279,7 @@ def test_readme_example_trains_on_the_built_in_corpus(tiny_corpus, tmp_path):
     logs = json.loads((out / "checkpoint_logs.json").read_text())
     assert all(len(v) == 12 for v in logs["locLoss_train"] + logs["locAcc_train"])
     losses, val_losses = logs["loss_train"], logs["loss_val"]
-    assert losses[-1] < losses[0] - 0.3 and val_losses[-1] < val_losses[0], (losses, val_losses)
+    assert losses[-1] < losses[0] - 0.2 and val_losses[-1] < val_losses[0], (losses, val_losses)
     first_acc, last_acc = (sum(a) / len(a) for a in (logs["locAcc_train"][0], logs["locAcc_train"][-1]))
     assert last_acc > first_acc
     assert len(logs["health_score_margin"]) == 3 and len(logs["health_grad_criterion"]) == 3

@@ -259,3 +259,27 @@ def test_ranks_agree_on_a_flag_at_the_same_update_and_on_rank_0_failures(tmp_pat
     # raised at update 5, launched in the vote of update 8, read at update 12 on both ranks
     assert (tmp_path / "rank0").read_text() == "[12] raised"
     assert (tmp_path / "rank1").read_text() == "[12] peer"
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_update_with_one_checkpoint(tiny_corpus,
+                                                                                 tmp_path):
+    """A cluster's preemption: torchrun passes SIGTERM to its workers, which agree on the
+    update to stop at (a vote every 8 updates) and record one checkpoint of the cut epoch."""
+    import signal
+    import time
+
+    from tests.test_faults import read_until
+    argv = [str(a) for a in corpus_args(tiny_corpus) + SMALL +
+            ["--nEpoch", "200", "--save_step", "1000", "--pathCheckpoint", tmp_path / "run"]]
+    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node=2", str(REPO / "cpc" / "train.py"), *argv],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    read_until(job, "epoch   0 |", 1)
+    time.sleep(0.5)
+    job.send_signal(signal.SIGTERM)
+    rest = job.communicate(timeout=120)[0]
+    assert "SIGTERM: stopped in epoch" in rest and "rerun the same command" in rest
+    (epoch, path), = ckpt.list_interrupted(tmp_path / "run")
+    cut = ckpt.load_checkpoint(path)["interrupted"]
+    assert cut["world_size"] == 2 and len(cut["rngs"]) == 2 and cut["batches_done"] > 0
