@@ -204,7 +204,7 @@ def test_two_ranks_resume_a_killed_run_exactly_and_only_with_two_ranks(tiny_corp
     ranks' file shares would change."""
     from tests.test_faults import assert_same_run, read_until
     argv = [str(a) for a in corpus_args(tiny_corpus) + SMALL +
-            ["--nEpoch", "2", "--save_step", "1", "--deterministic"]]
+            ["--nEpoch", "1", "--deterministic"]]
     assert run_torchrun(argv + ["--pathCheckpoint", str(tmp_path / "straight")], 2) \
         .returncode == 0
     killed = argv + ["--pathCheckpoint", str(tmp_path / "killed"), "--save_interval_steps", "4"]
@@ -212,7 +212,7 @@ def test_two_ranks_resume_a_killed_run_exactly_and_only_with_two_ranks(tiny_corp
                             "--nproc_per_node=2", str(REPO / "cpc" / "train.py"), *killed],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-    lines = read_until(job, "step checkpoint: epoch 1", 2)
+    lines = read_until(job, "step checkpoint: epoch 0", 2)
     kill_tree(job.pid)
     job.wait()
     state = ckpt.load_checkpoint(ckpt.list_interrupted(tmp_path / "killed")[0][1])
@@ -225,7 +225,14 @@ def test_two_ranks_resume_a_killed_run_exactly_and_only_with_two_ranks(tiny_corp
     resumed = run_torchrun(killed, 2)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stdout
-    assert_same_run(tmp_path / "straight", tmp_path / "killed", 1)
+    assert_same_run(tmp_path / "straight", tmp_path / "killed", 0)
+    # a finished epoch resumes under any number of processes: the change is logged
+    from cpc import train
+    one_more_epoch = list(killed)
+    one_more_epoch[one_more_epoch.index("--nEpoch") + 1] = "2"
+    assert train.main(one_more_epoch) == 0
+    logs = json.loads((tmp_path / "killed" / ckpt.LOGS_FILE).read_text())
+    assert {"epoch": 1, "flag": "processes", "was": 2, "now": 1} in logs["option_changes"]
 
 
 def vote_and_share(rank: int, world_size: int, init_file: str, out_dir: str) -> None:

@@ -34,7 +34,8 @@ def pase_args(tiny_corpus, short_split, run_dir, *extra) -> list[str]:
     return [str(a) for a in args]
 
 
-def test_pase_recipe_lowers_every_worker_loss_and_resumes(tiny_corpus, short_split, tmp_path):
+def test_pase_recipe_lowers_every_worker_loss_and_resumes(tiny_corpus, short_split, tmp_path,
+                                                          two_threads):
     run_dir = tmp_path / "run"
     assert train.main(pase_args(tiny_corpus, short_split, run_dir, "--nEpoch", "3",
                                 "--keep_checkpoints", "2", "--save_step", "1")) == 0

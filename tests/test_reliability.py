@@ -285,7 +285,7 @@ def test_worker_learning_rates_without_workers_are_refused(tiny_corpus, tmp_path
     one_line_error(capsys, "encoder_lr_start set(s) the learning rates of a PASE workers run")
 
 
-def test_capture_during_a_pase_run(tiny_corpus, tmp_path):
+def test_capture_during_a_pase_run(tiny_corpus, tmp_path, two_threads):
     config = tmp_path / "tiny_pase.yaml"
     config.write_text("encoder_type: pase\nhiddenEncoder: 16\narMode: no_ar\nchunk_size: 3200\n"
                       "samplingType: uniform\nbatchSizeGPU: 8\n"
