@@ -344,6 +344,7 @@ class Batch:
     seq_index: torch.Tensor  # (B,) long: dataset sequence holding the window's first sample
     seq_offset: torch.Tensor  # (B,) long: sample offset of the window start in that sequence
     frame_seq_index: torch.Tensor | None = None  # (B, sizeWindow // 160): file of each frame
+    speaker_host: torch.Tensor | None = None  # the speakers still on the host, after to()
 
     def _map(self, move) -> "Batch":
         apply = lambda t: None if t is None else move(t)  # noqa: E731
@@ -351,8 +352,12 @@ class Batch:
                      apply(self.seq_index), apply(self.seq_offset), apply(self.frame_seq_index))
 
     def to(self, device: torch.device | str) -> "Batch":
-        """On ``device``; the copy is asynchronous from pinned memory."""
-        return self._map(lambda t: t.to(device, non_blocking=True))
+        """On ``device``; the copy is asynchronous from pinned memory. The speaker labels also
+        stay on the host (``speaker_host``), for decisions that must not wait for a GPU."""
+        moved = self._map(lambda t: t.to(device, non_blocking=True))
+        moved.speaker_host = self.speaker if self.speaker.device.type == "cpu" else \
+            self.speaker_host
+        return moved
 
     def pin_memory(self) -> "Batch":
         """In page-locked memory, from which a copy to the GPU does not stall the host."""

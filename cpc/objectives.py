@@ -31,7 +31,8 @@ class WorkerObjective:
     """PASE workers on the encoded frames; the loss is the weighted sum of the worker losses.
 
     A worker that cannot use a batch (LIM / GIM on a batch of a single speaker, which uniform
-    sampling can draw on a corpus of few speakers) is left out of that batch's loss.
+    sampling can draw on a corpus of few speakers) is left out of that batch's loss. Workers
+    get the speaker labels on the host, so that checking them never waits for the GPU.
     """
 
     def __init__(self, workers: nn.ModuleDict) -> None:
@@ -41,9 +42,10 @@ class WorkerObjective:
 
     def __call__(self, batch: Batch, c_feature: torch.Tensor, encoded: torch.Tensor) -> CriterionOutput:
         outputs, losses = [], []
+        speaker = batch.speaker_host if batch.speaker_host is not None else batch.speaker
         for worker in self.workers.values():
             try:
-                out = worker(encoded, batch.audio, batch.speaker)
+                out = worker(encoded, batch.audio, speaker)
             except WorkerBatchError:
                 losses.append(encoded.new_full((), float("nan")))
                 continue

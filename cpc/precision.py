@@ -46,7 +46,11 @@ def loss_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
 
 def set_tf32(enabled: bool) -> None:
     """TF32 tensor cores for float32 matmuls and cuDNN convolutions / RNNs (CUDA only)."""
-    mode = "tf32" if enabled else "ieee"
-    torch.backends.cuda.matmul.fp32_precision = mode
-    torch.backends.cudnn.conv.fp32_precision = mode
-    torch.backends.cudnn.rnn.fp32_precision = mode
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9: per-backend precision
+        mode = "tf32" if enabled else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+        torch.backends.cudnn.rnn.fp32_precision = mode
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = enabled
+        torch.backends.cudnn.allow_tf32 = enabled

@@ -273,7 +273,7 @@ def evaluate(module: torch.nn.Module, loader: AudioLoader, device: torch.device,
     module.eval()
     totals = EpochTotals(device=device)
     start = time.time()
-    with torch.no_grad(), Prefetcher(loader, pin=device.type == "cuda") as batches:
+    with torch.no_grad(), Prefetcher(loader, pin=device if device.type == "cuda" else None) as batches:
         for batch in tqdm(batches, total=len(loader), desc=desc, leave=False,
                           dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0,
                           disable=not info.is_main):
@@ -554,7 +554,7 @@ class Trainer:
                          leave=False, dynamic_ncols=True,
                          mininterval=1.0 if sys.stderr.isatty() else 30.0,
                          disable=not run.info.is_main)
-        with Prefetcher(loader, pin=self.device.type == "cuda") as batches:
+        with Prefetcher(loader, pin=self.device if self.device.type == "cuda" else None) as batches:
             for index, batch in enumerate(batches, start=done):
                 batch = batch.to(self.device)
                 closes_update = (index + 1) % updater.update_freq == 0 or index + 1 == n_batches
@@ -619,7 +619,8 @@ class Trainer:
         run = self.run
         parts = [(None, self.nonfinite.sync_values())] + \
                 [(hook, hook.sync_values(run)) for hook in self.hooks]
-        tensors = [t.detach().float().reshape(()) for _, values in parts for t in values.values()]
+        tensors = [t.detach().to(self.device, torch.float32).reshape(())
+                   for _, values in parts for t in values.values()]
         if not tensors:
             return
         host = iter(mean_over_ranks(torch.stack(tensors), run.info).tolist())  # the one sync

@@ -39,12 +39,17 @@ def test_leaving_early_stops_a_producer_that_is_waiting_to_put():
     assert len(produced) <= 5  # it stopped instead of running on
 
 
-def test_pinning_calls_each_items_pin_memory():
+def test_pinning_sets_the_threads_device_and_pins_each_item(monkeypatch):
+    import torch
+    devices = []
+    monkeypatch.setattr(torch.cuda, "set_device", devices.append)
+
     class Item:
         pinned = False
 
         def pin_memory(self):
             self.pinned = True
             return self
-    with Prefetcher([Item(), Item()], pin=True) as items:
+    with Prefetcher([Item(), Item()], pin="cuda:1") as items:
         assert all(item.pinned for item in items)
+    assert devices == ["cuda:1"]

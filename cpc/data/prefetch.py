@@ -1,25 +1,27 @@
 """Build batches ahead, in a background thread, while the model trains on the current one.
 
 The training loop then only takes a finished batch from a queue and starts its copy to the
-device; with ``pin`` (CUDA) the batch is in page-locked memory, so that copy runs
+device; with ``pin`` (a CUDA device) the batch is in page-locked memory, so that copy runs
 asynchronously (``non_blocking=True``) instead of stalling the host.
 """
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from typing import Any, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
 
 
 class Prefetcher(Iterator[T]):
-    """Iterate ``source`` in a thread, at most ``depth`` items ahead; ``pin`` calls each
-    item's ``pin_memory()``. An exception in the thread is raised by ``next``. Use as a
+    """Iterate ``source`` in a thread, at most ``depth`` items ahead; with ``pin`` (the CUDA
+    device the items will go to) each item's ``pin_memory()`` is called, the thread set to that
+    device first (as torch's DataLoader does: pinning from a thread otherwise opens a context
+    on GPU 0 in every process). An exception in the thread is raised by ``next``. Use as a
     context manager (or call :meth:`close`): leaving early stops the thread."""
 
-    def __init__(self, source: Iterable[T], depth: int = 2, pin: bool = False) -> None:
+    def __init__(self, source: Iterable[T], depth: int = 2, pin: Any = None) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._pin = pin
@@ -38,8 +40,11 @@ class Prefetcher(Iterator[T]):
 
     def _fill(self, items: Iterator[T]) -> None:
         try:
+            if self._pin is not None:
+                import torch
+                torch.cuda.set_device(self._pin)
             for item in items:
-                if self._pin:
+                if self._pin is not None:
                     item = item.pin_memory()
                 if not self._put(item):
                     return

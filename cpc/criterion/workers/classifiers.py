@@ -30,7 +30,9 @@ from .registry import WORKERS, WorkerSpec, keyword_settings
 
 
 def other_speaker_rows(speaker: torch.Tensor) -> torch.Tensor:
-    """For each row, a random row of the batch with a different speaker label: ``(B,)``."""
+    """For each row, a random row of the batch with a different speaker label: ``(B,)``, on
+    the device of ``speaker`` (training passes the labels on the host: checking them there
+    does not stall a GPU)."""
     differs = speaker[:, None] != speaker[None, :]
     if not bool(differs.any(dim=1).all()):
         raise WorkerBatchError(
@@ -83,7 +85,7 @@ class InfoMaxDiscriminator(Worker):
             raise ConfigError(f"worker {self.name}: chunk_frames {length} exceeds the {n_frames} "
                                    f"frames of a window (--sizeWindow / chunk_size)")
         rows = torch.arange(batch, device=encoded.device)
-        others = other_speaker_rows(speaker.to(encoded.device))
+        others = other_speaker_rows(speaker).to(encoded.device, non_blocking=True)
         starts = torch.randint(0, n_frames - length + 1, (3, batch), device=encoded.device)
         anchor, positive, negative = (take_chunks(encoded, r, s, length)
                                       for r, s in zip((rows, rows, others), starts))
