@@ -235,7 +235,7 @@ def start_state(config: RunConfig, training: Training, train_loader: AudioLoader
     from the newest checkpoint, or from --load, or fresh."""
     args, resume = config.args, config.resume
     if resume is None:
-        if args.load:
+        if args.load and info.is_main:  # under torchrun DDP copies rank 0's weights to the rest
             load_initial_weights(args.load, training.model,
                                  training.criterion if args.loadCriterion else None)
         return empty_logs(), Resumption(), 0
@@ -349,10 +349,9 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
         prepare_run_dir(config)
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
     logs, resumption, generation = start_state(config, training, train_loader, info)
-    if training.workers is not None and config.resume is None:
-        if info.is_main:
-            print(f"estimating the workers' target statistics on {args.pase_stats_batches} "
-                  f"batches", flush=True)
+    if training.workers is not None and config.resume is None and info.is_main:
+        print(f"estimating the workers' target statistics on {args.pase_stats_batches} "
+              f"batches", flush=True)  # (DDP copies rank 0's to the other ranks)
         estimate_target_stats(training.workers, data.train.getDataLoader(
             args.batchSizeGPU, args.samplingType, False), args.pase_stats_batches)
     updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
@@ -362,9 +361,10 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     log_effective_batch(args, info, logs, info.is_main and resumption.start_epoch < args.nEpoch)
     hooks: list[Hook] = []
     try:
-        hooks = epoch_hooks(config, run, updater, device)
-        trainer = Trainer(run, step_module(training, info, device, args.precision), updater,
-                          train_loader, validation_loader(args, training, data), device, hooks,
+        module = step_module(training, info, device, args.precision)  # DDP: rank 0's weights
+        hooks = epoch_hooks(config, run, updater, device)  # (the guard copies them)
+        trainer = Trainer(run, module, updater, train_loader,
+                          validation_loader(args, training, data), device, hooks,
                           NonFiniteWatch(args.allow_nan_steps, device), args.logging_step,
                           signals)
         logs = trainer.fit(args.nEpoch, resumption)
