@@ -162,15 +162,6 @@ def min_over_ranks(value: int, info: DistInfo) -> int:
     return int(tensor[0])
 
 
-def any_rank(flag: bool, info: DistInfo) -> bool:
-    """True on every rank when it is true on one (blocking: for rare decisions)."""
-    if not info.active:
-        return flag
-    tensor = torch.tensor([int(flag)], dtype=torch.long)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=info.host_group)
-    return bool(tensor[0])
-
-
 def barrier(info: DistInfo) -> None:
     """Wait for every rank, on the host group (no timeout that rank-0 work could reach)."""
     if info.active:
