@@ -12,6 +12,7 @@ matching nothing, bad labels...) raises :class:`DataError` with a message naming
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -424,8 +425,9 @@ class AudioBatchData:
                                           self.max_pack_samples, rng)
         return self._plans[key]
 
+    @functools.cached_property
     def _whole_plan(self) -> list[Pack]:
-        """The packs of every file in one process (for the facts below)."""
+        """The packs of every file in one process (for the facts below; planned once)."""
         return plan_packs(range(len(self.sequences)), self._lengths, self._speakers,
                           self._paths, self.max_size_loaded, random.Random(self.seed))
 
@@ -441,7 +443,7 @@ class AudioBatchData:
 
     def n_windows(self) -> int:
         """Windows per epoch at offset 0 (all files, all ranks)."""
-        return sum(p.n_samples // self.size_window for p in self._whole_plan())
+        return sum(p.n_samples // self.size_window for p in self._whole_plan)
 
     def getNSpeakers(self) -> int:
         return self.n_speakers
@@ -461,7 +463,7 @@ class AudioBatchData:
     def unused_audio(self, sampling_type: str) -> str | None:
         """A warning when some audio is in stretches shorter than one window (no window of
         ``sampling_type`` can cover it), saying how many and how much; None otherwise."""
-        count, samples = too_short(self._whole_plan(), sampling_type, self.size_window)
+        count, samples = too_short(self._whole_plan, sampling_type, self.size_window)
         if not count:
             return None
         unit = {"samespeaker": "speakers' audio", "samesequence": "files"}.get(sampling_type,
@@ -615,8 +617,10 @@ class AudioLoader:
 
     def __len__(self) -> int:
         """Batches of the planned epoch (after ``limit``, skipped ones included)."""
-        length = self.local_length()
-        return length if self.limit is None else min(length, self.limit)
+        return self._length(self.local_length())
+
+    def _length(self, local: int) -> int:
+        return local if self.limit is None else min(local, self.limit)
 
     def _following(self, index: int) -> Pack:
         """The pack read after pack ``index``: the next one, or the next epoch's first."""
@@ -631,8 +635,8 @@ class AudioLoader:
         """One epoch; its first ``skip`` batches are passed over (their packs are not read)."""
         data = self.dataset
         skip, self.skip = self.skip, 0
-        total = len(self)
         counts = self._counts()
+        total = self._length(sum(counts))
         position = 0
         for index, (pack, count) in enumerate(zip(self._packs(), counts)):
             if position >= total:
