@@ -72,6 +72,7 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
     from cpc.model import build_model
     from cpc.objectives import CriterionObjective, TrainStep
     from cpc.options import build_parser
+    from cpc.utils.distributed import shutdown_distributed
 
     torch.set_num_threads(1)
     args = build_parser().parse_args(["--pathDB", "x"] + [str(a) for a in SMALL])
@@ -93,7 +94,8 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
         module = step.module if world_size > 1 else step
         torch.save({name: p.grad.clone() for name, p in module.named_parameters()}, out_file)
     if world_size > 1:
-        dist.destroy_process_group()
+        del step
+        shutdown_distributed()
 
 
 def test_first_step_gradients_equal_one_process_on_the_global_batch(tmp_path):
@@ -233,6 +235,35 @@ def test_two_ranks_resume_a_killed_run_exactly_and_only_with_two_ranks(tiny_corp
     assert train.main(one_more_epoch) == 0
     logs = json.loads((tmp_path / "killed" / ckpt.LOGS_FILE).read_text())
     assert {"epoch": 1, "flag": "processes", "was": 2, "now": 1} in logs["option_changes"]
+
+
+def test_shutdown_frees_a_ddp_module_left_in_its_reference_cycle(tmp_path):
+    """A DDP module can outlive its last name in a reference cycle, holding the group's
+    threads; left to the interpreter's exit, they abort the process now and then (SIGABRT)."""
+    import gc
+    import weakref
+
+    import torch
+    import torch.distributed as dist
+
+    from cpc.utils.distributed import shutdown_distributed
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0,
+                            world_size=1)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        module = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 3))
+        module(torch.randn(2, 3)).sum().backward()
+        alive = weakref.ref(module)
+        cycle = [module]
+        cycle.append(cycle)  # as DDP's own cycle does (whether it forms depends on the run)
+        del module, cycle
+        assert alive() is not None
+        shutdown_distributed()
+    finally:
+        if enabled:
+            gc.enable()
+    assert alive() is None and not dist.is_initialized()
 
 
 def vote_and_share(rank: int, world_size: int, init_file: str, out_dir: str) -> None:

@@ -20,6 +20,7 @@ collective waits longer).
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -88,7 +89,12 @@ def init_distributed(device: torch.device, timeout_minutes: float = 60.0
 
 
 def shutdown_distributed() -> None:
+    """Shut the process groups down while Python is alive. A DistributedDataParallel module
+    sits in a reference cycle and holds its group: unless a collection frees it first, the
+    group's threads outlive the interpreter and the process aborts at exit (SIGABRT,
+    "terminate called without an active exception"), about one exit in 25 on 2 cores."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
