@@ -167,6 +167,32 @@ def linsep_parser(description: str) -> argparse.ArgumentParser:
                         help="seed of the probes, the data order and --features random_init")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when available, else CPU")
+    parser.add_argument("--unfrozen", action="store_true",
+                        help="fine-tune the encoder and context network with each probe (each "
+                             "probe starts from the checkpoint's weights)")
+    parser.add_argument("--lr_model", type=float, default=None,
+                        help="learning rate of the model's parameters under --unfrozen "
+                             "(default: --lr, as in CPC_audio)")
+    parser.add_argument("--no_pretraining", action="store_true",
+                        help="probe a seeded random initialisation of the checkpoint's "
+                             "architecture (the same as --features random_init)")
+    parser.add_argument("--save_step", type=int, default=0,
+                        help="also save each probe (and its model under --unfrozen) every N "
+                             "epochs, OUT/probes/<probe>/probe_epoch_<k>.pt; 0: only the best")
+    parser.add_argument("--debug", action="store_true",
+                        help="only the first 1000 training and 100 validation files")
+    parser.add_argument("--ignore_cache", action="store_true",
+                        help="re-read every audio header instead of trusting the listing cache")
+    compat = parser.add_argument_group(
+        "CPC_audio compatibility", "--n_epoch and --size_window are old names of --nEpoch and "
+        "--sizeWindow.")
+    compat.add_argument("--nGPU", type=int, default=None,
+                        help="0: CPU; 1: one GPU (--device cuda); -1 (CPC_audio's 'all GPUs'): "
+                             "--device; more is refused: the probes run on one device")
+    compat.add_argument("--n_epoch", action=DeprecatedAlias, dest="nEpoch", replacement="--nEpoch",
+                        type=int)
+    compat.add_argument("--size_window", action=DeprecatedAlias, dest="sizeWindow",
+                        replacement="--sizeWindow", type=int)
     return parser
 
 
