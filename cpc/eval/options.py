@@ -172,7 +172,7 @@ def linsep_parser(description: str) -> argparse.ArgumentParser:
                              "probe starts from the checkpoint's weights)")
     parser.add_argument("--lr_model", type=float, default=None,
                         help="learning rate of the model's parameters under --unfrozen "
-                             "(default: --lr, as in CPC_audio)")
+                             "(unset: --lr, as in CPC_audio)")
     parser.add_argument("--no_pretraining", action="store_true",
                         help="probe a seeded random initialisation of the checkpoint's "
                              "architecture (the same as --features random_init)")
