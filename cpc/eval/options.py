@@ -16,6 +16,7 @@ FORMATS = ("npy", "npz", "txt")  # exported feature files
 READABLE = (".npy", ".npz", ".txt", ".pt")  # feature files ABX reads
 POOLINGS = ("mean", "stats")  # utterance pooling of the speaker classifier
 FEATURES = ("checkpoint", "mfcc", "random_init")  # what the probes of linear_separability see
+DECODINGS = ("greedy", "beam")  # CTC decodings of common_voices_eval per (cpc.eval.ctc_decoding)
 
 
 def _parser(description: str) -> argparse.ArgumentParser:
@@ -203,4 +204,74 @@ def abx_items_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("phones", help="phones.txt: '<id> <symbol>' lines, id 0 = silence")
     parser.add_argument("split", help="stems to include, one per line")
     parser.add_argument("--out", required=True, help="item file to write")
+    return parser
+
+
+def common_voices_parser(description: str) -> argparse.ArgumentParser:
+    """``python -m cpc.eval.common_voices_eval {train,per}`` (CPC_audio's flags)."""
+    parser = _parser(description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a CTC phone recogniser on a checkpoint's features",
+                           formatter_class=DocstringHelpFormatter)
+    train.add_argument("pathDB", help="directory searched recursively for <stem><ext> audio")
+    train.add_argument("pathPhone", help="phone sequences, '<stem> id id ...' per line")
+    train.add_argument("pathCheckpoint", help="CPC checkpoint file or run directory")
+    train.add_argument("--freeze", action="store_true",
+                       help="keep the model frozen (without it the model is fine-tuned)")
+    train.add_argument("--pathTrain", default=None,
+                       help="training stems, one per line (unset: every labelled file)")
+    train.add_argument("--pathVal", default=None,
+                       help="validation stems (unset: a seeded 10%% of the training files)")
+    train.add_argument("--file_extension", default=".mp3", help="audio extension")
+    train.add_argument("--batchSize", type=int, default=8, help="utterances per batch")
+    train.add_argument("--nEpochs", "--nEpoch", dest="nEpochs", type=int, default=30,
+                       help="training epochs")
+    train.add_argument("--beta1", type=float, default=0.9, help="beta1 of Adam")
+    train.add_argument("--beta2", type=float, default=0.999, help="beta2 of Adam")
+    train.add_argument("--epsilon", type=float, default=1e-08, help="epsilon of Adam")
+    train.add_argument("--lr", type=float, default=2e-04,
+                       help="learning rate of the recogniser (and of the model it fine-tunes)")
+    train.add_argument("-o", "--output", default="out",
+                       help="output directory: checkpoint.pt, args_training.json, logs_train.json")
+    train.add_argument("--debug", action="store_true",
+                       help="at most 1000 training and 100 validation files, seeded")
+    train.add_argument("--no_pretraining", action="store_true",
+                       help="a seeded random initialisation of the checkpoint's architecture")
+    train.add_argument("--LSTM", action="store_true", help="an LSTM before the phone classifier")
+    train.add_argument("--seqNorm", action="store_true",
+                       help="normalise each utterance's features over time first")
+    train.add_argument("--kernelSize", type=int, default=8,
+                       help="frames per classifier output (stride: half of it)")
+    train.add_argument("--dropout", action="store_true",
+                       help="drop feature channels (p = 0.5) before the classifier")
+    train.add_argument("--in_dim", type=int, default=1,
+                       help="channels of the input: 1 (audio is read as mono); CPC_audio's "
+                            "pre-computed features (pathCheckpoint ID) are not read here")
+    train.add_argument("--loss_reduction", choices=("mean", "sum"), default="mean",
+                       help="CTC loss reduction over the batch")
+    train.add_argument("--get_encoded", action="store_true",
+                       help="the encoder output instead of the contexts")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the recogniser, the batch order and the splits")
+    train.add_argument("--device", choices=DEVICES, default="auto",
+                       help="auto: CUDA when available, else CPU")
+    per = sub.add_parser("per", help="phone error rate of a trained recogniser",
+                         formatter_class=DocstringHelpFormatter)
+    per.add_argument("output", help="output directory of a train run")
+    per.add_argument("--batchSize", type=int, default=8, help="utterances per batch")
+    per.add_argument("--debug", action="store_true", help="at most 100 test files")
+    per.add_argument("--pathDB", default=None, help="audio directory (unset: the training one)")
+    per.add_argument("--pathVal", default=None,
+                     help="test stems, one per line (unset: the training run's --pathVal)")
+    per.add_argument("--pathPhone", default=None,
+                     help="phone sequences (unset: the training run's)")
+    per.add_argument("--file_extension", default=None,
+                     help="audio extension (unset: the training run's)")
+    per.add_argument("--name", default="0", help="the results go to per_<name>.json")
+    per.add_argument("--decoding", choices=DECODINGS, default="greedy",
+                     help="greedy: best path (repeats collapsed, blanks dropped); beam: prefix "
+                          "beam search, CPC_audio's")
+    per.add_argument("--beam_width", type=int, default=20, help="prefixes kept by --decoding beam")
+    per.add_argument("--device", choices=DEVICES, default="auto",
+                     help="auto: CUDA when available, else CPU")
     return parser
