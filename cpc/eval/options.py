@@ -44,6 +44,13 @@ def _add_abx_common(parser: argparse.ArgumentParser) -> None:
                              "gain little from threads and lose a lot on a busy machine)")
     parser.add_argument("--out", default=None,
                         help="output directory (from_checkpoint without it: the checkpoint's)")
+    parser.add_argument("--cuda", action="store_true",
+                        help="CPC_audio's name of --device cuda")
+    parser.add_argument("--debug", action="store_true",
+                        help="only the items of the first 1000 files of the item file")
+    parser.add_argument("-n", "--num_processes", type=int, dest="num_threads",
+                        help="the same as --num_threads: the distances are computed by threads "
+                             "of one process")
 
 
 def abx_parser(description: str) -> argparse.ArgumentParser:
