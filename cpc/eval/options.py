@@ -12,8 +12,8 @@ from cpc.utils.cli import DeprecatedAlias, DocstringHelpFormatter
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("within", "across")  # ABX modes
 DISTANCES = ("angular", "cosine")  # ABX frame distances
-FORMATS = ("npy", "npz", "txt")  # exported feature files
-READABLE = (".npy", ".npz", ".txt", ".pt")  # feature files ABX reads
+FORMATS = ("npy", "npz", "txt", "fea")  # exported feature files
+READABLE = (".npy", ".npz", ".txt", ".fea", ".pt")  # feature files ABX reads
 POOLINGS = ("mean", "stats")  # utterance pooling of the speaker classifier
 FEATURES = ("checkpoint", "mfcc", "random_init")  # what the probes of linear_separability see
 DECODINGS = ("greedy", "beam")  # CTC decodings of common_voices_eval per (cpc.eval.ctc_decoding)
@@ -104,6 +104,18 @@ def features_parser(description: str) -> argparse.ArgumentParser:
                         help="auto: CUDA when available, else CPU")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute files already in pathOut")
+    parser.add_argument("--train_mode", action="store_true",
+                        help="run the model in training mode (dropout active), as CPC_audio's "
+                             "--train_mode")
+    compat = parser.add_argument_group(
+        "CPC_audio compatibility", "CPC_audio's names of the options above; its --addCriterion "
+        "is refused (no supervised classifier in these checkpoints).")
+    compat.add_argument("--extension", dest="file_extension", help="--file_extension")
+    compat.add_argument("--getEncoded", dest="get_encoded", action="store_true",
+                        help="--get_encoded")
+    compat.add_argument("--maxSizeSeq", dest="max_size_seq", type=int, help="--max_size_seq")
+    compat.add_argument("--addCriterion", action="store_true",
+                        help="refused: apply a probe of linear_separability to the features")
     return parser
 
 
