@@ -12,18 +12,18 @@ import pytest
 import soundfile as sf
 import torch
 
-from cpc import train as cpc_train
 from cpc.eval import common_voices_eval as cv
 from cpc.eval.phone_recognition import normalise_over_time
 from cpc.feature_loader import loadModel
-from tests.test_train import SMALL, corpus_args
+from cpc.model import build_model
+from tests.test_feature_loader import save_run, tiny_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def voices(tiny_corpus, tmp_path_factory) -> dict[str, Path]:
-    """Clips, phone sequences, splits and a one-epoch checkpoint."""
+    """Clips, phone sequences, splits and a small model's checkpoint (random weights)."""
     root = tmp_path_factory.mktemp("voices")
     clips = root / "clips"
     clips.mkdir()
@@ -37,8 +37,9 @@ def voices(tiny_corpus, tmp_path_factory) -> dict[str, Path]:
         lines.append(" ".join([stem, *runs]))
     (root / "phones.txt").write_text("\n".join(lines) + "\n")
     run = root / "run"
-    assert cpc_train.main([str(a) for a in corpus_args(tiny_corpus) + SMALL +
-                           ["--pathCheckpoint", run, "--nEpoch", "1"]]) == 0
+    torch.manual_seed(0)
+    args = tiny_args()
+    save_run(run, args, {0: build_model(args).state_dict()})
     return {"clips": clips, "phones": root / "phones.txt", "checkpoint": run / "checkpoint_0.pt",
             "train": tiny_corpus / "train_split.txt", "val": tiny_corpus / "val_split.txt"}
 

@@ -8,20 +8,21 @@ import re
 import pytest
 import torch
 
-from cpc import train
 from cpc.dataset import build_datasets
 from cpc.eval import linear_separability as linsep
 from cpc.eval.linear_separability import ProbeConfig
 from cpc.feature_loader import loadModel
-from tests.test_train import SMALL, corpus_args
+from cpc.model import build_model
+from tests.test_feature_loader import save_run, tiny_args
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_corpus, tmp_path_factory):
-    """A one-epoch CPC run on the tiny corpus."""
+def tiny_run(tmp_path_factory):
+    """A run directory holding a small model's checkpoint_0.pt (random weights)."""
+    torch.manual_seed(0)
+    args = tiny_args()
     run = tmp_path_factory.mktemp("linsep_flags") / "run"
-    assert train.main([str(a) for a in corpus_args(tiny_corpus) + SMALL +
-                       ["--pathCheckpoint", run, "--nEpoch", "1"]]) == 0
+    save_run(run, args, {0: build_model(args).state_dict()})
     return run
 
 
