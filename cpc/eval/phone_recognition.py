@@ -5,11 +5,12 @@ optionally normalised per utterance over time (``seq_norm``), optionally through
 1-D convolution of ``kernel_size`` frames with stride ``kernel_size // 2`` (by default 8 frames
 of 10 ms, one output per 40 ms) onto the phones and the CTC blank (the last class). It is
 trained with ``torch.nn.CTCLoss`` on whole utterances, the model frozen or fine-tuned with it.
+A frozen model's features are computed once, before the first epoch, not every epoch.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +19,7 @@ import torch.nn as nn
 
 from cpc.criterion.supervised import edit_distance
 from cpc.eval.ctc_decoding import decode
-from cpc.eval.phone_sequences import Utterance, collate
+from cpc.eval.phone_sequences import Utterance, pad_audio, pad_features, pad_phones
 from cpc.utils import checkpoint as ckpt
 
 CHECKPOINT = "checkpoint.pt"  # best recogniser (and model) of a training run, CPC_audio's name
@@ -90,6 +91,29 @@ def model_features(model: nn.Module, audio: torch.Tensor, n_samples: torch.Tenso
     return features, frames.clamp(max=features.shape[1])
 
 
+@torch.no_grad()
+def with_frozen_features(model: nn.Module, utterances: list[Utterance], batch_size: int,
+                         device: torch.device, get_encoded: bool) -> list[Utterance]:
+    """The utterances with their features computed once by the model in eval mode."""
+    model.eval()
+    done = []
+    for batch in _batches(utterances, batch_size, None):
+        audio, n_samples = pad_audio(batch)
+        features, frames = model_features(model, audio.to(device), n_samples, get_encoded)
+        done += [replace(u, features=f[:n].cpu()) for u, f, n in zip(batch, features, frames)]
+    return done
+
+
+def _inputs(model: nn.Module, batch: list[Utterance], device: torch.device, get_encoded: bool
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and frame counts of a batch: precomputed ones, or the model's."""
+    if batch[0].features is not None:
+        features, frames = pad_features(batch)
+        return features.to(device), frames
+    audio, n_samples = pad_audio(batch)
+    return model_features(model, audio.to(device), n_samples, get_encoded)
+
+
 def _batches(utterances: list[Utterance], batch_size: int, rng: random.Random | None
              ) -> Iterator[list[Utterance]]:
     order = list(range(len(utterances)))
@@ -101,9 +125,8 @@ def _batches(utterances: list[Utterance], batch_size: int, rng: random.Random | 
 
 def _loss(model: nn.Module, recognizer: CTCPhoneRecognizer, batch: list[Utterance],
           config: RecognizerConfig, device: torch.device, ctc: nn.CTCLoss) -> torch.Tensor:
-    audio, n_samples, phones, n_phones = collate(batch)
-    with torch.set_grad_enabled(torch.is_grad_enabled() and not config.freeze):
-        features, frames = model_features(model, audio.to(device), n_samples, config.get_encoded)
+    phones, n_phones = pad_phones(batch)
+    features, frames = _inputs(model, batch, device, config.get_encoded)
     log_probs = recognizer(features, frames)
     lengths = recognizer.output_lengths(frames).clamp(max=log_probs.shape[1])
     return ctc(log_probs.transpose(0, 1), phones.to(device), lengths, n_phones)
@@ -120,6 +143,8 @@ def train_recognizer(model: nn.Module, recognizer: CTCPhoneRecognizer,
     params = list(recognizer.parameters())
     if config.freeze:
         model.requires_grad_(False)
+        train = with_frozen_features(model, train, config.batch_size, device, config.get_encoded)
+        val = with_frozen_features(model, val, config.batch_size, device, config.get_encoded)
     else:
         params += list(model.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2),
@@ -172,8 +197,7 @@ def phone_error_rates(model: nn.Module, recognizer: CTCPhoneRecognizer,
     recognizer.eval()
     errors, reference, utterance_pers = 0, 0, []
     for batch in _batches(utterances, batch_size, None):
-        audio, n_samples, _, _ = collate(batch)
-        features, frames = model_features(model, audio.to(device), n_samples, get_encoded)
+        features, frames = _inputs(model, batch, device, get_encoded)
         log_probs = recognizer(features, frames).cpu()
         lengths = recognizer.output_lengths(frames).clamp(max=log_probs.shape[1]).tolist()
         for utterance, scores, length in zip(batch, log_probs, lengths):

@@ -22,6 +22,7 @@ class Utterance:
     stem: str
     audio: torch.Tensor  # (S,) float32 samples
     phones: torch.Tensor  # (L,) int64 phone ids
+    features: torch.Tensor | None = None  # (T, D) of a frozen model, once computed
 
 
 def read_phone_sequences(path: str | Path) -> tuple[dict[str, list[int]], int]:
@@ -73,15 +74,28 @@ def load_utterances(stems: list[str], files: dict[str, Path], labels: dict[str, 
                       torch.tensor(labels[stem], dtype=torch.long)) for stem in stems]
 
 
-def collate(batch: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                             torch.Tensor]:
-    """Zero-padded ``(B, 1, S)`` audio, sample counts ``(B,)``, padded phones ``(B, L)`` and
-    phone counts ``(B,)``."""
+def pad_audio(batch: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded ``(B, 1, S)`` audio and sample counts ``(B,)``."""
     n_samples = torch.tensor([len(u.audio) for u in batch])
-    n_phones = torch.tensor([len(u.phones) for u in batch])
     audio = torch.zeros(len(batch), 1, int(n_samples.max()))
-    phones = torch.zeros(len(batch), int(n_phones.max()), dtype=torch.long)
     for row, utterance in enumerate(batch):
         audio[row, 0, :len(utterance.audio)] = utterance.audio
+    return audio, n_samples
+
+
+def pad_phones(batch: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded ``(B, L)`` phone ids and phone counts ``(B,)``."""
+    n_phones = torch.tensor([len(u.phones) for u in batch])
+    phones = torch.zeros(len(batch), int(n_phones.max()), dtype=torch.long)
+    for row, utterance in enumerate(batch):
         phones[row, :len(utterance.phones)] = utterance.phones
-    return audio, n_samples, phones, n_phones
+    return phones, n_phones
+
+
+def pad_features(batch: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded ``(B, T, D)`` precomputed features and frame counts ``(B,)``."""
+    frames = torch.tensor([len(u.features) for u in batch])
+    padded = torch.zeros(len(batch), int(frames.max()), batch[0].features.shape[1])
+    for row, utterance in enumerate(batch):
+        padded[row, :len(utterance.features)] = utterance.features
+    return padded, frames
