@@ -132,6 +132,11 @@ def test_bad_phone_file_and_run_directory_are_refused(voices, tmp_path, capsys):
     assert f"pathPhone {tmp_path / 'none.txt'} does not exist" in capsys.readouterr().err
     assert cv.main(["per", str(tmp_path)]) == 2
     assert "holds no args_training.json" in capsys.readouterr().err
+    (tmp_path / "args_training.json").write_text(json.dumps(
+        {"pathDB": str(voices["clips"]), "file_extension": ".mp3", "pathPhone": None,
+         "pathVal": str(voices["val"])}))
+    assert cv.main(["per", str(tmp_path), "--pathPhone", str(voices["phones"])]) == 2
+    assert f"{tmp_path / 'checkpoint.pt'} does not exist" in capsys.readouterr().err
 
 
 def test_sequence_normalisation_ignores_the_padding():

@@ -16,8 +16,8 @@ import math
 import torch
 
 from cpc.criterion.supervised import ctc_greedy_decode
+from cpc.eval.options import DECODINGS
 
-DECODINGS = ("greedy", "beam")
 NEG_INF = float("-inf")
 
 
