@@ -438,3 +438,28 @@ def test_why_no_cell_names_what_is_missing():
         frames = torch.ones(2, 3)
         assert abx(frames, items(rows), mode).n_cells == 0
         assert ABX.why_no_cell(items(rows), mode).startswith(reason)
+
+
+def test_cpc_audio_flags_debug_and_num_processes(tiny_abx, tiny_corpus, tmp_path):
+    """CPC_audio's --debug keeps the first 1000 files' items; -n maps onto --num_threads."""
+    items = ABX.read_item_file(tiny_abx / "all.item")
+    first = ABX.first_files(items, 2)
+    assert list(dict.fromkeys(first.file)) == list(dict.fromkeys(items.file))[:2]
+    assert len(first) == sum(name in set(first.file) for name in items.file)
+    args = ABX.parse_args(["from_pre_computed", str(tiny_abx / "onehot"),
+                           str(tiny_abx / "all.item"), "--out", str(tmp_path), "-n", "3"])
+    assert args.num_threads == 3 and args.device == "auto"
+    assert ABX.main(["from_pre_computed", str(tiny_abx / "onehot"), str(tiny_abx / "all.item"),
+                     "--out", str(tmp_path / "o"), "--debug", "--num_processes", "1"]) == 0
+
+
+def test_cpc_audio_cuda_flag_is_device_cuda(tiny_abx, tmp_path, capsys):
+    base = ["from_pre_computed", str(tiny_abx / "onehot"), str(tiny_abx / "all.item"),
+            "--out", str(tmp_path)]
+    assert ABX.parse_args(base + ["--cuda"]).device == "cuda"
+    with pytest.raises(SystemExit):
+        ABX.parse_args(base + ["--cuda", "--device", "cpu"])
+    assert "--cuda contradicts --device cpu" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert ABX.main(base + ["--cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err

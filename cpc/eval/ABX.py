@@ -127,6 +127,15 @@ def gather_item_frames(items: ItemFile, load: Callable[[str], np.ndarray | torch
     return torch.cat(chunks), ids, len(items) - len(kept)
 
 
+def first_files(items: ItemFile, n_files: int) -> ItemFile:
+    """The items of the first ``n_files`` files named in the item file (``--debug``)."""
+    kept_files = set(list(dict.fromkeys(items.file))[:n_files])
+    keep = [i for i, name in enumerate(items.file) if name in kept_files]
+    return ItemFile(items.path, [items.file[i] for i in keep], items.onset[keep],
+                    items.offset[keep], [items.phone[i] for i in keep],
+                    [items.context[i] for i in keep], [items.speaker[i] for i in keep])
+
+
 def _require_files(items: ItemFile, available: Iterable[str], where: str) -> None:
     missing = sorted(set(items.file) - set(available))
     if missing:
@@ -181,6 +190,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not args.feature_size > 0:
         parser.error(f"--feature_size must be positive (seconds per frame), "
                      f"got {args.feature_size}")
+    if args.cuda:
+        if args.device == "cpu":
+            parser.error("--cuda contradicts --device cpu; give one")
+        args.device = "cuda"
     if args.out is None:
         if args.load == "from_pre_computed":
             parser.error("from_pre_computed needs --out")
@@ -217,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         check_output_dir(args.out, "--out")
         device = select_device(args.device)
         items = read_item_file(args.path_item_file)
+        if args.debug:
+            items = first_files(items, 1000)
         frames, item_ids, skipped = gather_item_frames(items, _feature_loader(args, items, device),
                                                        args.feature_size)
         print(f"{len(item_ids)} items, {frames.shape[0]} frames of dimension {frames.shape[1]}"

@@ -10,7 +10,13 @@ error. Formats, all ``T x D`` at one frame per 10 ms:
 
 * ``npy``: float32 array (the default; what ``ABX.py from_pre_computed`` reads first);
 * ``npz``: CPC_audio's archive with ``features``, ``time`` (frame centres, s) and ``totTime``;
-* ``txt``: one frame per line, space-separated floats (ZeroSpeech 2021 submissions).
+* ``txt``: one frame per line, space-separated floats (ZeroSpeech 2021 submissions);
+* ``fea``: ZeroSpeech 2017's text format (CPC_audio's default): ``txt`` with each line starting
+  with the frame's centre time in seconds.
+
+CPC_audio's ``--extension``, ``--getEncoded`` and ``--maxSizeSeq`` are accepted as the options
+they name; ``--train_mode`` runs the model in training mode; ``--addCriterion`` is refused: these
+checkpoints hold no supervised phone classifier (probe one with ``linear_separability``).
 
 Files are written under a temporary name and renamed, so an interrupted export never leaves
 a partial file; rerunning skips the files already there (``--overwrite`` recomputes them: use it
@@ -71,6 +77,11 @@ def list_files_by_stem(root: str | Path, extension: str) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+def frame_times(n_frames: int) -> np.ndarray:
+    """Centre time (s) of each frame."""
+    return (np.arange(n_frames) + 0.5) * FRAME_SECONDS
+
+
 def write_features(path: str | Path, features: np.ndarray, fmt: str) -> None:
     """Write ``T x D`` features in one of :data:`FORMATS` (temp file + rename)."""
     features = np.asarray(features, dtype=np.float32)
@@ -79,12 +90,15 @@ def write_features(path: str | Path, features: np.ndarray, fmt: str) -> None:
         atomic_write(path, lambda handle: np.save(handle, features), durable=False)
     elif fmt == "npz":
         n_frames = features.shape[0]
-        time = (np.arange(n_frames) + 0.5) * FRAME_SECONDS
+        time = frame_times(n_frames)
         total = np.array([n_frames * FRAME_SECONDS], dtype=np.float32)
         atomic_write(path, lambda handle: np.savez(handle, features=features, time=time,
                                                     totTime=total), "wb")
     elif fmt == "txt":
         atomic_write(path, lambda handle: np.savetxt(handle, features, fmt="%.9g"), "w", durable=False)
+    elif fmt == "fea":
+        rows = np.column_stack([frame_times(features.shape[0]), features])
+        atomic_write(path, lambda handle: np.savetxt(handle, rows, fmt="%.9g"), "w", durable=False)
     else:
         raise ValueError(f"unknown format {fmt!r}; choose from {FORMATS}")
 
@@ -103,6 +117,8 @@ def read_features(path: str | Path) -> np.ndarray:
                 data = archive["features"]
         elif path.suffix == ".txt":
             data = np.loadtxt(path, ndmin=2, dtype=np.float32)
+        elif path.suffix == ".fea":
+            data = np.loadtxt(path, ndmin=2, dtype=np.float32)[:, 1:]  # without the times
         elif path.suffix == ".pt":
             data = torch.load(path, map_location="cpu", weights_only=True)
             data = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
@@ -171,10 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()
     try:
+        if args.addCriterion:
+            raise CPCError("--addCriterion: these checkpoints hold no supervised phone "
+                           "classifier; export the features and apply a phone probe trained "
+                           "by cpc/eval/linear_separability.py (OUT/probes/phone/best_probe.pt)")
         check_output_dir(args.pathOut, "pathOut")
         device = select_device(args.device)
         files = list_files_by_stem(args.pathDB, args.file_extension)
         feature_maker = build_feature_maker(args.checkpoint, args.get_encoded, args.gru_level, device)
+        feature_maker.train(args.train_mode)
         written, skipped = export_features(feature_maker, files, args.pathOut, args.format,
                                            strict=args.strict or args.seqNorm,
                                            max_size_seq=args.max_size_seq, seq_norm=args.seqNorm,

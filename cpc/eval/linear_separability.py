@@ -1,4 +1,5 @@
-r"""Linear-separability probes: speaker and phone classifiers trained on frozen features.
+r"""Linear-separability probes: speaker and phone classifiers trained on frozen features, or
+with the model fine-tuned (``--unfrozen``).
 
 Used three ways: periodically during CPC training (``--supervised_classif_metric``), once on a
 checkpoint (``--only_classif_metric``), and as this standalone script::
@@ -11,16 +12,20 @@ Features are computed once per run (the encoder is frozen, so recomputing them e
 epoch would be waste) from the datasets already in memory: speaker probes need one pooled vector
 per window (the last context frame, CPC_audio's choice, and the time mean); phone probes need
 every frame, kept in float16 within ``feature_budget_gb`` (beyond it a regular subset of the
-windows is used, and the logs say so).
+windows is used, and the logs say so). ``--unfrozen`` (CPC_audio's fine-tuning) trains each probe
+together with its own copy of the model on the audio windows; the model's parameters then learn at
+``--lr_model`` (default: ``--lr``, as in CPC_audio).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 if __package__ in (None, ""):  # run as `python cpc/eval/linear_separability.py`
     sys.path[0] = str(Path(__file__).resolve().parents[2])
@@ -38,8 +43,10 @@ from tqdm import tqdm
 from cpc.criterion.supervised import (CTCPhoneCriterion, PhoneCriterion, SpeakerCriterion,
                                       collapse_repeats, edit_distance)
 from cpc.dataset import AudioBatchData
+from cpc.run_config import device_name
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE
+from cpc.utils.errors import ConfigError
 
 PROBES = ("speaker", "speaker_mean", "phone", "phone_ctc")
 
@@ -58,6 +65,9 @@ class ProbeConfig:
     logging_step: int = 1
     feature_budget_gb: float = 4.0
     seed: int = 0
+    save_step: int = 0  # also save the probe every save_step epochs (0: only the best one)
+    unfrozen: bool = False  # fine-tune the model with each probe
+    model_lr: float | None = None  # learning rate of the model under unfrozen (None: lr)
 
 
 @dataclass
@@ -185,7 +195,8 @@ def train_probe(name: str, train: FeatureSet, val: FeatureSet, n_classes: int,
     """Train a fresh probe on frozen train features; keep the epoch with the best val accuracy.
 
     Writes ``<log_dir>/epoch_<k>.json`` every ``logging_step`` probe epochs (and the last) and
-    ``<log_dir>/best.json``; with a checkpoint_dir, ``<checkpoint_dir>/best_probe.pt``.
+    ``<log_dir>/best.json``; with a checkpoint_dir, ``<checkpoint_dir>/best_probe.pt`` and, every
+    ``save_step`` epochs (and the last), ``<checkpoint_dir>/probe_epoch_<k>.pt``.
     """
     train_x, train_y = _probe_inputs(name, train)
     val_x, val_y = _probe_inputs(name, val)
@@ -194,8 +205,8 @@ def train_probe(name: str, train: FeatureSet, val: FeatureSet, n_classes: int,
     probe = make_probe(name, train_x.shape[-1], n_classes, config.n_layers).to(device)
     optimizer = torch.optim.Adam(probe.parameters(), lr=config.lr,
                                  betas=(config.beta1, config.beta2), eps=config.epsilon)
-    result = ProbeResult(name)
-    for epoch in range(config.n_epochs):
+
+    def train_epoch(epoch: int) -> float:
         probe.train()
         total, seen = 0.0, 0
         for index in _batches(len(train_y), config.batch_size, generator):
@@ -206,23 +217,106 @@ def train_probe(name: str, train: FeatureSet, val: FeatureSet, n_classes: int,
             optimizer.step()
             total += out.loss.item() * len(index)
             seen += len(index)
-        val_stats = evaluate_probe(probe, val_x, val_y, config.batch_size, device)
-        record = {"probe": name, "epoch": epoch, "train_loss": total / max(seen, 1),
+        return total / max(seen, 1)
+
+    return _fit(name, config, probe, None, train_epoch,
+                lambda: evaluate_probe(probe, val_x, val_y, config.batch_size, device),
+                train.kept_fraction, log_dir, checkpoint_dir)
+
+
+def _window_inputs(name: str, context: torch.Tensor, encoded: torch.Tensor, speakers: torch.Tensor,
+                   phones: torch.Tensor | None, get_encoded: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of probe ``name`` for one batch of model outputs (cf. extract_features)."""
+    if name == "speaker":
+        return context[:, -1:], speakers
+    if name == "speaker_mean":
+        return context.mean(dim=1, keepdim=True), speakers
+    if phones is None:
+        raise ValueError("phone probes need phone labels (--pathPhone)")
+    chosen = encoded if get_encoded else context
+    n = min(chosen.shape[1], phones.shape[1])
+    return chosen[:, :n], phones[:, :n]
+
+
+def finetune_probe(name: str, model: nn.Module, train_data: AudioBatchData,
+                   val_data: AudioBatchData, n_classes: int, config: ProbeConfig,
+                   device: torch.device, get_encoded: bool = False, log_dir: Path | None = None,
+                   checkpoint_dir: Path | None = None) -> ProbeResult:
+    """``--unfrozen``: train a fresh probe together with a copy of ``model`` (encoder and
+    context network) on the audio windows; ``model`` itself is left as it was, so that every
+    probe starts from the same weights. Validation runs the fine-tuned copy in eval mode."""
+    tuned = copy.deepcopy(model).to(device)
+    for parameter in tuned.parameters():
+        parameter.requires_grad_(True)
+    torch.manual_seed(config.seed)
+    on_encoded = get_encoded and name.startswith("phone")
+    probe = make_probe(name, _feature_dim(tuned, on_encoded), n_classes, config.n_layers).to(device)
+    model_lr = config.lr if config.model_lr is None else config.model_lr
+    optimizer = torch.optim.Adam([{"params": probe.parameters()},
+                                  {"params": tuned.parameters(), "lr": model_lr}],
+                                 lr=config.lr, betas=(config.beta1, config.beta2),
+                                 eps=config.epsilon)
+    loader = train_data.getDataLoader(config.batch_size, "uniform", randomOffset=True)
+    with_frames = name.startswith("phone")
+
+    def train_epoch(epoch: int) -> float:
+        tuned.train()
+        probe.train()
+        loader.set_epoch(epoch)
+        total, seen = 0.0, 0
+        for batch in loader:
+            context, encoded, _ = tuned(batch.audio.to(device), None)
+            x, y = _window_inputs(name, context, encoded, batch.speaker.to(device),
+                                  None if batch.phones is None else batch.phones.to(device),
+                                  get_encoded)
+            out = probe(x, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            total += out.loss.item() * len(y)
+            seen += len(y)
+        return total / max(seen, 1)
+
+    def evaluate() -> dict:
+        features = extract_features(tuned, val_data, config.batch_size, device, with_frames,
+                                    get_encoded, config.feature_budget_gb)
+        return evaluate_probe(probe, *_probe_inputs(name, features), config.batch_size, device)
+
+    return _fit(name, config, probe, tuned, train_epoch, evaluate, 1.0, log_dir, checkpoint_dir)
+
+
+def _fit(name: str, config: ProbeConfig, probe: nn.Module, model: nn.Module | None,
+         train_epoch: Callable[[int], float], evaluate: Callable[[], dict],
+         windows_fraction: float, log_dir: Path | None, checkpoint_dir: Path | None
+         ) -> ProbeResult:
+    """The epochs of one probe: train, validate, keep the best, log and save (see train_probe).
+    A fine-tuned ``model``'s weights are saved with the probe's."""
+    result = ProbeResult(name)
+    for epoch in range(config.n_epochs):
+        train_loss = train_epoch(epoch)
+        val_stats = evaluate()
+        record = {"probe": name, "epoch": epoch, "train_loss": train_loss,
                   "val_loss": val_stats["loss"], "val_acc": val_stats["acc"],
                   "pooling": {"speaker": "last", "speaker_mean": "mean"}.get(name, "frames"),
-                  "windows_fraction": train.kept_fraction}
+                  "windows_fraction": windows_fraction, "unfrozen": model is not None}
         if "per" in val_stats:
             record["val_per"] = val_stats["per"]
         result.history.append(record)
+        last = epoch == config.n_epochs - 1
+        state = {"probe": name, "classifier": probe.state_dict(), "epoch": epoch,
+                 "val_acc": val_stats["acc"]}
+        if model is not None:
+            state["model"] = model.state_dict()
         if not val_stats["acc"] <= result.best_val_acc:  # first epoch, or an improvement
             result.best_epoch, result.best_val_acc = epoch, val_stats["acc"]
             result.best_val_per = val_stats.get("per")
             if checkpoint_dir is not None:
-                ckpt.save_torch(Path(checkpoint_dir) / "best_probe.pt",
-                               {"probe": name, "classifier": probe.state_dict(),
-                                "epoch": epoch, "val_acc": val_stats["acc"]})
-        if log_dir is not None and ((epoch + 1) % config.logging_step == 0
-                                    or epoch == config.n_epochs - 1):
+                ckpt.save_torch(Path(checkpoint_dir) / "best_probe.pt", state)
+        if checkpoint_dir is not None and config.save_step and \
+                ((epoch + 1) % config.save_step == 0 or last):
+            ckpt.save_torch(Path(checkpoint_dir) / f"probe_epoch_{epoch}.pt", state)
+        if log_dir is not None and ((epoch + 1) % config.logging_step == 0 or last):
             ckpt.write_json(Path(log_dir) / f"epoch_{epoch}.json", record)
     if log_dir is not None:
         ckpt.write_json(Path(log_dir) / "best.json",
@@ -240,7 +334,8 @@ def run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBatc
                device: torch.device, extract_batch_size: int, get_encoded: bool = False,
                log_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None
                ) -> dict[str, float]:
-    """Train the named probes on frozen features; returns the best metrics by name.
+    """Train the named probes on frozen features (or, with ``config.unfrozen``, each with its
+    own fine-tuned copy of the model); returns the best metrics by name.
 
     Keys: ``speaker_best_val_acc`` (last frame), ``speaker_mean_best_val_acc`` (time mean),
     ``phone_best_val_acc`` (frame accuracy), ``phone_ctc_best_val_per`` (CTC phone error rate).
@@ -262,9 +357,10 @@ def _run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBat
                 ) -> dict[str, float]:
     with_frames = any(name.startswith("phone") for name in probes)
     start = time.time()
-    features = {part: extract_features(model, data, extract_batch_size, device, with_frames,
-                                       get_encoded, config.feature_budget_gb)
-                for part, data in (("train", train_data), ("val", val_data))}
+    features = {} if config.unfrozen else {
+        part: extract_features(model, data, extract_batch_size, device, with_frames,
+                               get_encoded, config.feature_budget_gb)
+        for part, data in (("train", train_data), ("val", val_data))}
     feature_seconds = time.time() - start
     metrics: dict[str, float] = {}
     for name in probes:
@@ -272,8 +368,12 @@ def _run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBat
         sub_log = Path(log_dir) / name if log_dir else None
         sub_ckpt = Path(checkpoint_dir) / name if checkpoint_dir else None
         probe_start = time.time()
-        result = train_probe(name, features["train"], features["val"], n_classes, config,
-                             device, sub_log, sub_ckpt)
+        if config.unfrozen:
+            result = finetune_probe(name, model, train_data, val_data, n_classes, config, device,
+                                    get_encoded, sub_log, sub_ckpt)
+        else:
+            result = train_probe(name, features["train"], features["val"], n_classes, config,
+                                 device, sub_log, sub_ckpt)
         if name == "phone_ctc":
             metrics["phone_ctc_best_val_per"] = result.best_val_per
         else:
@@ -315,6 +415,38 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return linsep_parser(__doc__).parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Flags that cannot act together, or CPC_audio flags with no one-device meaning here;
+    folds --no_pretraining into --features."""
+    if args.nGPU is not None and (args.nGPU > 1 or args.nGPU < -1):
+        raise ConfigError(f"--nGPU {args.nGPU}: the probes run on one device; give --nGPU 1 "
+                          f"(or --device cuda), --nGPU 0 for the CPU")
+    if args.nGPU in (0, 1) and args.device not in ("auto", probe_device(args)):
+        raise ConfigError(f"--nGPU {args.nGPU} contradicts --device {args.device}; give one")
+    if args.no_pretraining:
+        if args.features == "mfcc":
+            raise ConfigError("--no_pretraining probes an untrained checkpoint architecture; "
+                              "--features mfcc has none: give one of them")
+        args.features = "random_init"
+    if args.unfrozen and args.features == "mfcc":
+        raise ConfigError("--unfrozen fine-tunes a model; --features mfcc has no weights: give "
+                          "a checkpoint (or --no_pretraining)")
+    if args.save_step < 0:
+        raise ConfigError(f"--save_step must be 0 (only the best probe) or more; "
+                          f"got {args.save_step}")
+    if args.save_step and not args.out:
+        raise ConfigError("--save_step saves probes under --out: give --out")
+    if args.lr_model is not None and args.lr_model < 0:
+        raise ConfigError(f"--lr_model must be >= 0; got {args.lr_model}")
+
+
+def probe_device(args: argparse.Namespace) -> str:
+    """--device, or CPC_audio's --nGPU (0: cpu, 1: cuda; -1, its default, leaves --device)."""
+    if args.nGPU == -1:
+        return args.device
+    return device_name(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from cpc.utils.memory import keep_freed_memory
     from cpc.dataset import build_datasets
@@ -325,19 +457,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()
     try:
+        check_args(args)
         if args.out:
             check_output_dir(args.out, "--out")
-        device = select_device(args.device)
+        device = select_device(probe_device(args))
         data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
                               args.pathPhone, args.sizeWindow, args.n_process_loader,
-                              args.max_size_loaded, args.seed)
+                              args.max_size_loaded, args.seed, args.ignore_cache,
+                              (1000, 100) if args.debug else None)
         model = build_feature_model(args.features, args.load, args.mfcc_dim, args.seed).to(device)
         probes = ([] if args.no_speaker else ["speaker", "speaker_mean"]) + \
             (["phone_ctc" if args.CTC else "phone"] if args.pathPhone else [])
         if not probes:
             raise CPCError("nothing to probe: give --pathPhone or drop --no_speaker")
         config = ProbeConfig(args.nEpoch, args.batchSizeGPU, args.lr, args.beta1, args.beta2,
-                             args.epsilon, args.nLevels, 1, args.feature_budget_gb, args.seed)
+                             args.epsilon, args.nLevels, 1, args.feature_budget_gb, args.seed,
+                             args.save_step, args.unfrozen, args.lr_model)
         out = Path(args.out) if args.out else None
         metrics = run_probes(model, data.train, data.val, probes, len(data.speakers),
                              data.n_phones, config, device, args.batchSizeGPU, args.get_encoded,
@@ -348,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{args.features}: {format_metrics(metrics)}")
     if out:
-        ckpt.write_json(out / "results.json", {"features": args.features, **metrics})
+        ckpt.write_json(out / "results.json", {"features": args.features,
+                                               "unfrozen": args.unfrozen, **metrics})
     return 0
 
 

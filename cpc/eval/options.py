@@ -12,10 +12,11 @@ from cpc.utils.cli import DeprecatedAlias, DocstringHelpFormatter
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("within", "across")  # ABX modes
 DISTANCES = ("angular", "cosine")  # ABX frame distances
-FORMATS = ("npy", "npz", "txt")  # exported feature files
-READABLE = (".npy", ".npz", ".txt", ".pt")  # feature files ABX reads
+FORMATS = ("npy", "npz", "txt", "fea")  # exported feature files
+READABLE = (".npy", ".npz", ".txt", ".fea", ".pt")  # feature files ABX reads
 POOLINGS = ("mean", "stats")  # utterance pooling of the speaker classifier
 FEATURES = ("checkpoint", "mfcc", "random_init")  # what the probes of linear_separability see
+DECODINGS = ("greedy", "beam")  # CTC decodings of common_voices_eval per (cpc.eval.ctc_decoding)
 
 
 def _parser(description: str) -> argparse.ArgumentParser:
@@ -43,6 +44,13 @@ def _add_abx_common(parser: argparse.ArgumentParser) -> None:
                              "gain little from threads and lose a lot on a busy machine)")
     parser.add_argument("--out", default=None,
                         help="output directory (from_checkpoint without it: the checkpoint's)")
+    parser.add_argument("--cuda", action="store_true",
+                        help="CPC_audio's name of --device cuda")
+    parser.add_argument("--debug", action="store_true",
+                        help="only the items of the first 1000 files of the item file")
+    parser.add_argument("-n", "--num_processes", type=int, dest="num_threads",
+                        help="the same as --num_threads: the distances are computed by threads "
+                             "of one process")
 
 
 def abx_parser(description: str) -> argparse.ArgumentParser:
@@ -96,6 +104,18 @@ def features_parser(description: str) -> argparse.ArgumentParser:
                         help="auto: CUDA when available, else CPU")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute files already in pathOut")
+    parser.add_argument("--train_mode", action="store_true",
+                        help="run the model in training mode (dropout active), as CPC_audio's "
+                             "--train_mode")
+    compat = parser.add_argument_group(
+        "CPC_audio compatibility", "CPC_audio's names of the options above; its --addCriterion "
+        "is refused (no supervised classifier in these checkpoints).")
+    compat.add_argument("--extension", dest="file_extension", help="--file_extension")
+    compat.add_argument("--getEncoded", dest="get_encoded", action="store_true",
+                        help="--get_encoded")
+    compat.add_argument("--maxSizeSeq", dest="max_size_seq", type=int, help="--max_size_seq")
+    compat.add_argument("--addCriterion", action="store_true",
+                        help="refused: apply a probe of linear_separability to the features")
     return parser
 
 
@@ -167,6 +187,32 @@ def linsep_parser(description: str) -> argparse.ArgumentParser:
                         help="seed of the probes, the data order and --features random_init")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when available, else CPU")
+    parser.add_argument("--unfrozen", action="store_true",
+                        help="fine-tune the encoder and context network with each probe (each "
+                             "probe starts from the checkpoint's weights)")
+    parser.add_argument("--lr_model", type=float, default=None,
+                        help="learning rate of the model's parameters under --unfrozen "
+                             "(unset: --lr, as in CPC_audio)")
+    parser.add_argument("--no_pretraining", action="store_true",
+                        help="probe a seeded random initialisation of the checkpoint's "
+                             "architecture (the same as --features random_init)")
+    parser.add_argument("--save_step", type=int, default=0,
+                        help="also save each probe (and its model under --unfrozen) every N "
+                             "epochs, OUT/probes/<probe>/probe_epoch_<k>.pt; 0: only the best")
+    parser.add_argument("--debug", action="store_true",
+                        help="only the first 1000 training and 100 validation files")
+    parser.add_argument("--ignore_cache", action="store_true",
+                        help="re-read every audio header instead of trusting the listing cache")
+    compat = parser.add_argument_group(
+        "CPC_audio compatibility", "--n_epoch and --size_window are old names of --nEpoch and "
+        "--sizeWindow.")
+    compat.add_argument("--nGPU", type=int, default=None,
+                        help="0: CPU; 1: one GPU (--device cuda); -1 (CPC_audio's 'all GPUs'): "
+                             "--device; more is refused: the probes run on one device")
+    compat.add_argument("--n_epoch", action=DeprecatedAlias, dest="nEpoch", replacement="--nEpoch",
+                        type=int)
+    compat.add_argument("--size_window", action=DeprecatedAlias, dest="sizeWindow",
+                        replacement="--sizeWindow", type=int)
     return parser
 
 
@@ -177,4 +223,74 @@ def abx_items_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("phones", help="phones.txt: '<id> <symbol>' lines, id 0 = silence")
     parser.add_argument("split", help="stems to include, one per line")
     parser.add_argument("--out", required=True, help="item file to write")
+    return parser
+
+
+def common_voices_parser(description: str) -> argparse.ArgumentParser:
+    """``python -m cpc.eval.common_voices_eval {train,per}`` (CPC_audio's flags)."""
+    parser = _parser(description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a CTC phone recogniser on a checkpoint's features",
+                           formatter_class=DocstringHelpFormatter)
+    train.add_argument("pathDB", help="directory searched recursively for <stem><ext> audio")
+    train.add_argument("pathPhone", help="phone sequences, '<stem> id id ...' per line")
+    train.add_argument("pathCheckpoint", help="CPC checkpoint file or run directory")
+    train.add_argument("--freeze", action="store_true",
+                       help="keep the model frozen (without it the model is fine-tuned)")
+    train.add_argument("--pathTrain", default=None,
+                       help="training stems, one per line (unset: every labelled file)")
+    train.add_argument("--pathVal", default=None,
+                       help="validation stems (unset: a seeded 10%% of the training files)")
+    train.add_argument("--file_extension", default=".mp3", help="audio extension")
+    train.add_argument("--batchSize", type=int, default=8, help="utterances per batch")
+    train.add_argument("--nEpochs", "--nEpoch", dest="nEpochs", type=int, default=30,
+                       help="training epochs")
+    train.add_argument("--beta1", type=float, default=0.9, help="beta1 of Adam")
+    train.add_argument("--beta2", type=float, default=0.999, help="beta2 of Adam")
+    train.add_argument("--epsilon", type=float, default=1e-08, help="epsilon of Adam")
+    train.add_argument("--lr", type=float, default=2e-04,
+                       help="learning rate of the recogniser (and of the model it fine-tunes)")
+    train.add_argument("-o", "--output", default="out",
+                       help="output directory: checkpoint.pt, args_training.json, logs_train.json")
+    train.add_argument("--debug", action="store_true",
+                       help="at most 1000 training and 100 validation files, seeded")
+    train.add_argument("--no_pretraining", action="store_true",
+                       help="a seeded random initialisation of the checkpoint's architecture")
+    train.add_argument("--LSTM", action="store_true", help="an LSTM before the phone classifier")
+    train.add_argument("--seqNorm", action="store_true",
+                       help="normalise each utterance's features over time first")
+    train.add_argument("--kernelSize", type=int, default=8,
+                       help="frames per classifier output (stride: half of it)")
+    train.add_argument("--dropout", action="store_true",
+                       help="drop feature channels (p = 0.5) before the classifier")
+    train.add_argument("--in_dim", type=int, default=1,
+                       help="channels of the input: 1 (audio is read as mono); CPC_audio's "
+                            "pre-computed features (pathCheckpoint ID) are not read here")
+    train.add_argument("--loss_reduction", choices=("mean", "sum"), default="mean",
+                       help="CTC loss reduction over the batch")
+    train.add_argument("--get_encoded", action="store_true",
+                       help="the encoder output instead of the contexts")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seed of the recogniser, the batch order and the splits")
+    train.add_argument("--device", choices=DEVICES, default="auto",
+                       help="auto: CUDA when available, else CPU")
+    per = sub.add_parser("per", help="phone error rate of a trained recogniser",
+                         formatter_class=DocstringHelpFormatter)
+    per.add_argument("output", help="output directory of a train run")
+    per.add_argument("--batchSize", type=int, default=8, help="utterances per batch")
+    per.add_argument("--debug", action="store_true", help="at most 100 test files")
+    per.add_argument("--pathDB", default=None, help="audio directory (unset: the training one)")
+    per.add_argument("--pathVal", default=None,
+                     help="test stems, one per line (unset: the training run's --pathVal)")
+    per.add_argument("--pathPhone", default=None,
+                     help="phone sequences (unset: the training run's)")
+    per.add_argument("--file_extension", default=None,
+                     help="audio extension (unset: the training run's)")
+    per.add_argument("--name", default="0", help="the results go to per_<name>.json")
+    per.add_argument("--decoding", choices=DECODINGS, default="greedy",
+                     help="greedy: best path (repeats collapsed, blanks dropped); beam: prefix "
+                          "beam search, CPC_audio's")
+    per.add_argument("--beam_width", type=int, default=20, help="prefixes kept by --decoding beam")
+    per.add_argument("--device", choices=DEVICES, default="auto",
+                     help="auto: CUDA when available, else CPU")
     return parser
