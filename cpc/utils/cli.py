@@ -84,7 +84,8 @@ def command_line_modules(package_dir: Path) -> list[str]:
                   for path in package_dir.rglob("*.py") if MAIN_BLOCK.search(path.read_text()))
 
 
-SUBCOMMANDS = {"cpc.eval.ABX": ("from_checkpoint", "from_pre_computed")}
+SUBCOMMANDS = {"cpc.eval.ABX": ("from_checkpoint", "from_pre_computed"),
+               "cpc.eval.common_voices_eval": ("train", "per")}
 
 
 def help_command_lines(package_dir: Path) -> list[list[str]]:
