@@ -60,7 +60,7 @@ def cluster_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--recursionLevel", type=int, default=2,
                         help="directory levels of the speaker in pathDB (listing only)")
     parser.add_argument("--extension", default=".flac", help="audio file extension")
-    parser.add_argument("--seqList", default=None, help="file of stems to use (default: all)")
+    parser.add_argument("--seqList", default=None, help="file of stems to use; without it, every file")
     parser.add_argument("--sizeWindow", type=int, default=10240,
                         help="samples per model run: files are cut into chunks of this size")
     parser.add_argument("--debug", action="store_true", help="use 1000 randomly chosen files")
@@ -122,7 +122,7 @@ def quantize_parser(description: str) -> argparse.ArgumentParser:
                         "cpc.units.cluster, its _args.json beside it")
     parser.add_argument("pathDB", help="directory searched recursively for audio files")
     parser.add_argument("pathOutputDir", help="output directory")
-    parser.add_argument("--pathSeq", default=None, help="file of stems to quantize (default: all)")
+    parser.add_argument("--pathSeq", default=None, help="file of stems to quantize; without it, every file")
     parser.add_argument("--split", default=None,
                         help="quantize part I of N only, written as I-N (1 <= I <= N)")
     parser.add_argument("--file_extension", default="wav", help="audio file extension")
@@ -176,7 +176,7 @@ def evaluate_parser(description: str) -> argparse.ArgumentParser:
                         help="frame phone labels, CPC_audio's converted_aligned_phones.txt")
     parser.add_argument("--phones", default=None,
                         help="phones.txt ('<id> <symbol>' lines) naming the ABX items' phones")
-    parser.add_argument("--names", nargs="+", default=None, help="row names (default: file paths)")
+    parser.add_argument("--names", nargs="+", default=None, help="row names; without it, the file paths")
     parser.add_argument("--no_abx", action="store_true", help="skip the ABX columns")
     parser.add_argument("--merge_repeats", action="store_true",
                         help="bitrate of the sequences with repeated units merged")
