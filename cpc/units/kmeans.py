@@ -44,11 +44,11 @@ class ArrayFrames:
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` as a float32 CPU tensor."""
-        return torch.from_numpy(np.ascontiguousarray(self.array[start:stop], dtype=np.float32))
+        return torch.from_numpy(np.array(self.array[start:stop], dtype=np.float32))
 
     def gather(self, indices: np.ndarray) -> torch.Tensor:
         """Rows at sorted ``indices`` as a float32 CPU tensor."""
-        return torch.from_numpy(np.ascontiguousarray(self.array[indices], dtype=np.float32))
+        return torch.from_numpy(np.array(self.array[indices], dtype=np.float32))
 
 
 @dataclass
