@@ -105,8 +105,9 @@ def test_empty_clusters_take_the_farthest_frames():
     torch.testing.assert_close(centroids, torch.tensor([[1.0, 1.0], [9.0, 9.0], [5.0, 5.0]]))
     # duplicated frames: more clusters than distinct points still gives k finite centroids
     x = np.repeat(mixture(20, k=2), 3, axis=0)
-    state = fit(ArrayFrames(x), config(n_clusters=25, max_iter=3))
-    assert torch.isfinite(state.centroids).all()
+    states = [fit(ArrayFrames(x), config(n_clusters=25, max_iter=3, batch_size=b)) for b in (7, 60)]
+    assert states[0].reseeded > 0 and torch.isfinite(states[0].centroids).all()
+    assert torch.equal(states[0].centroids, states[1].centroids)  # reseeding ignores batching
 
 
 def test_bad_requests_are_refused():

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-INITS = ("k-means++", "random")
+from cpc.units.options import INITS
 
 
 class ArrayFrames:
@@ -205,7 +205,8 @@ def lloyd_pass(frames: ArrayFrames, centroids: torch.Tensor, config: KMeansConfi
         sums.index_add_(0, labels, x.double())
         counts += torch.bincount(labels, minlength=k)
         inertia += distances.double().sum()
-        far_d, far_x = torch.cat([far_d, distances]), torch.cat([far_x, x])
+        candidates = torch.sort(distances, descending=True, stable=True).indices[:k]
+        far_d, far_x = torch.cat([far_d, distances[candidates]]), torch.cat([far_x, x[candidates]])
         order = torch.sort(far_d, descending=True, stable=True).indices[:k]
         far_d, far_x = far_d[order], far_x[order]
     return sums, counts, float(inertia), far_x
