@@ -11,6 +11,8 @@ samples) into a cache file beside the output, removed at the end; k-means
 mini-batch. Writes OUT/clustering.pt (CPC_audio's keys, see :mod:`cpc.units.clusters`),
 OUT/clustering_args.json and OUT/training_logs.txt (one line per iteration); with --save also
 checkpoint_last.pt and the last --save-last checkpoint_<iter>.pt, which --load resumes from.
+CPC_audio's --DPMean, --DPLambda, --train_mode, --dimReduction, --centroidLimits,
+--getDistanceEstimation and --nullspace are refused, each with what to use instead.
 """
 from __future__ import annotations
 
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> KMeansState:
     check_output(args)
     device = select_device(args.device)
     files = list_files(args)
-    torch.set_num_threads(min(args.n_process_loader, os.cpu_count() or 1))
+    torch.set_num_threads(min(args.n_process_loader, torch.get_num_threads()))
     maker = build_feature_maker(args.features, args.pathCheckpoint, args.encoder_layer,
                                 args.level_gru, args.mfcc_dim, args.seed)
     extra = {"feature_weights": model_weights(maker)} if args.features == "random_init" else {}
@@ -153,6 +155,9 @@ def run(args: argparse.Namespace) -> KMeansState:
         cache = cache_features(maker, files, cache_dir / "features.f32", args.sizeWindow,
                                args.max_size_loaded, device)
         print(f"{len(files)} files, {cache.n_frames} frames of dimension {cache.dim}")
+        if cache.n_frames < args.nClusters:
+            raise ConfigError(f"-k/--nClusters {args.nClusters} is more than the {cache.n_frames} "
+                              f"frames of the selected files of {args.pathDB}")
         frames = cache.frames()
         if cache.n_frames * cache.dim * 4 <= args.max_size_loaded:
             frames = np.array(frames)  # fits: read it once

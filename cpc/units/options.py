@@ -81,7 +81,7 @@ def cluster_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--save-last", type=int, default=5, dest="save_last",
                         help="checkpoint_<iter>.pt files kept with --save")
     parser.add_argument("--n_process_loader", type=int, default=8,
-                        help="CPU threads while computing the features")
+                        help="at most this many CPU threads (never more than torch would use)")
     parser.add_argument("--max_size_loaded", type=int, default=4000000000,
                         help="bytes of features held in memory at once; the rest stays in a "
                              "cache file beside the output")

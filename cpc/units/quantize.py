@@ -7,7 +7,7 @@ one line ``stem<TAB>u1,u2,...`` per audio file, one unit per 10 ms frame (ZeroSp
 format), and ``_info_args.json``. The feature maker is rebuilt from the clustering's
 ``_args.json`` (checkpoint, --level_gru, --encoder_layer, --features). Each line is written
 whole and flushed; --resume skips the stems already written and drops a last line that an
-interrupted run left without its newline.
+interrupted run left without its newline. CPC_audio's --nullspace is refused.
 """
 from __future__ import annotations
 
