@@ -153,11 +153,11 @@ def _batches(frames: ArrayFrames, config: KMeansConfig, first: int, count: int
              ) -> Iterator[torch.Tensor]:
     """``count`` mini-batches starting at mini-batch ``first`` (cycling), on the device.
     Storage is read in blocks of ``block_frames`` rows that start on batch boundaries."""
-    n_batches = math.ceil(frames.n_frames / config.batch_size)
+    total = n_batches(frames, config)
     per_block = max(1, config.block_frames // config.batch_size)
-    done, index = 0, first % n_batches
+    done, index = 0, first % total
     while done < count:
-        block_end = min(n_batches, index + per_block, index + count - done)
+        block_end = min(total, index + per_block, index + count - done)
         start, stop = index * config.batch_size, min(block_end * config.batch_size, frames.n_frames)
         block = frames.read(start, stop).to(config.device)
         if config.normalize:
@@ -165,7 +165,7 @@ def _batches(frames: ArrayFrames, config: KMeansConfig, first: int, count: int
         for offset in range(0, stop - start, config.batch_size):
             yield block[offset:offset + config.batch_size]
         done += block_end - index
-        index = block_end % n_batches
+        index = block_end % total
 
 
 def n_batches(frames: ArrayFrames, config: KMeansConfig) -> int:
@@ -215,7 +215,7 @@ def lloyd_pass(frames: ArrayFrames, centroids: torch.Tensor, config: KMeansConfi
 def update_centroids(sums: torch.Tensor, counts: torch.Tensor, far: torch.Tensor,
                      normalize: bool) -> tuple[torch.Tensor, int]:
     """Means of the clusters; the empty ones (in index order) take the farthest frames in
-    turn. Returns the centroids (float32) and the number of clusters reseeded."""
+    turn (which also stay in their own cluster's mean until the next pass). Returns the centroids (float32) and the number of clusters reseeded."""
     centroids = (sums / counts.clamp_min(1).unsqueeze(1).double()).float()
     empty = torch.nonzero(counts == 0).flatten()
     n_reseeded = min(len(empty), far.shape[0])
