@@ -51,6 +51,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="device of the torch k-means")
     parser.add_argument("--batch_size", type=int, default=8192,
                         help="frames per mini-batch (torch k-means and MiniBatchKMeans)")
+    parser.add_argument("--block_frames", type=int, default=131072,
+                        help="frames the torch k-means reads from the feature file at once")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of each method")
     parser.add_argument("--workdir", default="/tmp/kmeans_bench", help="features and centroids")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "K"), default=None,
@@ -121,7 +123,8 @@ def inertia(features: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> 
 def fit_torch(features: np.ndarray, k: int, args: argparse.Namespace) -> np.ndarray:
     from cpc.units.kmeans import ArrayFrames, KMeansConfig, fit
     config = KMeansConfig(k, max_iter=args.iters, tol=0.0, seed=args.seed,
-                          batch_size=args.batch_size, device=args.device, progress=False)
+                          batch_size=args.batch_size, block_frames=args.block_frames,
+                          device=args.device, progress=False)
     return fit(ArrayFrames(features), config).centroids.numpy()
 
 
