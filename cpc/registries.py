@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 ENCODERS: Registry[EncoderBuilder] = Registry("encoder", flag="--encoder_type")
 ENCODERS.add("cpc", "cpc.model:build_cpc_encoder")
 ENCODERS.add("mfcc", "cpc.model:build_mfcc_encoder")
+ENCODERS.add("lfb", "cpc.model:build_lfb_encoder")
 ENCODERS.add("pase", "cpc.pase_encoder:build_pase_encoder")
 
 # builder(args, dim_input) -> ContextNetwork
