@@ -55,6 +55,9 @@ HEADS.add("transformer", "cpc.criterion.cpc:TransformerHead")
 CRITERIA: Registry[CriterionBuilder] = Registry("criterion")
 CRITERIA.add("cpc", "cpc.criterion.cpc:build")
 CRITERIA.add("cpcctc", "cpc.criterion.cpc_ctc:build")
+CRITERIA.add("speaker", "cpc.criterion.supervised:build_speaker")
+CRITERIA.add("phone", "cpc.criterion.supervised:build_phone")
+CRITERIA.add("phone_ctc", "cpc.criterion.supervised:build_phone_ctc")
 
 # build(arguments of the spec) -> Stat
 STATS: Registry[StatBuilder] = Registry("stat", flag="--captureSetStats")
