@@ -90,7 +90,8 @@ def add_cpc_criterion_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("CPC criterion")
     group.add_argument("--criterion", type=str, default="cpc", choices=CRITERIA.names(),
                        help="What the contexts and encoded frames are trained on (--CPCCTC is "
-                            "the fork's spelling of --criterion cpcctc).")
+                            "the fork's spelling of --criterion cpcctc; speaker, phone and "
+                            "phone_ctc are chosen by --supervised).")
     group.add_argument("--nPredicts", type=int, default=12,
                        help="Future steps predicted from each context frame.")
     group.add_argument("--negativeSamplingExt", type=int, default=128,

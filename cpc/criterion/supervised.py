@@ -169,7 +169,6 @@ class CTCPhoneCriterion(nn.Module):
         return CriterionOutput(loss, loss.view(1), accuracy, {"logits": logits} if capture else {})
 
 
-
 # --------------------------------------------------------------------------- --supervised training
 # The builders of the criterion registry (cpc/registries.py); CPC_audio's train.py builds the
 # same three: speaker without phone labels, phone, or phone CTC with --CTC.
