@@ -436,11 +436,16 @@ def only_capture(config: RunConfig) -> dict[str, float]:
     single_process("--onlyCapture")
     device = prepare_device(args)
     data, speakers = load_capture_data(args)
-    training = build_training(args, config.pase, device, len(speakers), 0)
-    training.load(config.resume, with_optimizers=False)
+    if args.supervised:  # its kinds need no criterion (capture_kinds), whose classes may differ
+        model, criterion = build_model(args).to(device), None
+        model.load_state_dict(config.resume["gEncoder"])
+    else:
+        training = build_training(args, config.pase, device, len(speakers), 0)
+        training.load(config.resume, with_optimizers=False)
+        model, criterion = training.model, training.criterion
     try:
-        return capture_epoch(capture_settings(args, config.pase), training.model,
-                             training.criterion, data, speakers, config.resume["epoch"], device)
+        return capture_epoch(capture_settings(args, config.pase), model, criterion, data,
+                             speakers, config.resume["epoch"], device)
     finally:
         data.close()
 

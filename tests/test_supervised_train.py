@@ -53,6 +53,15 @@ def test_supervised_training_learns_and_its_checkpoint_reloads(tiny_corpus, tmp_
         SpeakerCriterion: "speaker", PhoneCriterion: "phone", CTCPhoneCriterion: "phone_ctc"}[criterion]
 
 
+def test_only_capture_of_a_supervised_phone_run(tiny_corpus, tmp_path):
+    argv = corpus_args(tiny_corpus) + SMALL + SUPERVISED + phones(tiny_corpus) + [
+        "--pathCheckpoint", tmp_path / "run", "--nEpoch", "1"]
+    assert run(argv) == 0
+    assert run(argv + ["--onlyCapture", "--pathCaptureDS", tiny_corpus / "val_split.txt",
+                       "--pathCaptureSave", tmp_path / "cap", "--captureCtxRepr"]) == 0
+    assert list((tmp_path / "cap" / "0" / "ctx_repr").glob("*.pt"))
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--cpc_mode", "none"], "--cpc_mode none drops the CPC loss"),
     (["--CTC"], "--CTC sets the supervised training: add --supervised"),
