@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cpc.capture.kinds import requested_kinds
 from cpc.config_file import load_config
-from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser, explicit_dests,
-                         group_dests)
+from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser,
+                         complete_with_defaults, explicit_dests, group_dests)
 from cpc.stats import parse_stats_spec
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE
@@ -64,6 +64,7 @@ def resolve_run(argv: list[str]) -> RunConfig:
         saved = read_saved_args(args.pathCheckpoint)
         args = reconcile_with_saved(args, saved, explicit,
                                     group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
+        check_same_criterion(args, saved, args.pathCheckpoint)
         pase = reconcile_pase(pase, saved.get("pase_settings"), args)
         found = ckpt.load_newest_checkpoint(args.pathCheckpoint, with_interrupted=True)
         if found is None:
@@ -111,6 +112,17 @@ def reconcile_with_saved(args: argparse.Namespace, saved: dict, explicit: set[st
                               f"--pathCheckpoint or --restart")
         taken[dest] = saved[dest]
     return argparse.Namespace(**{**vars(args), **taken})
+
+
+def check_same_criterion(args: argparse.Namespace, saved: dict, run_dir: str) -> None:
+    """A resumed run keeps its criterion, which --supervised derives from --path_phone_data
+    and --CTC (options outside the architecture groups)."""
+    was, now = criterion_name(complete_with_defaults(saved)), criterion_name(args)
+    if was != now:
+        hint = " (--supervised with --path_phone_data trains phones)" if args.supervised else ""
+        raise ConfigError(f"these flags train the {now!r} criterion but the run in {run_dir} "
+                          f"trained {was!r}{hint}: give the flags it was trained with, or use "
+                          f"another --pathCheckpoint or --restart")
 
 
 def reconcile_pase(pase: dict | None, saved: dict | None, args: argparse.Namespace) -> dict | None:

@@ -100,3 +100,5 @@ def test_supervised_is_an_architecture_flag_of_a_resumed_run(tiny_corpus, tmp_pa
     capsys.readouterr()
     resumed = run_config.resolve_run([str(a) for a in base + ["--nEpoch", "2"]])
     assert resumed.args.supervised and resumed.args.cpc_mode == "none"
+    assert run(base + phones(tiny_corpus) + ["--nEpoch", "2"]) == 2
+    assert "train the 'phone' criterion but the run in" in capsys.readouterr().err
