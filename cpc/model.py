@@ -131,6 +131,39 @@ class MFCCEncoder(nn.Module):
                     n_mels=self.n_mels, n_fft=512, hop_length=FRAME_SIZE, win_length=400)
 
 
+class LFBEncoder(nn.Module):
+    """CPC_audio's learnable filterbank (``--encoder_type lfb``): ``(B, 1, S) -> (B, dim, T)``.
+
+    A 400-sample Conv1d (stride 1, no padding) gives ``2 dim`` channels, read as ``dim``
+    (real, imaginary) pairs ``(2k, 2k + 1)``; each pair's energy is smoothed by a 400-sample
+    Hann window with hop 160 and padding 350, then compressed by ``log(1 + |x|)`` and, with
+    ``normalize``, normalised per channel over time (instance norm without affine map). So
+    ``T = (S - 99) // 160 + 1``, which is ``S // 160`` for ``S`` a multiple of 160 (and
+    ``S >= 400``). State-dict keys ``conv.weight, conv.bias, han`` are CPC_audio's
+    (``LFBEnconder``), so its checkpoints load strictly.
+    """
+
+    DOWNSAMPLING = FRAME_SIZE
+    WIDTH = 400  # samples of the filters and of the smoothing window (25 ms)
+    PADDING = 350  # of the smoothing, as CPC_audio
+
+    def __init__(self, dim: int, normalize: bool = True):
+        super().__init__()
+        self.dim_output = dim
+        self.normalize = normalize
+        self.conv = nn.Conv1d(1, 2 * dim, self.WIDTH)
+        self.register_buffer("han", torch.hann_window(self.WIDTH).view(1, 1, self.WIDTH))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        filtered = self.conv(x)
+        energy = filtered[:, 0::2] ** 2 + filtered[:, 1::2] ** 2
+        batch, dim, length = energy.shape
+        smoothed = F.conv1d(energy.reshape(batch * dim, 1, length), self.han, stride=FRAME_SIZE,
+                            padding=self.PADDING).view(batch, dim, -1)
+        compressed = torch.log1p(smoothed.abs())
+        return F.instance_norm(compressed) if self.normalize else compressed
+
+
 # --------------------------------------------------------------------------- context networks
 
 class ContextNetwork(nn.Module):
@@ -249,6 +282,10 @@ def build_cpc_encoder(args: argparse.Namespace) -> nn.Module:
 
 def build_mfcc_encoder(args: argparse.Namespace) -> nn.Module:
     return MFCCEncoder(args.hiddenEncoder)
+
+
+def build_lfb_encoder(args: argparse.Namespace) -> nn.Module:
+    return LFBEncoder(args.hiddenEncoder)
 
 
 def build_recurrent_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:

@@ -16,7 +16,9 @@ from cpc.precision import autocast
 
 
 class CriterionObjective:
-    """A criterion of the registry (cpc, cpcctc) on the contexts and encoded frames."""
+    """A criterion of the registry (cpc, cpcctc, or a supervised one) on the contexts and
+    encoded frames. Its labels are the batch's field named by the criterion's ``label_field``
+    (``phones`` for the phone criteria), else the speakers."""
 
     def __init__(self, criterion: nn.Module) -> None:
         self.criterion = criterion
@@ -24,7 +26,8 @@ class CriterionObjective:
         self.step_names: list[str] | None = None
 
     def __call__(self, batch: Batch, c_feature: torch.Tensor, encoded: torch.Tensor) -> CriterionOutput:
-        return self.criterion(c_feature, encoded, batch.speaker)
+        labels = getattr(batch, getattr(self.criterion, "label_field", "speaker"))
+        return self.criterion(c_feature, encoded, labels)
 
 
 class WorkerObjective:

@@ -27,7 +27,7 @@ DEFAULT_WARMUP_STEPS = 200
 
 # Option groups whose values define the network: a resumed run takes them from the saved args,
 # and an explicit command-line value that contradicts the saved one is an error.
-ARCHITECTURE_GROUPS = ("Architecture", "CPC criterion", "CPC-CTC")
+ARCHITECTURE_GROUPS = ("Architecture", "CPC criterion", "CPC-CTC", "Supervised training")
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,8 +73,11 @@ def add_architecture_args(parser: argparse.ArgumentParser) -> None:
                        help="Layers of the context network.")
     group.add_argument("--abspos", action="store_true",
                        help="Absolute (sinusoidal) positions in the transformer context network.")
-    group.add_argument("--cpc_mode", type=str, default=None, choices=[None, "reverse"],
-                       help="reverse: predict the past instead of the future.")
+    group.add_argument("--cpc_mode", type=str, default=None,
+                       choices=[None, "reverse", "none", "bert"],
+                       help="reverse: predict the past instead of the future (the context "
+                            "network reads the window backwards); none: no CPC loss, for "
+                            "--supervised; bert (CPC_audio before its release) is refused.")
     group.add_argument("--pase_qrnn", action="store_true",
                        help="PASE encoder: a QRNN over the convolutions (PASE's second setup).")
     group.add_argument("--pase_qrnn_layers", type=int, default=1,
@@ -87,7 +90,8 @@ def add_cpc_criterion_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("CPC criterion")
     group.add_argument("--criterion", type=str, default="cpc", choices=CRITERIA.names(),
                        help="What the contexts and encoded frames are trained on (--CPCCTC is "
-                            "the fork's spelling of --criterion cpcctc).")
+                            "the fork's spelling of --criterion cpcctc; speaker, phone and "
+                            "phone_ctc are chosen by --supervised).")
     group.add_argument("--nPredicts", type=int, default=12,
                        help="Future steps predicted from each context frame.")
     group.add_argument("--negativeSamplingExt", type=int, default=128,
@@ -343,19 +347,26 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 # command lines parse, refused when they would change anything (see cpc.train.check_args).
 # flag -> (type, CPC_audio's default, what to do instead)
 NOT_CARRIED_OVER: dict[str, tuple[type, object, str]] = {
-    "supervised": (bool, False, "CPC_audio's (deprecated) supervised training is not part of "
-                                "this project: train CPC and probe with "
-                                "--supervised_classif_metric, or use "
-                                "cpc/eval/linear_separability.py"),
     "speakerEmbedding": (int, 0, "speaker embeddings fed to the prediction network "
                                  "(deprecated in CPC_audio) are not supported"),
     "nullspace": (bool, False, "loading a nullspace (the fork's --nullspace) is not supported"),
     "gru_level": (int, -1, "features of an inner context layer: use the hub (cpc.hub gives "
                            "every layer, hidden_state_<i>)"),
-    # supervised-mode settings: without --supervised CPC_audio ignores them too
-    "CTC": (bool, False, ""),
-    "onEncoder": (bool, False, ""),
-    "nLevelsPhone": (int, 1, ""),
+    # facebookresearch/CPC_audio before its release (cpc_default_config.py at bd82b73^)
+    "adversarial": (bool, False, "CPC_audio's (deprecated) speaker-adversarial training (a "
+                                 "second Adam on a speaker classifier whose entropy the model "
+                                 "maximises) is not carried over; measure the speaker "
+                                 "information left with --supervised_classif_metric "
+                                 "--speaker_sep"),
+    "clustering": (str, None, "CPC_audio's research clustering losses are not carried over; "
+                              "cluster a trained model's features with "
+                              "`python -m cpc.units.cluster`"),
+    "n_clusters": (int, 200, "clustering is not part of training here; cluster a trained "
+                             "model's features with `python -m cpc.units.cluster`"),
+    # clustering-loss settings: without --clustering CPC_audio ignores them too
+    "cluster_delay": (int, 0, ""),
+    "cluster_iter": (int, 100, ""),
+    "clustering_update": (str, "kmean", ""),
 }
 
 
@@ -373,6 +384,26 @@ def add_compatibility_args(parser: argparse.ArgumentParser) -> None:
             group.add_argument(f"--{flag}", action="store_true", help=argparse.SUPPRESS)
         else:
             group.add_argument(f"--{flag}", type=kind, default=default, help=argparse.SUPPRESS)
+
+
+def add_supervised_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Supervised training", "CPC_audio's supervised mode: encoder and context network "
+        "trained on labels instead of the CPC loss (usually with --cpc_mode none), with the "
+        "same loop, checkpoints, probes and logs.")
+    group.add_argument("--supervised", action="store_true",
+                       help="Train on speaker labels (last context frame, linear classifier), "
+                            "or on the phone labels of --path_phone_data (frame-wise).")
+    group.add_argument("--CTC", action="store_true",
+                       help="With --supervised and --path_phone_data: CTC on the window's phone "
+                            "sequence instead of frame-wise classification.")
+    group.add_argument("--onEncoder", action="store_true",
+                       help="With --supervised: classify the encoder output z instead of the "
+                            "contexts c.")
+    group.add_argument("--nLevelsPhone", type=int, default=1,
+                       help="With --supervised and --path_phone_data: layers of the phone "
+                            "classifier (more than 1: an MLP whose hidden width is the phone "
+                            "count).")
 
 
 class CommandLineParser(argparse.ArgumentParser):
@@ -400,9 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a CPC model on a LibriSpeech-format corpus.",
         formatter_class=DefaultsHelpFormatter)
     for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
-                add_cpcctc_args, add_pase_args, add_linsep_args, add_capture_args,
-                add_training_args, add_health_args, add_save_args, add_load_args,
-                add_device_args, add_compatibility_args):
+                add_cpcctc_args, add_supervised_args, add_pase_args, add_linsep_args,
+                add_capture_args, add_training_args, add_health_args, add_save_args,
+                add_load_args, add_device_args, add_compatibility_args):
         add(parser)
     return parser
 

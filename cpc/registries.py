@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 ENCODERS: Registry[EncoderBuilder] = Registry("encoder", flag="--encoder_type")
 ENCODERS.add("cpc", "cpc.model:build_cpc_encoder")
 ENCODERS.add("mfcc", "cpc.model:build_mfcc_encoder")
+ENCODERS.add("lfb", "cpc.model:build_lfb_encoder")
 ENCODERS.add("pase", "cpc.pase_encoder:build_pase_encoder")
 
 # builder(args, dim_input) -> ContextNetwork
@@ -54,6 +55,9 @@ HEADS.add("transformer", "cpc.criterion.cpc:TransformerHead")
 CRITERIA: Registry[CriterionBuilder] = Registry("criterion")
 CRITERIA.add("cpc", "cpc.criterion.cpc:build")
 CRITERIA.add("cpcctc", "cpc.criterion.cpc_ctc:build")
+CRITERIA.add("speaker", "cpc.criterion.supervised:build_speaker")
+CRITERIA.add("phone", "cpc.criterion.supervised:build_phone")
+CRITERIA.add("phone_ctc", "cpc.criterion.supervised:build_phone_ctc")
 
 # build(arguments of the spec) -> Stat
 STATS: Registry[StatBuilder] = Registry("stat", flag="--captureSetStats")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cpc.capture.kinds import requested_kinds
 from cpc.config_file import load_config
-from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser, explicit_dests,
-                         group_dests)
+from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser,
+                         complete_with_defaults, explicit_dests, group_dests)
 from cpc.stats import parse_stats_spec
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE
@@ -64,6 +64,7 @@ def resolve_run(argv: list[str]) -> RunConfig:
         saved = read_saved_args(args.pathCheckpoint)
         args = reconcile_with_saved(args, saved, explicit,
                                     group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
+        check_same_criterion(args, saved, args.pathCheckpoint)
         pase = reconcile_pase(pase, saved.get("pase_settings"), args)
         found = ckpt.load_newest_checkpoint(args.pathCheckpoint, with_interrupted=True)
         if found is None:
@@ -113,6 +114,17 @@ def reconcile_with_saved(args: argparse.Namespace, saved: dict, explicit: set[st
     return argparse.Namespace(**{**vars(args), **taken})
 
 
+def check_same_criterion(args: argparse.Namespace, saved: dict, run_dir: str) -> None:
+    """A resumed run keeps its criterion, which --supervised derives from --path_phone_data
+    and --CTC (options outside the architecture groups)."""
+    was, now = criterion_name(complete_with_defaults(saved)), criterion_name(args)
+    if was != now:
+        hint = " (--supervised with --path_phone_data trains phones)" if args.supervised else ""
+        raise ConfigError(f"these flags train the {now!r} criterion but the run in {run_dir} "
+                          f"trained {was!r}{hint}: give the flags it was trained with, or use "
+                          f"another --pathCheckpoint or --restart")
+
+
 def reconcile_pase(pase: dict | None, saved: dict | None, args: argparse.Namespace) -> dict | None:
     """A resumed PASE run keeps its recipe; a different --config is an error."""
     if saved and pase is None:
@@ -146,7 +158,8 @@ def check_args(args: argparse.Namespace, pase: dict | None, explicit: set[str]) 
                           f"samples (whole encoder frames), e.g. "
                           f"{max(1, round(args.sizeWindow / FRAME_SIZE)) * FRAME_SIZE}")
     frames = args.sizeWindow // FRAME_SIZE
-    if args.nPredicts >= frames and not pase:  # PASE workers predict nothing
+    check_supervised_args(args)
+    if args.nPredicts >= frames and not pase and not args.supervised:  # nothing predicted
         raise ConfigError(f"--nPredicts {args.nPredicts} must be smaller than the "
                           f"{frames} frames of a --sizeWindow {args.sizeWindow} window")
     if args.restart and (args.onlyCapture or args.only_classif_metric):
@@ -171,7 +184,7 @@ NUMBER_RANGES = (
         "nEpoch", "batchSizeGPU", "hiddenEncoder", "hiddenGar", "nLevelsGRU", "save_step",
         "n_process_loader", "linsep_n_epoch", "linsepBatchSizeGPU", "linsep_net_layers",
         "linsep_task_logging_step", "pase_stats_batches", "collapse_patience", "sizeWindow",
-        "update_freq")),
+        "update_freq", "nLevelsPhone")),
     *((dest, 0, None, True) for dest in (
         "keep_checkpoints", "logging_step", "warmup_steps", "allow_nan_steps", "max_rollbacks",
         "clip_grad_norm", "limitNegsInBatch", "captureEachEpochs", "save_interval_steps",
@@ -203,6 +216,10 @@ def check_compatibility_flags(args: argparse.Namespace) -> None:
     for flag, (_, default, instead) in NOT_CARRIED_OVER.items():
         if instead and getattr(args, flag) != default:
             raise ConfigError(f"--{flag}: {instead}")
+    if args.cpc_mode == "bert":
+        raise ConfigError("--cpc_mode bert: CPC_audio's masked-prediction criterion was dropped "
+                          "before its release and is not carried over; train with --criterion "
+                          "cpc or cpcctc")
     if args.nGPU is not None and args.nGPU > 1:
         raise ConfigError(f"--nGPU {args.nGPU}: one process drives one GPU here; run "
                           f"`torchrun --standalone --nproc_per_node {args.nGPU} cpc/train.py ...` "
@@ -219,6 +236,39 @@ def device_name(args: argparse.Namespace) -> str:
     if args.nGPU is None:
         return args.device
     return "cpu" if args.nGPU == 0 else "cuda"
+
+
+# The settings of --supervised, and their defaults
+SUPERVISED_SETTINGS = {"CTC": False, "onEncoder": False, "nLevelsPhone": 1}
+SUPERVISED_CRITERIA = ("speaker", "phone", "phone_ctc")  # what criterion_name picks for them
+
+
+def check_supervised_args(args: argparse.Namespace) -> None:
+    """--supervised and its settings (CPC_audio's supervised mode), and --cpc_mode none."""
+    if args.criterion in SUPERVISED_CRITERIA:
+        raise ConfigError(f"--criterion {args.criterion}: the supervised criteria are chosen by "
+                          f"--supervised (phone with --path_phone_data, phone_ctc with --CTC)")
+    if args.cpc_mode == "none" and not args.supervised:
+        raise ConfigError("--cpc_mode none drops the CPC loss and leaves nothing to train: add "
+                          "--supervised (speaker labels, or phones with --path_phone_data)")
+    if not args.supervised:
+        given = [f"--{flag}" for flag, default in SUPERVISED_SETTINGS.items()
+                 if getattr(args, flag) != default]
+        if given:
+            raise ConfigError(f"{given[0]} sets the supervised training: add --supervised (the "
+                              f"probes' settings are --CTCphones, --phone_get_encoded, "
+                              f"--linsep_net_layers)")
+        return
+    if args.CPCCTC or args.criterion != "cpc":
+        raise ConfigError(f"--supervised trains on labels; it contradicts "
+                          f"{'--CPCCTC' if args.CPCCTC else '--criterion ' + args.criterion}")
+    if not args.path_phone_data:
+        phone_only = [f"--{flag}" for flag in ("CTC", "nLevelsPhone")
+                      if getattr(args, flag) != SUPERVISED_SETTINGS[flag]]
+        if phone_only:
+            raise ConfigError(f"{phone_only[0]} sets the phone classifier of --supervised: "
+                              f"add --path_phone_data FILE (without it the speakers are "
+                              f"classified)")
 
 
 def check_load_paths(args: argparse.Namespace) -> None:
@@ -292,7 +342,11 @@ def check_output_dirs(args: argparse.Namespace) -> None:
 
 
 def criterion_name(args: argparse.Namespace) -> str:
-    """The registered criterion to train: --criterion, or cpcctc for the fork's --CPCCTC."""
+    """The registered criterion to train: --criterion, cpcctc for the fork's --CPCCTC, or for
+    --supervised (as CPC_audio) phone_ctc with --CTC, phone with --path_phone_data, else
+    speaker."""
+    if args.supervised:
+        return ("phone_ctc" if args.CTC else "phone") if args.path_phone_data else "speaker"
     if args.CPCCTC and args.criterion not in ("cpc", "cpcctc"):
         raise ConfigError(f"--CPCCTC selects the cpcctc criterion; it contradicts --criterion "
                           f"{args.criterion}")
@@ -301,4 +355,5 @@ def criterion_name(args: argparse.Namespace) -> str:
 
 def capture_kinds(args: argparse.Namespace, pase: dict | None) -> list[str]:
     return requested_kinds(vars(args), args.captureEverything, criterion_name(args) == "cpcctc",
-                           bool(args.path_phone_data), has_criterion=not pase)
+                           bool(args.path_phone_data),
+                           has_criterion=not (pase or args.supervised))

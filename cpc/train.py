@@ -361,7 +361,8 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     log_effective_batch(args, info, logs, info.is_main and resumption.start_epoch < args.nEpoch)
     hooks: list[Hook] = []
     try:
-        module = step_module(training, info, device, args.precision)  # DDP: rank 0's weights
+        module = step_module(training, info, device, args.precision,  # DDP: rank 0's weights
+                             args.supervised and args.onEncoder)
         hooks = epoch_hooks(config, run, updater, device)  # (the guard copies them)
         trainer = Trainer(run, module, updater, train_loader,
                           validation_loader(args, training, data), device, hooks,
@@ -377,13 +378,15 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
 
 
 def step_module(training: Training, info: DistInfo, device: torch.device,
-                precision: str) -> torch.nn.Module:
-    """Model and objective as one module; wrapped in DDP under torchrun."""
+                precision: str, context_unused: bool = False) -> torch.nn.Module:
+    """Model and objective as one module; wrapped in DDP under torchrun, told of parameters
+    without gradients: the unused workers of a batch, or the context network when the loss
+    reads the encoder only (``context_unused``: --supervised --onEncoder)."""
     module: torch.nn.Module = TrainStep(training.model, training.objective, precision)
     if info.active:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=training.workers is not None)
+            find_unused_parameters=training.workers is not None or context_unused)
     return module
 
 
@@ -433,11 +436,16 @@ def only_capture(config: RunConfig) -> dict[str, float]:
     single_process("--onlyCapture")
     device = prepare_device(args)
     data, speakers = load_capture_data(args)
-    training = build_training(args, config.pase, device, len(speakers), 0)
-    training.load(config.resume, with_optimizers=False)
+    if args.supervised:  # its kinds need no criterion (capture_kinds), whose classes may differ
+        model, criterion = build_model(args).to(device), None
+        model.load_state_dict(config.resume["gEncoder"])
+    else:
+        training = build_training(args, config.pase, device, len(speakers), 0)
+        training.load(config.resume, with_optimizers=False)
+        model, criterion = training.model, training.criterion
     try:
-        return capture_epoch(capture_settings(args, config.pase), training.model,
-                             training.criterion, data, speakers, config.resume["epoch"], device)
+        return capture_epoch(capture_settings(args, config.pase), model, criterion, data,
+                             speakers, config.resume["epoch"], device)
     finally:
         data.close()
 

@@ -1,5 +1,6 @@
 """CPC InfoNCE against a per-step reference, negative sampling, supervised criteria, registry."""
 import argparse
+import math
 
 import pytest
 import torch
@@ -257,15 +258,23 @@ def test_edit_distance_and_per():
 
 
 def test_registry_builds_every_criterion_and_rejects_unknown_names():
-    assert CRITERIA.names() == ["cpc", "cpcctc"]
+    assert CRITERIA.names() == ["cpc", "cpcctc", "phone", "phone_ctc", "speaker"]
     args = complete_with_defaults({})
     defaults = build_criterion("cpc", args, dim_context=4, dim_encoded=8)
     assert len(defaults.wPrediction.predictors) == 12 and defaults.n_negatives == 128
     assert isinstance(build_criterion("cpcctc", args, dim_context=4, dim_encoded=8), CPCCTCCriterion)
-    with pytest.raises(ConfigError, match="unknown criterion 'no_such_criterion'; available: cpc, cpcctc"):
+    with pytest.raises(ConfigError, match="unknown criterion 'no_such_criterion'; available: cpc, cpcctc, phone"):
         build_criterion("no_such_criterion", args, dim_context=4, dim_encoded=4)
     with pytest.raises(ValueError, match="already registered"):
         CRITERIA.register("cpc")(lambda *a, **k: None)
+    on_encoder = complete_with_defaults({"onEncoder": True, "nLevelsPhone": 2})
+    speaker = build_criterion("speaker", on_encoder, dim_context=4, dim_encoded=8, n_speakers=3)
+    assert speaker.linearSpeakerClassifier.in_features == 8 and speaker.label_field == "speaker"
+    phone = build_criterion("phone", on_encoder, dim_context=4, dim_encoded=8, n_phones=5)
+    assert len(phone.PhoneCriterionClassifier) == 3 and phone.label_field == "phones"
+    assert speaker.chance_loss() == pytest.approx(math.log(3))
+    assert isinstance(build_criterion("phone_ctc", args, dim_context=4, dim_encoded=8, n_phones=5),
+                      CTCPhoneCriterion)
 
 
 def test_supervised_criteria_classes():

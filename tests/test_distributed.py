@@ -116,7 +116,9 @@ def test_first_step_gradients_equal_one_process_on_the_global_batch(tmp_path):
     # batches of 32: one validation batch, which two ranks cannot share (logged as NaN)
     ["--config", str(REPO / "configs" / "pase.yaml"), "--sizeWindow", "4800",
      "--pase_stats_batches", "2", "--batchSizeGPU", "32"],
-], ids=["cpcctc", "pase_workers"])
+    # the context network gets no gradient: DDP must be told
+    ["--supervised", "--cpc_mode", "none", "--onEncoder", "--samplingType", "uniform"],
+], ids=["cpcctc", "pase_workers", "supervised_on_encoder"])
 def test_every_training_mode_runs_on_two_ranks(tiny_corpus, tmp_path, mode):
     small = list(SMALL)
     if "--config" in mode:  # a PASE recipe sets its own learning rates

@@ -53,11 +53,11 @@ def test_unknown_lookup_names_flag_kind_and_available_names():
 
 
 def test_every_registry_of_the_package_is_a_registry_with_its_members():
-    assert ENCODERS.names() == ["cpc", "mfcc", "pase"]
+    assert ENCODERS.names() == ["cpc", "lfb", "mfcc", "pase"]
     assert ARS.names() == ["GRU", "LSTM", "QRNN", "RNN", "no_ar", "transformer"]
     assert NORM_LAYERS.names() == ["ID", "batchNorm", "instanceNorm", "layerNorm"]
     assert HEADS.names() == ["LSTM", "RNN", "conv12", "conv4", "conv8", "ffd", "linear", "transformer"]
-    assert CRITERIA.names() == ["cpc", "cpcctc"]
+    assert CRITERIA.names() == ["cpc", "cpcctc", "phone", "phone_ctc", "speaker"]
     assert LABELLERS.names() == ["fbank", "lps", "mfcc", "prosody", "waveform"]
     assert {"waveform", "lps", "mfcc", "prosody", "lim", "gim", "spc"} <= set(WORKERS)
     assert all(isinstance(WORKERS.get(name), WorkerSpec) for name in WORKERS)

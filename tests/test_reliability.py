@@ -203,7 +203,7 @@ def test_a_full_disk_during_a_checkpoint_write_names_the_file(tiny_corpus, tmp_p
     (["--path_phone_data", "x", "--CTCphones", "--phone_get_encoded"],
      "--phone_get_encoded cannot be combined with --CTCphones"),
     (["--nGPU", "2"], "torchrun --standalone --nproc_per_node 2 cpc/train.py"),
-    (["--supervised"], "--supervised: CPC_audio's (deprecated) supervised training"),
+    (["--speakerEmbedding", "4"], "--speakerEmbedding: speaker embeddings"),
 ])
 def test_bad_numbers_and_combinations_are_one_line(tiny_corpus, tmp_path, capsys, flags,
                                                    message):

@@ -119,7 +119,7 @@ def test_criterion_flag_selects_a_registered_criterion_and_cpcctc_is_its_alias()
     assert criterion_name(parse_args(["--pathDB", "x", "--CPCCTC"])[0]) == "cpcctc"
     assert criterion_name(parse_args(["--pathDB", "x", "--criterion", "cpcctc"])[0]) == "cpcctc"
     with pytest.raises(ConfigError, match="contradicts --criterion apc"):
-        criterion_name(argparse.Namespace(CPCCTC=True, criterion="apc"))
+        criterion_name(argparse.Namespace(supervised=False, CPCCTC=True, criterion="apc"))
 
 
 def test_logs_hold_wall_times_learning_rates_and_the_best_checkpoint(tiny_corpus, tmp_path):

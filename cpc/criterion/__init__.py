@@ -1,9 +1,9 @@
-"""Criteria: CPC InfoNCE, CPC-CTC and supervised probes, all returning :class:`CriterionOutput`.
+"""Criteria: CPC InfoNCE, CPC-CTC and supervised ones, all returning :class:`CriterionOutput`.
 
-The training criteria ("cpc", "cpcctc") are registered by name in ``CRITERIA`` (a line each in
-:mod:`cpc.registries`); build one with ``build_criterion(name, args, ...)``. The supervised
-probes (speaker, phone, CTC phone) are classes that :mod:`cpc.eval.linear_separability` builds
-directly.
+The training criteria are registered by name in ``CRITERIA`` (a line each in
+:mod:`cpc.registries`): "cpc", "cpcctc", and the supervised "speaker", "phone", "phone_ctc" of
+``--supervised``; build one with ``build_criterion(name, args, ...)``. The probes of
+:mod:`cpc.eval.linear_separability` build the supervised classes directly.
 """
 from .base import CriterionOutput
 from .cpc import CPCCriterion, PredictionHeads, info_nce_logits, sample_negative_indices

@@ -1,5 +1,7 @@
-"""Supervised criteria on top of CPC features: the linear-separability probes of
-:mod:`cpc.eval.linear_separability` (built there directly, not through the criterion registry).
+"""Supervised criteria on CPC features: the linear-separability probes of
+:mod:`cpc.eval.linear_separability` (built there directly), and CPC_audio's supervised training
+(``--supervised``), which trains encoder and context network through them: registered as the
+criteria "speaker", "phone" and "phone_ctc" (see :func:`build_speaker` and its siblings).
 
 * :class:`SpeakerCriterion`: one speaker label per window, classified from the last frame or the
   time mean.
@@ -15,7 +17,9 @@ Each criterion classifies ``cFeature`` (or ``encodedData`` when ``on_encoder``).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import argparse
+import math
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn as nn
@@ -77,6 +81,8 @@ def _frame_labels_check(features: torch.Tensor, label: torch.Tensor) -> None:
 class SpeakerCriterion(nn.Module):
     """Cross-entropy speaker classification of a window; ``label`` is ``(B,)`` speaker ids."""
 
+    label_field: ClassVar[str] = "speaker"  # the Batch field it classifies
+
     def __init__(self, dim: int, n_speakers: int, n_layers: int = 1, pooling: str = "last",
                  on_encoder: bool = False):
         super().__init__()
@@ -84,7 +90,12 @@ class SpeakerCriterion(nn.Module):
             raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
         self.pooling = pooling
         self.on_encoder = on_encoder
+        self.n_speakers = n_speakers
         self.linearSpeakerClassifier = classifier(dim, n_speakers, n_layers)
+
+    def chance_loss(self) -> float:
+        """The loss of a uniform guess, ln(speakers): the collapse guard's chance level."""
+        return math.log(self.n_speakers)
 
     def forward(self, cFeature: torch.Tensor, encodedData: torch.Tensor, label: torch.Tensor,
                 capture: bool = False) -> CriterionOutput:
@@ -99,10 +110,17 @@ class SpeakerCriterion(nn.Module):
 class PhoneCriterion(nn.Module):
     """Frame-wise cross-entropy phone classification; ``label`` is ``(B, T)``."""
 
+    label_field: ClassVar[str] = "phones"
+
     def __init__(self, dim: int, n_phones: int, n_layers: int = 1, on_encoder: bool = False):
         super().__init__()
         self.on_encoder = on_encoder
+        self.n_phones = n_phones
         self.PhoneCriterionClassifier = classifier(dim, n_phones, n_layers)
+
+    def chance_loss(self) -> float:
+        """The loss of a uniform guess, ln(phones): the collapse guard's chance level."""
+        return math.log(self.n_phones)
 
     def forward(self, cFeature: torch.Tensor, encodedData: torch.Tensor, label: torch.Tensor,
                 capture: bool = False) -> CriterionOutput:
@@ -122,6 +140,8 @@ class CTCPhoneCriterion(nn.Module):
     batch mean) and ``zero_infinity=True``. ``step_accuracies`` holds ``1 - PER`` of greedy
     decoding on the batch.
     """
+
+    label_field: ClassVar[str] = "phones"
 
     def __init__(self, dim: int, n_phones: int, n_layers: int = 1, on_encoder: bool = False):
         super().__init__()
@@ -148,3 +168,31 @@ class CTCPhoneCriterion(nn.Module):
         accuracy = torch.tensor([1.0 - per], device=loss.device)
         return CriterionOutput(loss, loss.view(1), accuracy, {"logits": logits} if capture else {})
 
+
+# --------------------------------------------------------------------------- --supervised training
+# The builders of the criterion registry (cpc/registries.py); CPC_audio's train.py builds the
+# same three: speaker without phone labels, phone, or phone CTC with --CTC.
+
+def _dim(args: argparse.Namespace, dim_context: int, dim_encoded: int) -> int:
+    return dim_encoded if args.onEncoder else dim_context
+
+
+def build_speaker(args: argparse.Namespace, *, dim_context: int, dim_encoded: int,
+                  n_speakers: int, n_phones: int = 0) -> SpeakerCriterion:
+    """Linear speaker classifier on the last frame, as CPC_audio's (which ignored --onEncoder)."""
+    return SpeakerCriterion(_dim(args, dim_context, dim_encoded), n_speakers,
+                            on_encoder=args.onEncoder)
+
+
+def build_phone(args: argparse.Namespace, *, dim_context: int, dim_encoded: int,
+                n_speakers: int = 0, n_phones: int) -> PhoneCriterion:
+    """Frame-wise phone classifier of --nLevelsPhone layers."""
+    return PhoneCriterion(_dim(args, dim_context, dim_encoded), n_phones, args.nLevelsPhone,
+                          on_encoder=args.onEncoder)
+
+
+def build_phone_ctc(args: argparse.Namespace, *, dim_context: int, dim_encoded: int,
+                    n_speakers: int = 0, n_phones: int) -> CTCPhoneCriterion:
+    """CTC phone recogniser of --nLevelsPhone layers (CPC_audio's: linear, not on the encoder)."""
+    return CTCPhoneCriterion(_dim(args, dim_context, dim_encoded), n_phones, args.nLevelsPhone,
+                             on_encoder=args.onEncoder)
