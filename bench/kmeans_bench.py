@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -51,9 +52,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="device of the torch k-means")
     parser.add_argument("--batch_size", type=int, default=8192,
                         help="frames per mini-batch (torch k-means and MiniBatchKMeans)")
-    parser.add_argument("--block_frames", type=int, default=131072,
-                        help="frames the torch k-means reads from the feature file at once")
+    parser.add_argument("--block_frames", type=int, default=None,
+                        help="frames the torch k-means reads from the feature file at once "
+                             "(default: what cpc.units.cluster's default --max_size_loaded, "
+                             "4 GB, holds; all of them here, so they stay in memory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of each method")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each (method, k), alternated; the median wall time is shown")
     parser.add_argument("--workdir", default="/tmp/kmeans_bench", help="features and centroids")
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "K"), default=None,
                         help=argparse.SUPPRESS)
@@ -123,7 +128,8 @@ def inertia(features: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> 
 def fit_torch(features: np.ndarray, k: int, args: argparse.Namespace) -> np.ndarray:
     from cpc.units.kmeans import ArrayFrames, KMeansConfig, fit
     config = KMeansConfig(k, max_iter=args.iters, tol=0.0, seed=args.seed,
-                          batch_size=args.batch_size, block_frames=args.block_frames,
+                          batch_size=args.batch_size,
+                          block_frames=args.block_frames or 4_000_000_000 // (4 * features.shape[1]),
                           device=args.device, progress=False)
     return fit(ArrayFrames(features), config).centroids.numpy()
 
@@ -183,6 +189,19 @@ def versions() -> str:
     return ", ".join(found)
 
 
+def run_worker(argv: list[str], method: str, k: int, path: Path, env: dict) -> dict | None:
+    """One fit of ``method`` in a fresh process: its wall time and peak RSS, or None (printed)
+    when it failed. Its centroids are left in the work directory (the same for every repeat:
+    each method is seeded)."""
+    command = [sys.executable, __file__, *argv, "--worker", method, str(k),
+               "--features_file", str(path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"{method} k={k}: failed: {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -199,26 +218,30 @@ def main(argv: list[str]) -> int:
     print(f"features: {path} ({features.shape[0]} x {features.shape[1]})")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "OPENBLAS_NUM_THREADS": str(args.threads)}
-    rows = []
+    runnable = []
     for method in args.methods:
         why = available(method)
         if why:
             print(f"{method}: skipped, {why}")
-            continue
-        for k in args.ks:
-            command = [sys.executable, __file__, *argv, "--worker", method, str(k),
-                       "--features_file", str(path)]
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"{method} k={k}: failed: {done.stderr.strip().splitlines()[-1:]}")
-                continue
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            centroids = np.load(Path(args.workdir) / f"centroids_{method}_{k}.npy")
-            rows.append((method, k, result["wall_s"], result["peak_mb"], inertia(features, centroids)))
+        else:
+            runnable.append(method)
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(args.repeats):  # alternated, so that a slow spell hits every method alike
+        for method in runnable:
+            for k in args.ks:
+                result = run_worker(argv, method, k, path, env)
+                if result is not None:
+                    runs.setdefault((method, k), []).append(result)
+    rows = [(method, k, [r["wall_s"] for r in results], max(r["peak_mb"] for r in results),
+             inertia(features, np.load(Path(args.workdir) / f"centroids_{method}_{k}.npy")))
+            for (method, k), results in runs.items()]
     best = {k: min(r[4] for r in rows if r[1] == k) for k in {r[1] for r in rows}}
-    print(f"\n{'method':<10}{'k':>6}{'wall s':>10}{'peak MB':>10}{'inertia':>16}{'vs best':>10}")
-    for method, k, wall, peak, value in rows:
-        print(f"{method:<10}{k:>6}{wall:>10.2f}{peak:>10.0f}{value:>16.6g}{value / best[k]:>10.4f}")
+    print(f"\n{'method':<10}{'k':>6}{'median s':>10}{'min-max s':>16}{'peak MB':>10}"
+          f"{'inertia':>16}{'vs best':>10}")
+    for method, k, walls, peak, value in sorted(rows, key=lambda r: (r[1], r[0])):
+        spread = f"{min(walls):.1f}-{max(walls):.1f}"
+        print(f"{method:<10}{k:>6}{statistics.median(walls):>10.2f}{spread:>16}{peak:>10.0f}"
+              f"{value:>16.6g}{value / best[k]:>10.4f}")
     return 0
 
 

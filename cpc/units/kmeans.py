@@ -1,7 +1,8 @@
 """Streaming k-means in torch (CPU or CUDA), for corpora whose features do not fit in memory.
 
 Lloyd's algorithm where each iteration reads the frames once, in fixed order and in
-mini-batches, accumulating per-cluster sums (float64) and counts; the new centroids are the
+mini-batches (from a tensor on the device when ``block_frames`` holds them all, else block by
+block from the array or memmap), accumulating per-cluster sums (float64) and counts; the new centroids are the
 sums over the counts after the whole pass. The result therefore does not depend on the batch
 size, beyond float summation order. Initialisation is seeded k-means++ (or seeded random
 picks, CPC_audio's choice) on a random sample of frames. A cluster left empty by a pass is
@@ -49,6 +50,29 @@ class ArrayFrames:
     def gather(self, indices: np.ndarray) -> torch.Tensor:
         """Rows at sorted ``indices`` as a float32 CPU tensor."""
         return torch.from_numpy(np.array(self.array[indices], dtype=np.float32))
+
+
+class ResidentFrames(ArrayFrames):
+    """Frames read once into a tensor on the device, for data within ``block_frames``: every
+    pass then slices it in place instead of reading and copying the storage again."""
+
+    def __init__(self, frames: ArrayFrames, device: str | torch.device):
+        self.array = frames.array
+        self.tensor = frames.read(0, frames.n_frames).to(device)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return self.tensor[start:stop]
+
+    def gather(self, indices: np.ndarray) -> torch.Tensor:
+        return self.tensor[torch.from_numpy(indices).to(self.tensor.device)]
+
+
+def resident_if_it_fits(frames: ArrayFrames, config: "KMeansConfig") -> ArrayFrames:
+    """``frames`` held on the device when one block holds them all (the passes then read no
+    storage); otherwise ``frames``, streamed block by block."""
+    if isinstance(frames, ResidentFrames) or frames.n_frames > config.block_frames:
+        return frames
+    return ResidentFrames(frames, config.device)
 
 
 @dataclass
@@ -116,9 +140,11 @@ def squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 
 
 def assign(x: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid of each row and the squared distance to it."""
-    distances, labels = squared_distances(x, centroids).min(dim=1)
-    return labels, distances
+    """Nearest centroid of each row and the squared distance to it. The row's own ``|x|^2``
+    does not change which centroid is nearest, so it is added to the minimum only."""
+    c_sq = (centroids * centroids).sum(dim=1)
+    partial, labels = torch.addmm(c_sq, x, centroids.t(), alpha=-2).min(dim=1)
+    return labels, (partial + (x * x).sum(dim=1)).clamp_min_(0)
 
 
 def kmeans_plusplus(sample: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -235,6 +261,7 @@ def fit(frames: ArrayFrames, config: KMeansConfig, state: KMeansState | None = N
     """
     if config.batch_size < 1 or config.block_frames < 1:
         raise ValueError("batch_size and block_frames must be positive")
+    frames = resident_if_it_fits(frames, config)
     if state is None:
         state = KMeansState(initial_centroids(frames, config))
     elif state.centroids.shape != (config.n_clusters, frames.dim):
@@ -264,6 +291,7 @@ def fit(frames: ArrayFrames, config: KMeansConfig, state: KMeansState | None = N
 def inertia_of(frames: ArrayFrames, centroids: torch.Tensor, config: KMeansConfig) -> float:
     """Sum of squared distances of all frames to their nearest centroid (one pass)."""
     centroids = centroids.to(config.device)
+    frames = resident_if_it_fits(frames, config)
     total = 0.0
     for x in _batches(frames, config, 0, n_batches(frames, config)):
         total += float(assign(x, centroids)[1].double().sum())
