@@ -36,8 +36,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from cpc.feature_loader import loadModel, min_input_samples
+from cpc.feature_loader import FeatureModule, loadModel, min_input_samples
 from cpc.model import CPCModel
+from cpc.utils.errors import ConfigError
 
 
 def model_layers(model: CPCModel, batch: torch.Tensor) -> list[torch.Tensor]:
@@ -72,6 +73,24 @@ class LayerFeatureModule(nn.Module):
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         return model_layers(self.model, batch)[self.layer]
+
+
+def layer_feature_maker(model: CPCModel, get_encoded: bool, level: int | None,
+                        level_flag: str, encoded_flag: str) -> nn.Module:
+    """Eval-mode feature maker of ``model``: context-network layer ``level`` (1-based), else
+    the encoder output (``get_encoded``) or the context. Bad choices are a
+    :class:`ConfigError` naming the command line's flags."""
+    if get_encoded and level is not None:
+        raise ConfigError(f"{encoded_flag} and {level_flag} exclude each other "
+                          f"(the encoder is level 0)")
+    if level is None:
+        return FeatureModule(model, get_encoded).eval()
+    if level < 1:
+        raise ConfigError(f"{level_flag} counts context-network layers from 1, got {level}")
+    try:
+        return LayerFeatureModule(model, level).eval()
+    except ValueError as exc:
+        raise ConfigError(f"{level_flag}: {exc}") from None
 
 
 class CPCUpstream(nn.Module):

@@ -46,8 +46,8 @@ from tqdm import tqdm
 
 from cpc.dataset import DataError
 from cpc.utils.files import check_output_dir
-from cpc.feature_loader import FeatureModule, buildFeature, loadModel
-from cpc.hub import LayerFeatureModule
+from cpc.feature_loader import buildFeature, loadModel
+from cpc.hub import layer_feature_maker
 from cpc.utils.errors import CPCError
 from cpc.utils.constants import FRAME_SECONDS
 from cpc.utils.files import atomic_write
@@ -144,17 +144,8 @@ def build_feature_maker(checkpoint: str, get_encoded: bool = False, gru_level: i
                         device: torch.device | str = "cpu") -> nn.Module:
     """Eval-mode feature maker of a checkpoint: the context (default), the encoder output
     (``get_encoded``) or context-network layer ``gru_level`` (1-based)."""
-    if get_encoded and gru_level is not None:
-        raise CPCError("--get_encoded and --gru_level exclude each other (the encoder is level 0)")
     model = loadModel([checkpoint], device=device)[0]
-    if gru_level is not None:
-        if gru_level < 1:
-            raise CPCError(f"--gru_level counts context-network layers from 1, got {gru_level}")
-        try:
-            return LayerFeatureModule(model, gru_level).eval()
-        except ValueError as exc:
-            raise CPCError(f"--gru_level: {exc}") from None
-    return FeatureModule(model, get_encoded).eval()
+    return layer_feature_maker(model, get_encoded, gru_level, "--gru_level", "--get_encoded")
 
 
 def export_features(feature_maker: nn.Module, files: dict[str, Path], out_dir: str | Path,

@@ -19,7 +19,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from cpc.feature_loader import FeatureModule, buildFeature, loadModel
-from cpc.hub import LayerFeatureModule
+from cpc.hub import LayerFeatureModule, layer_feature_maker
 from cpc.model import CPCModel, MFCCEncoder, NoAR
 from cpc.utils.errors import ConfigError
 
@@ -33,8 +33,6 @@ def build_feature_maker(source: str, checkpoint: str | None, encoder_layer: bool
     output. ``random_init`` weights are drawn under ``torch.manual_seed(seed)``, unless
     ``state_dict`` gives them (as saved in a clustering checkpoint).
     """
-    if encoder_layer and level_gru is not None:
-        raise ConfigError("--encoder_layer and --level_gru exclude each other (the encoder is level 0)")
     if source == "mfcc":
         if encoder_layer or level_gru is not None:
             raise ConfigError("--features mfcc has no encoder or context layers: drop "
@@ -48,14 +46,7 @@ def build_feature_maker(source: str, checkpoint: str | None, encoder_layer: bool
     model = loadModel([checkpoint], loadStateDict=(source == "checkpoint"))[0]
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    if level_gru is not None:
-        if level_gru < 1:
-            raise ConfigError(f"--level_gru counts context-network layers from 1, got {level_gru}")
-        try:
-            return LayerFeatureModule(model, level_gru).eval()
-        except ValueError as exc:
-            raise ConfigError(f"--level_gru: {exc}") from None
-    return FeatureModule(model, encoder_layer).eval()
+    return layer_feature_maker(model, encoder_layer, level_gru, "--level_gru", "--encoder_layer")
 
 
 def model_weights(maker: nn.Module) -> dict[str, torch.Tensor]:
