@@ -72,15 +72,31 @@ def _cache_file(path_db: Path, extension: str) -> Path:
 
 
 def _walk_audio(path_db: Path, extension: str) -> list[tuple[str, int, int]]:
-    """All files under path_db ending in extension, as (relative path, size, mtime_ns), sorted."""
+    """All files under path_db ending in extension, as (relative path, size, mtime_ns), sorted.
+
+    Hidden files and folders (names starting with '.': macOS's ``._*`` copies, ``.Trash``)
+    are skipped, as the feature export does. Symbolic links to folders are followed after the
+    real folders, and a folder reached twice (a link loop, or a link to a listed folder) is
+    listed once, with a warning naming the link.
+    """
     found = []
-    stack = [path_db]
-    while stack:
-        directory = stack.pop()
+    seen: set[Path] = set()
+    real_dirs, links = [path_db], []
+    while real_dirs or links:
+        directory = real_dirs.pop() if real_dirs else links.pop(0)
+        target = directory.resolve()
+        if target in seen:
+            warnings.warn(f"{directory} leads to {target}, which is already listed (a symbolic "
+                          f"link loop, or a second link to one folder): skipped, each file is "
+                          f"listed once")
+            continue
+        seen.add(target)
         with os.scandir(directory) as entries:
-            for entry in entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name.startswith("."):
+                    continue
                 if entry.is_dir(follow_symlinks=True):
-                    stack.append(Path(entry.path))
+                    (links if entry.is_symlink() else real_dirs).append(Path(entry.path))
                 elif entry.name.endswith(extension):
                     st = entry.stat()
                     rel = Path(entry.path).relative_to(path_db).as_posix()
@@ -249,16 +265,34 @@ def filterSeqs(pathSplit: str | Path, seqs: Sequence[SeqInfo]) -> list[SeqInfo]:
         raise DataError(f"split list {pathSplit} matches no file of the corpus (first entries: "
                         f"{', '.join(wanted[:3])}; first corpus stems: "
                         f"{', '.join(s.stem for s in seqs[:3])})")
-    found = {s.stem for s in kept}
-    missing = [stem for stem in wanted if stem not in found]
-    if missing:
-        warnings.warn(f"{len(missing)} of {len(wanted)} stems of {pathSplit} are not in the "
-                      f"corpus and are ignored (first: {', '.join(missing[:5])})")
+    check_unique_stems(kept, pathSplit)
+    warn_missing_stems(wanted, {s.stem for s in kept}, pathSplit)
     if len(wanted_set) < len(wanted):
         twice = sorted({stem for stem in wanted if wanted.count(stem) > 1})
         warnings.warn(f"{pathSplit} lists {len(wanted) - len(wanted_set)} stem(s) more than "
                       f"once (first: {', '.join(twice[:5])}); each file is used once")
     return kept
+
+
+def warn_missing_stems(wanted: Sequence[str], found: set[str], path_split: str | Path) -> None:
+    """Warn of the stems of a split list absent from the corpus (typos, another corpus)."""
+    missing = [stem for stem in wanted if stem not in found]
+    if missing:
+        warnings.warn(f"{len(missing)} of {len(wanted)} stems of {path_split} are not in the "
+                      f"corpus and are ignored (first: {', '.join(missing[:5])})")
+
+
+def check_unique_stems(seqs: Sequence[SeqInfo], path_split: str | Path) -> None:
+    """A split list selects files by stem: a listed stem naming several files of the corpus
+    (a copied folder) is refused, naming them."""
+    paths: dict[str, list[str]] = {}
+    for seq in seqs:
+        paths.setdefault(seq.stem, []).append(seq.path)
+    clash = next((named for named in paths.values() if len(named) > 1), None)
+    if clash:
+        raise DataError(f"{path_split}: the stem {Path(clash[0]).stem} names {len(clash)} files "
+                        f"of the corpus ({', '.join(clash[:3])}); a split list selects files "
+                        f"by stem, so each must name one file: remove the copies")
 
 
 def split_train_val(seqs: Sequence[SeqInfo], val_fraction: float = 0.01, seed: int = 0
