@@ -195,19 +195,20 @@ def check_speaker_level(path_db: str | Path, seqs: Sequence[SeqInfo],
 
 
 def check_speaker_classes(train: Sequence[SeqInfo], val: Sequence[SeqInfo],
-                          speakers: Sequence[str], train_source: str, val_source: str) -> None:
+                          speakers: Sequence[str], train_source: str, val_source: str,
+                          remedy: str = "") -> None:
     """Speaker classification (probes, downstream_speaker.py) needs two training speakers or
     more, and validation files of training speakers only: otherwise it scores 1.000 or 0.000
-    whatever the features."""
+    whatever the features. ``remedy`` ends both messages (another way out)."""
     trained = sorted({seq.speaker for seq in train})
     if len(trained) < 2:
         raise DataError(f"{train_source} lists files of speaker {speakers[trained[0]]} only: "
-                        f"speaker classification needs at least two speakers")
+                        f"speaker classification needs at least two speakers{remedy}")
     unseen = sorted({speakers[seq.speaker] for seq in val if seq.speaker not in set(trained)})
     if unseen:
         raise DataError(f"speakers {', '.join(unseen[:5])} of {val_source} have no training "
                         f"file in {train_source}: speaker classification needs the same "
-                        f"speakers in both lists (split each speaker's files)")
+                        f"speakers in both lists (split each speaker's files){remedy}")
 
 
 def _check_header(path: Path, info: dict) -> None:

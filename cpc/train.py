@@ -150,7 +150,8 @@ def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None,
                        f"--pathTrain {args.pathTrain}" if args.pathTrain else
                        f"the training files of --pathDB {args.pathDB}",
                        f"--pathVal {args.pathVal}" if args.pathVal else
-                       "the validation files (a seeded 1% of the training files)")
+                       "the validation files (a seeded 1% of the training files)",
+                       ", or drop --speaker_sep")
     config = ProbeConfig(args.linsep_n_epoch, args.linsepBatchSizeGPU, args.linsep_lr,
                          args.linsep_beta1, args.linsep_beta2, args.linsep_epsilon,
                          args.linsep_net_layers, args.linsep_task_logging_step,

@@ -15,6 +15,7 @@ import torch
 
 from cpc import train
 from cpc.dataset import DataError, filterSeqs, findAllSeqs, parseSeqLabels, read_split_list
+from cpc.eval.build_zeroSpeech_features import list_files_by_stem
 from cpc.feature_loader import resolve_checkpoint
 from cpc.units import quantize
 from cpc.units.clusters import args_path, clustering_content, save_clustering
@@ -101,6 +102,8 @@ def test_hidden_copies_are_not_listed(corpus):
     shutil.copytree(root / "200", root / ".Trash-1000" / "200")
     seqs, speakers = findAllSeqs(root, ".flac")
     assert len(seqs) == len(stems) and speakers == ["100", "200"]
+    # the export lists the same files (it skipped hidden files; hidden folders were duplicates)
+    assert sorted(list_files_by_stem(root, ".flac")) == sorted(stems)
 
 
 def test_split_list_stem_naming_two_files(corpus, tmp_path):

@@ -122,6 +122,7 @@ def test_linsep_refuses_validation_speakers_never_trained_on(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"speakers 300 of {val_list} have no training file in {train_list}" in err, err
+    assert err.rstrip().endswith("or give --no_speaker to skip the speaker probes"), err
 
 
 def test_training_probes_refuse_one_speaker_before_training(tmp_path, capsys):
@@ -135,6 +136,7 @@ def test_training_probes_refuse_one_speaker_before_training(tmp_path, capsys):
                            "--linsep_classif_each_epochs", "1"], capsys)
     assert code == 2, err
     assert f"--pathTrain {train_list} lists files of speaker 100 only" in err, err
+    assert err.rstrip().endswith("or drop --speaker_sep"), err
     assert not run_dir.exists()
 
 
