@@ -28,6 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from cpc.data.layout import one_speaker_warning, split_level_problem
 from cpc.data.plan import (Pack, count_batches, make_batches, mix_seed, plan_packs,
                            random_offset, rank_shares, too_short)
 from cpc.utils.errors import CPCError
@@ -71,15 +72,31 @@ def _cache_file(path_db: Path, extension: str) -> Path:
 
 
 def _walk_audio(path_db: Path, extension: str) -> list[tuple[str, int, int]]:
-    """All files under path_db ending in extension, as (relative path, size, mtime_ns), sorted."""
+    """All files under path_db ending in extension, as (relative path, size, mtime_ns), sorted.
+
+    Hidden files and folders (names starting with '.': macOS's ``._*`` copies, ``.Trash``)
+    are skipped, as the feature export does. Symbolic links to folders are followed after the
+    real folders, and a folder reached twice (a link loop, or a link to a listed folder) is
+    listed once, with a warning naming the link.
+    """
     found = []
-    stack = [path_db]
-    while stack:
-        directory = stack.pop()
+    seen: set[Path] = set()
+    real_dirs, links = [path_db], []
+    while real_dirs or links:
+        directory = real_dirs.pop() if real_dirs else links.pop(0)
+        target = directory.resolve()
+        if target in seen:
+            warnings.warn(f"{directory} leads to {target}, which is already listed (a symbolic "
+                          f"link loop, or a second link to one folder): skipped, each file is "
+                          f"listed once")
+            continue
+        seen.add(target)
         with os.scandir(directory) as entries:
-            for entry in entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name.startswith("."):
+                    continue
                 if entry.is_dir(follow_symlinks=True):
-                    stack.append(Path(entry.path))
+                    (links if entry.is_symlink() else real_dirs).append(Path(entry.path))
                 elif entry.name.endswith(extension):
                     st = entry.stat()
                     rel = Path(entry.path).relative_to(path_db).as_posix()
@@ -164,6 +181,36 @@ def findAllSeqs(pathDB: str | Path, extension: str = ".flac", loadCache: bool = 
     return sequences, speaker_names
 
 
+def check_speaker_level(path_db: str | Path, seqs: Sequence[SeqInfo],
+                        speakers: Sequence[str]) -> None:
+    """Refuse a pathDB one level above the speakers (:mod:`cpc.data.layout`); warn when it
+    holds one speaker, which trains but leaves nothing for speaker probes."""
+    problem = split_level_problem(str(path_db), [s.path for s in seqs],
+                                  [s.speaker for s in seqs], speakers)
+    if problem:
+        raise DataError(problem)
+    warning = one_speaker_warning(str(path_db), speakers)
+    if warning:
+        warnings.warn(warning)
+
+
+def check_speaker_classes(train: Sequence[SeqInfo], val: Sequence[SeqInfo],
+                          speakers: Sequence[str], train_source: str, val_source: str,
+                          remedy: str = "") -> None:
+    """Speaker classification (probes, downstream_speaker.py) needs two training speakers or
+    more, and validation files of training speakers only: otherwise it scores 1.000 or 0.000
+    whatever the features. ``remedy`` ends both messages (another way out)."""
+    trained = sorted({seq.speaker for seq in train})
+    if len(trained) < 2:
+        raise DataError(f"{train_source} lists files of speaker {speakers[trained[0]]} only: "
+                        f"speaker classification needs at least two speakers{remedy}")
+    unseen = sorted({speakers[seq.speaker] for seq in val if seq.speaker not in set(trained)})
+    if unseen:
+        raise DataError(f"speakers {', '.join(unseen[:5])} of {val_source} have no training "
+                        f"file in {train_source}: speaker classification needs the same "
+                        f"speakers in both lists (split each speaker's files){remedy}")
+
+
 def _check_header(path: Path, info: dict) -> None:
     if info["sample_rate"] != SAMPLE_RATE:
         raise DataError(
@@ -187,11 +234,20 @@ def _write_listing_cache(path: Path, content: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 def read_split_list(path_split: str | Path) -> list[str]:
-    """File stems listed one per line (blank lines ignored)."""
+    """File stems listed one per line (blank lines ignored; a UTF-8 byte-order mark, which
+    Windows editors write, is dropped)."""
     path_split = Path(path_split)
+    if path_split.is_dir():
+        raise DataError(f"split list {path_split} is a directory; expected a text file of file "
+                        f"stems, one per line (e.g. train_split.txt)")
     if not path_split.is_file():
         raise DataError(f"split list {path_split} does not exist")
-    stems = [Path(line.strip()).stem for line in path_split.read_text().splitlines() if line.strip()]
+    try:
+        text = path_split.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"split list {path_split} is not a text file ({exc.reason} at byte "
+                        f"{exc.start}); expected file stems, one per line") from None
+    stems = [Path(line.strip()).stem for line in text.splitlines() if line.strip()]
     if not stems:
         raise DataError(f"split list {path_split} is empty")
     return stems
@@ -210,16 +266,34 @@ def filterSeqs(pathSplit: str | Path, seqs: Sequence[SeqInfo]) -> list[SeqInfo]:
         raise DataError(f"split list {pathSplit} matches no file of the corpus (first entries: "
                         f"{', '.join(wanted[:3])}; first corpus stems: "
                         f"{', '.join(s.stem for s in seqs[:3])})")
-    found = {s.stem for s in kept}
-    missing = [stem for stem in wanted if stem not in found]
-    if missing:
-        warnings.warn(f"{len(missing)} of {len(wanted)} stems of {pathSplit} are not in the "
-                      f"corpus and are ignored (first: {', '.join(missing[:5])})")
+    check_unique_stems(kept, pathSplit)
+    warn_missing_stems(wanted, {s.stem for s in kept}, pathSplit)
     if len(wanted_set) < len(wanted):
         twice = sorted({stem for stem in wanted if wanted.count(stem) > 1})
         warnings.warn(f"{pathSplit} lists {len(wanted) - len(wanted_set)} stem(s) more than "
                       f"once (first: {', '.join(twice[:5])}); each file is used once")
     return kept
+
+
+def warn_missing_stems(wanted: Sequence[str], found: set[str], path_split: str | Path) -> None:
+    """Warn of the stems of a split list absent from the corpus (typos, another corpus)."""
+    missing = [stem for stem in wanted if stem not in found]
+    if missing:
+        warnings.warn(f"{len(missing)} of {len(wanted)} stems of {path_split} are not in the "
+                      f"corpus and are ignored (first: {', '.join(missing[:5])})")
+
+
+def check_unique_stems(seqs: Sequence[SeqInfo], path_split: str | Path) -> None:
+    """A split list selects files by stem: a listed stem naming several files of the corpus
+    (a copied folder) is refused, naming them."""
+    paths: dict[str, list[str]] = {}
+    for seq in seqs:
+        paths.setdefault(seq.stem, []).append(seq.path)
+    clash = next((named for named in paths.values() if len(named) > 1), None)
+    if clash:
+        raise DataError(f"{path_split}: the stem {Path(clash[0]).stem} names {len(clash)} files "
+                        f"of the corpus ({', '.join(clash[:3])}); a split list selects files "
+                        f"by stem, so each must name one file: remove the copies")
 
 
 def split_train_val(seqs: Sequence[SeqInfo], val_fraction: float = 0.01, seed: int = 0
@@ -243,31 +317,43 @@ def parseSeqLabels(pathLabels: str | Path) -> tuple[dict[str, np.ndarray], int]:
     Returns (labels by stem, number of phone classes = max id + 1).
     """
     pathLabels = Path(pathLabels)
+    if pathLabels.is_dir():
+        raise DataError(f"phone label file {pathLabels} (--path_phone_data) is a directory; "
+                        f"expected a text file of lines '<stem> id id ...' (CPC_audio's "
+                        f"converted_aligned_phones.txt)")
     if not pathLabels.is_file():
         raise DataError(f"phone label file {pathLabels} (--path_phone_data) does not exist")
     labels: dict[str, np.ndarray] = {}
     max_id = -1
-    with open(pathLabels) as handle:
-        for line_no, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                ids = np.array(fields[1:], dtype=np.int64)
-            except ValueError:
-                raise DataError(f"{pathLabels}:{line_no}: expected '<stem> id id ...' with integer "
-                                f"ids, got {line.strip()[:80]!r}") from None
-            if len(ids) == 0 or ids.min() < 0:
-                raise DataError(f"{pathLabels}:{line_no}: {fields[0]} has no labels or a "
-                                f"negative id")
-            if fields[0] in labels:
-                raise DataError(f"{pathLabels}:{line_no}: {fields[0]} is labelled twice; one "
-                                f"line per file")
-            labels[fields[0]] = ids.astype(np.int32)
-            max_id = max(max_id, int(ids.max()))
+    try:
+        with open(pathLabels, encoding="utf-8-sig") as handle:  # -sig: drop a byte-order mark
+            for line_no, line in enumerate(handle, 1):
+                max_id = max(max_id, _parse_label_line(pathLabels, line_no, line, labels))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"phone label file {pathLabels} is not a text file ({exc.reason} at "
+                        f"byte {exc.start}); expected lines '<stem> id id ...'") from None
     if not labels:
         raise DataError(f"phone label file {pathLabels} holds no labels")
     return labels, max_id + 1
+
+
+def _parse_label_line(path: Path, line_no: int, line: str, labels: dict[str, np.ndarray]
+                      ) -> int:
+    """Add one ``<stem> id id ...`` line to ``labels``; returns its largest id (-1: blank)."""
+    fields = line.split()
+    if not fields:
+        return -1
+    try:
+        ids = np.array(fields[1:], dtype=np.int64)
+    except ValueError:
+        raise DataError(f"{path}:{line_no}: expected '<stem> id id ...' with integer ids, got "
+                        f"{line.strip()[:80]!r}") from None
+    if len(ids) == 0 or ids.min() < 0:
+        raise DataError(f"{path}:{line_no}: {fields[0]} has no labels or a negative id")
+    if fields[0] in labels:
+        raise DataError(f"{path}:{line_no}: {fields[0]} is labelled twice; one line per file")
+    labels[fields[0]] = ids.astype(np.int32)
+    return int(ids.max())
 
 
 def attach_phone_labels(seqs: Sequence[SeqInfo], labels: dict[str, np.ndarray],
@@ -689,6 +775,7 @@ def select_corpus(path_db: str | Path, extension: str, path_train: str | None,
     """
     seqs, speakers = findAllSeqs(path_db, extension, loadCache=not ignore_cache,
                                  n_workers=n_process_loader)
+    check_speaker_level(path_db, seqs, speakers)
     train = filterSeqs(path_train, seqs) if path_train else list(seqs)
     if path_val:
         val = filterSeqs(path_val, seqs)
@@ -745,10 +832,16 @@ def build_corpus_data(selection: CorpusSelection, size_window: int, n_process_lo
                       world_size: int = 1) -> CorpusData:
     """The datasets of a selection, for rank ``rank`` of ``world_size``."""
     selection = selection.with_labels()
-    make = lambda part, part_seed: AudioBatchData(  # noqa: E731
-        selection.path_db, size_window, part, selection.labels, len(selection.speakers),
-        n_process_loader, max_size_loaded, part_seed, rank, world_size)
-    return CorpusData(make(selection.train, seed), make(selection.val, seed + 1),
+
+    def make(part: list[SeqInfo], part_seed: int, name: str) -> AudioBatchData:
+        try:
+            return AudioBatchData(selection.path_db, size_window, part, selection.labels,
+                                  len(selection.speakers), n_process_loader, max_size_loaded,
+                                  part_seed, rank, world_size)
+        except DataError as exc:  # say which part: the other one may be fine
+            raise DataError(f"the {name} files ({len(part)} of them): {exc}") from None
+    return CorpusData(make(selection.train, seed, "training"),
+                      make(selection.val, seed + 1, "validation"),
                       selection.speakers, selection.n_phones, selection)
 
 
@@ -789,6 +882,7 @@ def build_capture_dataset(path_db: str | Path, extension: str, path_list: str,
     """The capture dataset (files of ``path_list``, thinned, with phone labels when given) and
     the corpus's speaker names, which its speaker indices refer to."""
     seqs, speakers = findAllSeqs(path_db, extension, n_workers=n_process_loader)
+    check_speaker_level(path_db, seqs, speakers)
     chosen = thin_sequences(filterSeqs(path_list, seqs), percent, total)
     labels = None
     if path_phone_data:

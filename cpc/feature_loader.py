@@ -73,7 +73,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
     if os.path.isdir(path):
         checkpoints = ckpt.list_checkpoints(path)
         if not checkpoints:
-            raise CheckpointError(f"{path} holds no checkpoint_<N>.pt")
+            others = sorted(p.name for p in Path(path).glob("*.pt"))
+            hint = f" (it holds {', '.join(others[:3])}: give one of these files)" if others \
+                else ""
+            raise CheckpointError(f"{path} holds no checkpoint_<N>.pt{hint}")
         return str(checkpoints[-1][1].resolve())
     return os.path.abspath(path)
 

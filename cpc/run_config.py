@@ -330,15 +330,21 @@ def check_writable(path: str, flag: str) -> None:
         raise ConfigError(f"{flag} {path} is not a writable directory ({exc.strerror})") from None
 
 
-def check_output_dirs(args: argparse.Namespace) -> None:
-    """Every directory the run will write to (the run directory only when it is written)."""
+def output_dirs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(flag, path) of every directory the run writes to (the run directory only when it is
+    written)."""
     writes_run_dir = not (args.only_classif_metric or args.onlyCapture)
-    for flag, path in (("--pathCheckpoint", args.pathCheckpoint if writes_run_dir else None),
-                       ("--pathCaptureSave", args.pathCaptureSave),
-                       ("--linsep_logs_dir", args.linsep_logs_dir),
-                       ("--linsep_checkpoint_dir", args.linsep_checkpoint_dir)):
-        if path:
-            check_writable(path, flag)
+    return [(flag, path) for flag, path in (
+        ("--pathCheckpoint", args.pathCheckpoint if writes_run_dir else None),
+        ("--pathCaptureSave", args.pathCaptureSave),
+        ("--linsep_logs_dir", args.linsep_logs_dir),
+        ("--linsep_checkpoint_dir", args.linsep_checkpoint_dir)) if path]
+
+
+def check_output_dirs(args: argparse.Namespace) -> None:
+    """Every directory the run will write to, created and proved writable."""
+    for flag, path in output_dirs(args):
+        check_writable(path, flag)
 
 
 def criterion_name(args: argparse.Namespace) -> str:

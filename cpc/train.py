@@ -35,7 +35,7 @@ from cpc.criterion import build_criterion
 from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
 from cpc.dataset import (AudioBatchData, AudioLoader, CorpusData, build_capture_dataset,
                          build_corpus_data, select_corpus)
-from cpc.eval.linear_separability import ProbeConfig
+from cpc.eval.linear_separability import ProbeConfig, check_probe_corpus
 from cpc.health import SATURATING_CONTEXTS, HealthMonitor
 from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook, ProbeHook,
                        ProbeSettings, capture_epoch, probe_model)
@@ -43,7 +43,7 @@ from cpc.model import build_model
 from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
 from cpc.precision import loss_scaler, set_tf32
 from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags, criterion_name,
-                            device_name, parse_args, resolve_run)
+                            device_name, output_dirs, parse_args, resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs
 from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, Trainer, Training,
                          seed_everything)
@@ -53,7 +53,8 @@ from cpc.utils.devices import select_device
 from cpc.utils.distributed import (DistInfo, PeerFailed, init_distributed, launched_ranks,
                                    on_main, shutdown_distributed)
 from cpc.utils.errors import CPCError, ConfigError
-from cpc.utils.files import exclusive_lock, remove_stale_temp_files
+from cpc.utils.files import (exclusive_lock, missing_directories, remove_empty_directories,
+                             remove_stale_temp_files)
 from cpc.utils.optim import Updater, build_adam, build_optimizer, pase_lr_factor, retune_adam
 from cpc.utils.signals import StopRequest
 
@@ -138,10 +139,19 @@ def load_initial_weights(paths: list[str], model: torch.nn.Module,
                           f"{ckpt.ARGS_FILE})") from None
 
 
-def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None) -> ProbeSettings:
+def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None,
+                   data: CorpusData) -> ProbeSettings:
+    """The probes of --speaker_sep / --path_phone_data, refused (before any training) when
+    the corpus leaves a speaker probe nothing to measure."""
     probes = ["speaker", "speaker_mean"] if args.speaker_sep else []
     if args.path_phone_data:
         probes.append("phone_ctc" if args.CTCphones else "phone")
+    check_probe_corpus(probes, data.selection,
+                       f"--pathTrain {args.pathTrain}" if args.pathTrain else
+                       f"the training files of --pathDB {args.pathDB}",
+                       f"--pathVal {args.pathVal}" if args.pathVal else
+                       "the validation files (a seeded 1% of the training files)",
+                       ", or drop --speaker_sep")
     config = ProbeConfig(args.linsep_n_epoch, args.linsepBatchSizeGPU, args.linsep_lr,
                          args.linsep_beta1, args.linsep_beta2, args.linsep_epsilon,
                          args.linsep_net_layers, args.linsep_task_logging_step,
@@ -180,7 +190,7 @@ def epoch_hooks(config: RunConfig, run: Run, updater: Updater,
     if args.supervised_classif_metric and info.is_main:
         log_root = args.linsep_logs_dir or (str(Path(args.pathCheckpoint) / "linsep_logs")
                                             if args.pathCheckpoint else None)
-        hooks.append(ProbeHook(probe_settings(args, config.seed, log_root),
+        hooks.append(ProbeHook(probe_settings(args, config.seed, log_root, run.data),
                                args.linsep_classif_each_epochs, device))
     settings = capture_settings(args, config.pase)
     if info.is_main and args.captureEachEpochs > 0 and (settings.kinds or args.captureSetStats):
@@ -345,8 +355,6 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     data = load_data(args, config.seed, info)
     training = build_training(args, config.pase, device, len(data.speakers), data.n_phones)
     run_dir = args.pathCheckpoint if info.is_main else None  # rank 0 writes, the others read
-    if run_dir:
-        prepare_run_dir(config)
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
     logs, resumption, generation = start_state(config, training, train_loader, info)
     if training.workers is not None and config.resume is None and info.is_main:
@@ -364,6 +372,8 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
         module = step_module(training, info, device, args.precision,  # DDP: rank 0's weights
                              args.supervised and args.onEncoder)
         hooks = epoch_hooks(config, run, updater, device)  # (the guard copies them)
+        if run_dir:  # every check passed: the run directory is written from here on
+            prepare_run_dir(config)
         trainer = Trainer(run, module, updater, train_loader,
                           validation_loader(args, training, data), device, hooks,
                           NonFiniteWatch(args.allow_nan_steps, device), args.logging_step,
@@ -424,8 +434,8 @@ def only_classif_metric(config: RunConfig) -> dict[str, float]:
         load_initial_weights(args.load, model)
         epoch = 0
     try:
-        return probe_model(probe_settings(args, config.seed, args.linsep_logs_dir), model, data,
-                           device, epoch)
+        return probe_model(probe_settings(args, config.seed, args.linsep_logs_dir, data), model,
+                           data, device, epoch)
     finally:
         data.close()
 
@@ -451,9 +461,13 @@ def only_capture(config: RunConfig) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train, probe or capture as the flags say; a user error is one line and exit status 2,
+    and the output folders this invocation created are removed when it left them empty."""
     argv = sys.argv[1:] if argv is None else argv
+    created: list[Path] = []
     try:
         args, _ = parse_args(argv)
+        created = [new for _, path in output_dirs(args) for new in missing_directories(path)]
         if args.only_classif_metric:
             only_classif_metric(resolve_run(argv))
         elif args.onlyCapture:
@@ -463,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     except PeerFailed:  # rank 0 prints the error
         return 2
     except CPCError as exc:
+        remove_empty_directories(created)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -63,7 +63,8 @@ def list_files_by_stem(root: str | Path, extension: str) -> dict[str, Path]:
     if not root.is_dir():
         raise DataError(f"{root} does not exist or is not a directory")
     found: dict[str, Path] = {}
-    for directory, _, names in os.walk(root, followlinks=True):
+    for directory, subdirs, names in os.walk(root, followlinks=True):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # hidden: as the listing
         for name in names:
             if name.endswith(extension) and not name.startswith("."):
                 path = Path(directory) / name

@@ -38,7 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cpc.dataset import DataError, filterSeqs, findAllSeqs, read_audio
+from cpc.dataset import (DataError, check_speaker_classes, check_speaker_level, filterSeqs,
+                         findAllSeqs, read_audio)
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 from cpc.utils.errors import ConfigError
@@ -56,17 +57,11 @@ def list_utterances(path_db: str | Path, path_train: str | Path, path_val: str |
                     ) -> tuple[list[Utterance], list[Utterance], list[str]]:
     """Training and validation files labelled by training speaker, and the speaker names."""
     seqs, speaker_names = findAllSeqs(path_db, extension)
+    check_speaker_level(path_db, seqs, speaker_names)
     train, val = filterSeqs(path_train, seqs), filterSeqs(path_val, seqs)
+    check_speaker_classes(train, val, speaker_names, str(path_train), str(path_val))
     speakers = sorted({seq.speaker for seq in train})
-    if len(speakers) < 2:
-        raise DataError(f"{path_train} lists files of speaker {speaker_names[speakers[0]]} only: "
-                        f"speaker classification needs at least two speakers")
     label = {speaker: i for i, speaker in enumerate(speakers)}
-    unseen = sorted({speaker_names[seq.speaker] for seq in val if seq.speaker not in label})
-    if unseen:
-        raise DataError(f"speakers {', '.join(unseen[:5])} of {path_val} have no training file in "
-                        f"{path_train}: speaker classification needs the same speakers in both lists "
-                        f"(split each speaker's files)")
     make = lambda items: [Utterance(Path(path_db) / s.path, label[s.speaker], s.n_samples)  # noqa: E731
                           for s in items]
     return make(train), make(val), [speaker_names[s] for s in speakers]

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from cpc.criterion.supervised import (CTCPhoneCriterion, PhoneCriterion, SpeakerCriterion,
                                       collapse_repeats, edit_distance)
-from cpc.dataset import AudioBatchData
+from cpc.dataset import AudioBatchData, CorpusSelection, check_speaker_classes
 from cpc.run_config import device_name
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE
@@ -329,6 +329,16 @@ def _fit(name: str, config: ProbeConfig, probe: nn.Module, model: nn.Module | No
 # A probe run: features once, then every requested probe
 # --------------------------------------------------------------------------------------------
 
+def check_probe_corpus(probes: list[str], selection: CorpusSelection, train_source: str,
+                       val_source: str, remedy: str) -> None:
+    """Refuse speaker probes that could only score 1.000 (one training speaker) or 0.000
+    (validation speakers never trained on), before any feature is computed; ``remedy`` (how
+    to skip them) ends the message."""
+    if any(name.startswith("speaker") for name in probes):
+        check_speaker_classes(selection.train, selection.val, selection.speakers, train_source,
+                              val_source, remedy)
+
+
 def run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBatchData,
                probes: list[str], n_speakers: int, n_phones: int, config: ProbeConfig,
                device: torch.device, extract_batch_size: int, get_encoded: bool = False,
@@ -470,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
             (["phone_ctc" if args.CTC else "phone"] if args.pathPhone else [])
         if not probes:
             raise CPCError("nothing to probe: give --pathPhone or drop --no_speaker")
+        check_probe_corpus(probes, data.selection, args.pathTrain, args.pathVal,
+                           ", or give --no_speaker to skip the speaker probes")
         config = ProbeConfig(args.nEpoch, args.batchSizeGPU, args.lr, args.beta1, args.beta2,
                              args.epsilon, args.nLevels, 1, args.feature_budget_gb, args.seed,
                              args.save_step, args.unfrozen, args.lr_model)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cpc.dataset import DataError, read_split_list
+from cpc.dataset import DataError, read_split_list, warn_missing_stems
 from cpc.eval.build_zeroSpeech_features import list_files_by_stem
 from cpc.feature_loader import buildFeature
 from cpc.units.clusters import Clustering, load_clustering
@@ -122,8 +122,10 @@ def run(args: argparse.Namespace) -> int:
     files = list_files_by_stem(args.pathDB, extension)
     stems = list(files)
     if args.pathSeq:
-        wanted = set(read_split_list(args.pathSeq))
-        stems = [s for s in stems if s in wanted]
+        wanted = read_split_list(args.pathSeq)
+        warn_missing_stems(wanted, set(stems), args.pathSeq)
+        listed = set(wanted)
+        stems = [s for s in stems if s in listed]
     if args.split:
         stems = split_part(stems, args.split)
     if args.debug:

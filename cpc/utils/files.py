@@ -132,3 +132,20 @@ def check_output_dir(path: str | Path, flag: str) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}{culprit} is not writable; give a directory you can "
                           f"write to")
+
+
+def missing_directories(path: str | Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first: what creating
+    it would add (see :func:`remove_empty_directories`)."""
+    path = Path(path).absolute()
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty_directories(directories: list[Path]) -> None:
+    """Remove, deepest first, those of ``directories`` that exist and are empty: a failed run
+    leaves no folder it created behind, and a folder holding anything is kept."""
+    for directory in sorted(directories, key=lambda p: len(p.parts), reverse=True):
+        try:
+            directory.rmdir()
+        except OSError:  # absent, not empty, or not ours to remove
+            pass
