@@ -3,7 +3,9 @@
     python cpc/train.py --pathDB DB --pathTrain train.txt --pathVal val.txt \
         --pathCheckpoint OUT --file_extension .flac
 
-Rerunning the same command continues from the newest checkpoint in OUT. Option names follow
+Rerunning the same command continues from the newest checkpoint in OUT, and so does
+``python cpc/train.py --pathCheckpoint OUT`` alone (CPC_audio's form: the flags the run was
+saved with apply unless given). Option names follow
 facebookresearch/CPC_audio and its CPC-CTC fork, so existing command lines keep working.
 
 This file wires the parts of a run: the options are in options.py, their resolution against
