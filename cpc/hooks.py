@@ -93,9 +93,10 @@ def run_state(run: Run, epoch: int) -> dict:
 class CheckpointHook(Hook):
     """Checkpoint every ``every`` epochs and after epoch ``last_epoch``, keeping the newest
     ``keep`` (0: all); ``checkpoint_best.pt`` whenever the validation loss is the lowest so far
-    on the current validation set (outside the rotation); and the epoch in progress (``interrupted_checkpoint_<epoch>.pt``)
-    when the run stops in it, at every multiple of ``every_steps`` updates and every
-    ``every_minutes`` minutes of rank 0's clock (0: never), each replacing the previous one."""
+    on the current validation set (outside the rotation); and the epoch in progress
+    (``interrupted_checkpoint_<epoch>.pt``) when the run stops in it, at every multiple of
+    ``every_steps`` updates and every ``every_minutes`` minutes of rank 0's clock (0: never),
+    each replacing the previous one."""
 
     def __init__(self, every: int, last_epoch: int, keep: int, every_steps: int = 0,
                  every_minutes: float = 0.0) -> None:
