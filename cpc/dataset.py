@@ -708,6 +708,20 @@ class AudioLoader:
     def _length(self, local: int) -> int:
         return local if self.limit is None else min(local, self.limit)
 
+    def plan_digest(self) -> str:
+        """A digest of the planned epoch as this rank reads it: its packs' files (path, length,
+        speaker) in order, each pack's batch count, the epoch's length and what places the
+        windows. Passing over a cut epoch's first N batches replays it only if this is
+        unchanged."""
+        data, digest = self.dataset, hashlib.sha256()
+        digest.update(json.dumps([data.seed, data.size_window, self.batch_size,
+                                  self.sampling_type, self.random_offset, len(self),
+                                  self._counts()]).encode())
+        for pack in self._packs():
+            digest.update(json.dumps([(data._paths[i], data._lengths[i], data._speakers[i])
+                                      for i in pack.seq_ids.tolist()]).encode())
+        return digest.hexdigest()[:16]
+
     def _following(self, index: int) -> Pack:
         """The pack read after pack ``index``: the next one, or the next epoch's first."""
         packs = self._packs()

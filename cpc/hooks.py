@@ -27,8 +27,8 @@ from cpc.criterion.base import CriterionOutput
 from cpc.dataset import AudioBatchData, CorpusData
 from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.health import HealthMonitor, describe as describe_health
-from cpc.run_log import (LINSEP_LOG_KEYS, is_new_best, record_capture, record_health,
-                         record_linsep, record_tagged)
+from cpc.run_log import (LINSEP_LOG_KEYS, comparable_val_losses, is_new_best, record_capture,
+                         record_health, record_linsep, record_tagged)
 from cpc.stats import StatsCollector, parse_stats_spec
 from cpc.trainer import EpochEnd, EpochProgress, EpochStats, Hook, Run
 from cpc.utils import checkpoint as ckpt
@@ -93,9 +93,10 @@ def run_state(run: Run, epoch: int) -> dict:
 class CheckpointHook(Hook):
     """Checkpoint every ``every`` epochs and after epoch ``last_epoch``, keeping the newest
     ``keep`` (0: all); ``checkpoint_best.pt`` whenever the validation loss is the lowest so far
-    (outside the rotation); and the epoch in progress (``interrupted_checkpoint_<epoch>.pt``)
-    when the run stops in it, at every multiple of ``every_steps`` updates and every
-    ``every_minutes`` minutes of rank 0's clock (0: never), each replacing the previous one."""
+    on the current validation set (outside the rotation); and the epoch in progress
+    (``interrupted_checkpoint_<epoch>.pt``) when the run stops in it, at every multiple of
+    ``every_steps`` updates and every ``every_minutes`` minutes of rank 0's clock (0: never),
+    each replacing the previous one."""
 
     def __init__(self, every: int, last_epoch: int, keep: int, every_steps: int = 0,
                  every_minutes: float = 0.0) -> None:
@@ -138,7 +139,7 @@ class CheckpointHook(Hook):
             ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, end.epoch), state)
             ckpt.remove_interrupted(run.run_dir, end.epoch)
             ckpt.remove_old_checkpoints(run.run_dir, self.keep)
-        if is_new_best(run.logs["loss_val"]):
+        if is_new_best(comparable_val_losses(run.logs)):
             state = state or run_state(run, end.epoch)
             ckpt.save_checkpoint(ckpt.best_checkpoint_path(run.run_dir), state)
             run.logs["best_epoch"] = end.epoch

@@ -54,14 +54,28 @@ class RunConfig:
         return {**vars(self.args), "random_seed": self.seed, "pase_settings": self.pase}
 
 
+# Options of one invocation, not of the run: a resumed run never takes them from its saved
+# args (the mode, the run directory and what to do with it, the machine, the listing cache).
+INVOCATION_OPTIONS = frozenset({
+    "pathCheckpoint", "restart", "load", "loadCriterion", "only_classif_metric", "onlyCapture",
+    "config", "device", "nGPU", "dist_timeout_minutes", "ignore_cache"})
+# What the read-only modes (--onlyCapture, --only_classif_metric) take from the run they read
+# when not given: where its corpus is (what they measure is their own flags' choice).
+CORPUS_OPTIONS = frozenset({"pathDB", "file_extension"})
+
+
 def resolve_run(argv: list[str]) -> RunConfig:
-    """Parse, take a saved run's architecture and state, check everything before any work."""
+    """Parse, take a saved run's options and state, check everything before any work."""
     args, pase = parse_args(argv)
     parser = build_parser()
     explicit = explicit_dests(parser, argv)
     resume, saved, seed = None, None, args.random_seed
     if not args.restart and has_checkpoints(args.pathCheckpoint):
         saved = read_saved_args(args.pathCheckpoint)
+        read_only = args.only_classif_metric or args.onlyCapture
+        args = restore_omitted(args, saved, explicit | config_dests(args.config, parser),
+                               CORPUS_OPTIONS if read_only else
+                               set(vars(args)) - INVOCATION_OPTIONS)
         args = reconcile_with_saved(args, saved, explicit,
                                     group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
         check_same_criterion(args, saved, args.pathCheckpoint)
@@ -98,6 +112,20 @@ def read_saved_args(run_dir: str) -> dict:
     if not args_file.is_file():
         raise ConfigError(f"{run_dir} holds checkpoints but no {ckpt.ARGS_FILE}")
     return ckpt.read_json(args_file)
+
+
+def config_dests(config: str | None, parser: argparse.ArgumentParser) -> set[str]:
+    """The options a --config file gives (the file's values count as given, like flags)."""
+    return set(load_config(config, parser)[0]) if config else set()
+
+
+def restore_omitted(args: argparse.Namespace, saved: dict, given: set[str],
+                    restorable: set[str]) -> argparse.Namespace:
+    """The options of a resumed run: every ``restorable`` option that the command line (or
+    --config) does not give takes the value the run was saved with, as CPC_audio restores
+    its saved flags. A switch saved on therefore stays on (it has no off form)."""
+    taken = {dest: saved[dest] for dest in sorted(restorable - given) if dest in saved}
+    return argparse.Namespace(**{**vars(args), **taken})
 
 
 def reconcile_with_saved(args: argparse.Namespace, saved: dict, explicit: set[str],

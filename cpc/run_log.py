@@ -6,7 +6,8 @@ The log is a plain dict of lists, CPC_audio's schema extended:
   (per prediction step), ``train_seconds`` (the training pass) and ``epoch_seconds`` (the whole
   epoch, hooks included; their sum is ``total_seconds``), ``lr_<optimiser>``,
   ``worker_<name>_train``/``_val`` (PASE), ``health_<figure>`` (the epoch-end health check) and
-  ``best_epoch`` (of ``checkpoint_best.pt``, lowest validation loss so far);
+  ``best_epoch`` (of ``checkpoint_best.pt``, lowest validation loss so far, among the epochs
+  from ``best_from_epoch`` on when a resume changed the validation set);
 * per probe run (indexed like ``linsep_epoch``): :data:`LINSEP_LOG_KEYS`;
 * per capture (indexed like ``capture_epoch``): :data:`CAPTURE_LOG_KEYS`;
 * lists of dicts that carry their own ``epoch`` (:data:`EPOCH_TAGGED_LOG_KEYS`): the health
@@ -67,6 +68,13 @@ def is_new_best(losses: list[float]) -> bool:
     """Whether the last validation loss is finite and lower than every earlier finite one."""
     last, earlier = losses[-1], [x for x in losses[:-1] if math.isfinite(x)]
     return math.isfinite(last) and all(last < x for x in earlier)
+
+
+def comparable_val_losses(logs: dict) -> list[float]:
+    """The validation losses that elect the best checkpoint: those of the epochs from
+    ``best_from_epoch`` on (set when a resume changed the validation set), all by default."""
+    since = logs.get("best_from_epoch", 0)
+    return [loss for epoch, loss in zip(logs["epoch"], logs["loss_val"]) if epoch >= since]
 
 
 def _append_padded(logs: dict, key: str, value: float) -> None:
@@ -130,6 +138,8 @@ def truncate_logs(logs: dict, last_epoch: int) -> dict:
         out["total_seconds"] = sum(s for s in out["epoch_seconds"] if s == s)
     if out.get("best_epoch", -1) > last_epoch:
         del out["best_epoch"]
+    if "best_from_epoch" in out:  # a set changed after last_epoch is still the one in use
+        out["best_from_epoch"] = min(out["best_from_epoch"], last_epoch + 1)
     return out
 
 

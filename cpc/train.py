@@ -3,7 +3,9 @@
     python cpc/train.py --pathDB DB --pathTrain train.txt --pathVal val.txt \
         --pathCheckpoint OUT --file_extension .flac
 
-Rerunning the same command continues from the newest checkpoint in OUT. Option names follow
+Rerunning the same command continues from the newest checkpoint in OUT, and so does
+``python cpc/train.py --pathCheckpoint OUT`` alone (CPC_audio's form: the flags the run was
+saved with apply unless given). Option names follow
 facebookresearch/CPC_audio and its CPC-CTC fork, so existing command lines keep working.
 
 This file wires the parts of a run: the options are in options.py, their resolution against
@@ -14,6 +16,7 @@ file formats in utils/checkpoint.py and run_log.py.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -281,17 +284,41 @@ def start_state(config: RunConfig, training: Training, train_loader: AudioLoader
 RESUMABLE_OPTIMISER_FLAGS = ("learningRate", "beta1", "beta2", "epsilon", "schedulerStep",
                              "schedulerRamp")
 RESUMABLE_TRAINING_FLAGS = ("update_freq", "precision", "no_tf32")
+# The flags that decide the files, windows, labels and batches of an epoch. Omitted on resume
+# they keep the run's values (run_config.restore_omitted); given otherwise, they are applied.
+RESUMABLE_DATA_FLAGS = ("pathDB", "file_extension", "pathTrain", "pathVal", "path_phone_data",
+                        "sizeWindow", "max_size_loaded", "batchSizeGPU", "samplingType",
+                        "random_seed", "debug")
+PATH_FLAGS = ("pathDB", "pathTrain", "pathVal", "path_phone_data")
+
+
+def changed_flag(flag: str, was: object, now: object) -> bool:
+    """Whether ``now`` differs from the saved ``was`` (paths compared once resolved, so that
+    ``corpus/`` and ``./corpus`` are one directory)."""
+    if flag in PATH_FLAGS and isinstance(was, str) and isinstance(now, str):
+        return os.path.realpath(was) != os.path.realpath(now)
+    return was != now
+
+
+def validation_flags(changed: dict, args: argparse.Namespace) -> list[str]:
+    """The changed data flags that change the validation losses: its files, windows, labels
+    and batches (the negatives are drawn in the batch), and, when it is drawn from the
+    training files (no --pathVal), the training list."""
+    return [flag for flag in changed if flag in RESUMABLE_DATA_FLAGS and flag != "samplingType"
+            and not (flag == "pathTrain" and args.pathVal and "pathVal" not in changed)]
 
 
 def apply_changed_options(saved: dict, args: argparse.Namespace, training: Training,
                           logs: dict, start_epoch: int, processes: tuple[int, int],
                           report: bool = True) -> None:
-    """Optimiser, schedule and training flags changed since the run was saved, and the number
-    of processes (``processes``: then, now), apply from the resumed epoch on (the rate keeps
-    any collapse-guard scaling); each change is printed and logged."""
+    """Optimiser, schedule, training and data flags changed since the run was saved, and the
+    number of processes (``processes``: then, now), apply from the resumed epoch on (the rate
+    keeps any collapse-guard scaling); each change is printed and logged. A changed
+    validation set restarts the election of the best checkpoint (see restart_best_tracking)."""
     changed = {flag: (saved[flag], getattr(args, flag))
-               for flag in RESUMABLE_OPTIMISER_FLAGS + RESUMABLE_TRAINING_FLAGS
-               if flag in saved and saved[flag] != getattr(args, flag)}
+               for flag in RESUMABLE_OPTIMISER_FLAGS + RESUMABLE_TRAINING_FLAGS +
+               RESUMABLE_DATA_FLAGS
+               if flag in saved and changed_flag(flag, saved[flag], getattr(args, flag))}
     if training.workers is not None:  # PASE: the recipe's rates, refused above
         changed = {f: v for f, v in changed.items() if f not in RESUMABLE_OPTIMISER_FLAGS}
     if any(flag in RESUMABLE_OPTIMISER_FLAGS for flag in changed):
@@ -308,6 +335,22 @@ def apply_changed_options(saved: dict, args: argparse.Namespace, training: Train
                   flush=True)
         logs.setdefault("option_changes", []).append(
             {"epoch": start_epoch, "flag": flag, "was": was, "now": now})
+    flags = validation_flags(changed, args)
+    if flags:
+        restart_best_tracking(logs, flags, start_epoch, report)
+
+
+def restart_best_tracking(logs: dict, flags: list[str], start_epoch: int,
+                          report: bool) -> None:
+    """Validation losses of different validation sets are not comparable: the best checkpoint
+    is elected anew among the epochs from ``start_epoch`` on (``best_from_epoch`` in the log);
+    the current one stays until the first of them replaces it."""
+    logs["best_from_epoch"] = start_epoch
+    if report:
+        print(f"warning: {', '.join('--' + flag for flag in flags)} changed the validation "
+              f"set: checkpoint_best.pt is elected anew among the epochs "
+              f"from {start_epoch} on, whose validation losses are not compared with earlier "
+              f"ones", file=sys.stderr, flush=True)
 
 
 def prepare_run_dir(config: RunConfig) -> None:

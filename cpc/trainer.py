@@ -408,12 +408,23 @@ class EpochProgress:
     totals: dict  # EpochTotals state of those batches, all ranks summed
     world_size: int  # processes that trained them (each read its own share of the files)
     rngs: list[dict]  # every rank's random state, in rank order
+    plans: list[str]  # every rank's AudioLoader.plan_digest of the epoch, in rank order
     reason: str | None = None  # why the run stops here (None: a periodic step checkpoint)
 
     def record(self) -> dict:
         """The checkpoint's ``interrupted`` entry."""
         return {"batches_done": self.batches_done, "generation": self.generation,
-                "totals": self.totals, "world_size": self.world_size, "rngs": self.rngs}
+                "totals": self.totals, "world_size": self.world_size, "rngs": self.rngs,
+                "plans": self.plans}
+
+
+def same_plan(cut: dict, digest: str, n_batches: int, info: DistInfo) -> bool:
+    """Whether the cut epoch ``cut`` (a :meth:`EpochProgress.record`) was planned as it is now,
+    on every rank: its recorded digest is this rank's ``digest`` (a record without digests,
+    from an older version: its done batches fit in the ``n_batches`` of the epoch)."""
+    plans = cut.get("plans")
+    same = plans[info.rank] == digest if plans else cut["batches_done"] <= n_batches
+    return min_over_ranks(int(same), info) == 1
 
 
 class Hook:
@@ -485,6 +496,7 @@ class Trainer:
         self._vote = FlagVote(run.info, n_flags=2)
         self._bar: tqdm | None = None
         self._generation = 0  # of the epoch in progress
+        self._plan = ""  # the plan digest of the epoch in progress
 
     @property
     def eval_module(self) -> torch.nn.Module:
@@ -520,6 +532,14 @@ class Trainer:
         loader = self.train_loader
         loader.set_epoch(epoch, self._generation)
         loader.limit = min_over_ranks(loader.local_length(), run.info)  # lockstep
+        self._plan = loader.plan_digest()
+        if cut and not same_plan(cut, self._plan, len(loader), run.info):
+            if run.info.is_main:
+                print(f"warning: epoch {epoch} was cut after its batch {cut['batches_done']}, "
+                      f"but its plan has changed since (other training files or data flags; "
+                      f"it now has {len(loader)} batches): it starts again from its first "
+                      f"batch", file=sys.stderr, flush=True)
+            cut = None
         loader.skip = cut["batches_done"] if cut else 0
         if cut:
             restore_rng_state(cut["rngs"][run.info.rank], self.device)
@@ -639,7 +659,8 @@ class Trainer:
         self.nonfinite.resolve(run.info)  # nothing computed from a NaN is ever saved
         progress = EpochProgress(run.epoch, self._generation, batches_done,
                                  totals.reduced(run.info).state(), run.info.world_size,
-                                 gather_objects(rng_state(self.device), run.info), reason)
+                                 gather_objects(rng_state(self.device), run.info),
+                                 gather_objects(self._plan, run.info), reason)
         for hook in self.hooks:
             hook.on_progress(run, progress)
 
