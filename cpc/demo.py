@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from cpc.utils.cli import DocstringHelpFormatter, exit_without_teardown
+from cpc.utils.signals import run_command
 
 # A CPC model small enough to learn something from 25 minutes of audio in a few CPU minutes;
 # optimisation is train.py's default: CPC_audio's (Adam 2e-4, same-speaker batches of 8) plus
@@ -129,4 +130,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

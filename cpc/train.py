@@ -26,9 +26,11 @@ if __package__ in (None, ""):  # run as `python cpc/train.py`: import the packag
 
 from cpc.options import build_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 from cpc.utils.memory import keep_freed_memory
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(build_parser(), sys.argv[1:])
 
 import torch
@@ -527,4 +529,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

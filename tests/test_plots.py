@@ -126,6 +126,7 @@ def write_capture(epoch_dir, n_windows: int = 6, batch: int = 3, blank: bool = T
         }
         for kind, value in tensors.items():
             ckpt.save_torch(batch_file(epoch_dir, kind, first, last), value)
+    ckpt.write_json(epoch_dir / "stats.json", {})  # written last: the capture is whole
 
 
 def test_plot_epoch_writes_every_plot(tmp_path, capsys):

@@ -5,6 +5,8 @@
         batch["ctx_repr"]   # (B, T, D)
         batch["origin"]     # {"seq_index", "seq_offset", "frame_seq_index"}
         batch["files"]      # relative path of the file each window starts in
+
+An interrupted capture is refused (:class:`cpc.capture.completeness.IncompleteCapture`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Iterator
 import torch
 
 from cpc.utils import checkpoint as ckpt
+from cpc.capture.completeness import MARKER, check_complete
 from cpc.capture.kinds import CAPTURE_KINDS
 
 BATCH_RE = re.compile(r"^(?P<kind>[a-z_]+)_batch(?P<first>\d+)-(?P<last>\d+)\.pt$")
@@ -33,11 +36,12 @@ class CaptureLoader:
     def __init__(self, root_or_epoch_dir: str | Path, only: list[str] | None = None,
                  epoch: int | None = None) -> None:
         path = Path(root_or_epoch_dir)
-        if not (path / "sequences.json").is_file():
+        if not ((path / "sequences.json").is_file() or (path / MARKER).exists()):
             epochs = capture_epochs(path)
             if not epochs:
                 raise FileNotFoundError(f"{path} holds no capture (no <epoch>/sequences.json)")
             path = path / str(epoch if epoch is not None else epochs[-1])
+        check_complete(path)
         self.epoch_dir = path
         self.sequences = ckpt.read_json(path / "sequences.json")
         self.kinds = [k for k in CAPTURE_KINDS if (path / k).is_dir()]

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from cpc.capture.options import plot_run_parser
 from cpc.utils.cli import answer_help
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (matplotlib, torch...)
+    handle_interrupts()
     answer_help(plot_run_parser(__doc__), sys.argv[1:])
 
 import matplotlib  # noqa: E402
@@ -281,4 +283,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from cpc.capture.options import plots_parser
 from cpc.utils.cli import answer_help
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (matplotlib, torch...)
+    handle_interrupts()
     answer_help(plots_parser(__doc__), sys.argv[1:])
 
 import matplotlib  # noqa: E402
@@ -42,6 +44,7 @@ from matplotlib.transforms import offset_copy  # noqa: E402
 from cpc.capture.loader import CaptureLoader  # noqa: E402
 from cpc.utils import checkpoint as ckpt  # noqa: E402
 from cpc.utils.constants import SAMPLE_RATE  # noqa: E402
+from cpc.utils.errors import CPCError  # noqa: E402
 
 LEGEND_MAX = 40  # more classes than this get a colour bar instead of a legend
 
@@ -323,9 +326,9 @@ def plot_epoch(epoch_dir: str | Path, out: str | Path, n_windows: int = 3,
                max_frames: int = 20000, phones_txt: str | Path | None = None,
                run_dir: str | Path | None = None) -> list[Path]:
     """Every plot the capture allows; returns the files written."""
+    loader = CaptureLoader(epoch_dir)  # first: an incomplete capture leaves no out folder
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    loader = CaptureLoader(epoch_dir)
     names = read_phone_names(phones_txt)
     kinds = set(loader.kinds)
     written: list[Path] = []
@@ -363,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = plot_epoch(args.epoch_dir, args.out, args.windows, phones_txt=args.phones,
                              run_dir=args.run)
-    except (FileNotFoundError, ValueError) as exc:
+    except (CPCError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not written:
@@ -375,4 +378,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -8,7 +8,8 @@ Layout of one capture (``<pathCaptureSave>/<epoch>/``)::
                                             sequences.json) and sample offset of every window,
                                             and the file of every frame
     sequences.json                         the capture dataset's files, speakers and lengths
-    stats.json                             results of --captureSetStats (always written)
+    stats.json                             results of --captureSetStats (always written, last)
+    INCOMPLETE                             only while the capture runs, or after it was cut
 
 ``what`` is one of :data:`cpc.capture.kinds.CAPTURE_KINDS`. Every file is written atomically.
 """
@@ -20,10 +21,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from cpc.capture.completeness import finish_capture, start_capture
 from cpc.capture.kinds import CRITERION_KINDS
 from cpc.dataset import AudioBatchData
 from cpc.stats import StatsCollector
 from cpc.utils import checkpoint as ckpt
+from cpc.utils.files import exclusive_lock
 
 
 def batch_file(epoch_dir: Path, kind: str, first: int, last: int) -> Path:
@@ -37,7 +40,6 @@ def write_sequences(epoch_dir: Path, dataset: AudioBatchData, speakers: list[str
                      for i, seq in enumerate(dataset.sequences)])
 
 
-@torch.no_grad()
 def run_capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData,
                 speakers: list[str], kinds: list[str], collector: StatsCollector | None,
                 epoch_dir: Path, epoch: int, batch_size: int, device: torch.device,
@@ -48,8 +50,23 @@ def run_capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBat
     ``epoch_dir/stats.json`` (also returned). Runs under its own random stream (the criterion
     samples negatives), so captures are reproducible and training randomness is untouched.
     ``criterion`` is None for a PASE workers run, which has only the model's kinds.
+    The folder is locked while written and marked incomplete until its last file is there
+    (:mod:`cpc.capture.completeness`).
     """
     epoch_dir = Path(epoch_dir)
+    with exclusive_lock(epoch_dir, "capture"):
+        start_capture(epoch_dir)
+        results = _capture(model, criterion, dataset, speakers, kinds, collector, epoch_dir,
+                           epoch, batch_size, device, seed)
+        finish_capture(epoch_dir)
+    return results
+
+
+@torch.no_grad()
+def _capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData,
+             speakers: list[str], kinds: list[str], collector: StatsCollector | None,
+             epoch_dir: Path, epoch: int, batch_size: int, device: torch.device,
+             seed: int) -> dict[str, float]:
     needed = set(kinds) | (collector.needs if collector else set())
     write_sequences(epoch_dir, dataset, speakers)
     speaker_of_seq = torch.tensor([seq.speaker for seq in dataset.sequences])

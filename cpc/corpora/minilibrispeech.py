@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 from cpc.utils.cli import DefaultsHelpFormatter
+from cpc.utils.signals import run_command
 from cpc.utils.errors import CPCError
 
 BASE_URL = "https://www.openslr.org/resources/31"
@@ -244,4 +245,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from tqdm import tqdm
 
 from cpc.corpora.espeak import Voice, synthesize
 from cpc.utils.cli import DefaultsHelpFormatter
+from cpc.utils.signals import run_command
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 from cpc.utils.files import atomic_write_text
 
@@ -442,7 +444,8 @@ def generate_corpus(out_dir: str | os.PathLike, n_speakers: int, n_chapters: int
             results = map(job, plan)
         else:
             # spawn, not fork: the caller may run threads (torch) that a fork would break.
-            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(workers))
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
+                workers, initializer=_leave_interrupts_to_the_parent))
             results = pool.imap(job, plan, chunksize=max(1, len(plan) // (8 * workers)))
         rendered = list(tqdm(results, total=len(plan), unit="utt", desc="synthesising",
                              file=sys.stderr))
@@ -453,6 +456,12 @@ def generate_corpus(out_dir: str | os.PathLike, n_speakers: int, n_chapters: int
     _write_metadata(out_dir, plan, rendered, info, seed)
     return CorpusSummary(out_dir, n_speakers, len(rendered), total_seconds, len(PHONE_CLASSES),
                          time.perf_counter() - start)
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    """In a synthesis worker: ignore Ctrl-C, which the terminal sends to every process of the
+    command; the parent stops the pool and prints the one line (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # ------------------------------------------------------------------------------------ command
@@ -505,4 +514,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -24,8 +24,10 @@ if __package__ in (None, ""):  # run as `python cpc/eval/ABX.py`: import the pac
 
 from cpc.eval.options import abx_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(abx_parser(__doc__), sys.argv[1:])
 
 import numpy as np
@@ -34,7 +36,7 @@ from tqdm import tqdm
 
 from cpc.dataset import DataError
 from cpc.eval.abx_core import MODES, ABXResult, Items, abx, item_frame_range
-from cpc.utils.files import check_output_dir
+from cpc.utils.files import check_output_dir, exclusive_lock
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CPCError
 
@@ -228,37 +230,39 @@ def main(argv: list[str] | None = None) -> int:
     modes = list(MODES) if args.mode == "all" else [args.mode]
     try:
         check_output_dir(args.out, "--out")
-        device = select_device(args.device)
-        items = read_item_file(args.path_item_file)
-        if args.debug:
-            items = first_files(items, 1000)
-        frames, item_ids, skipped = gather_item_frames(items, _feature_loader(args, items, device),
-                                                       args.feature_size)
-        print(f"{len(item_ids)} items, {frames.shape[0]} frames of dimension {frames.shape[1]}"
-              + (f"; {skipped} items cover no frame and are skipped" if skipped else ""))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(args.num_threads)
-        try:
-            results = run_modes(frames.to(device), item_ids, modes, args.distance,
-                                args.max_size_group, args.max_x_across, args.seed)
-        finally:
-            torch.set_num_threads(threads)
-        empty = {r.mode: why_no_cell(item_ids, r.mode) for r in results if not r.n_cells}
-        if len(empty) == len(results):
-            raise DataError(f"{items.path}: no ABX cell: "
-                            + "; ".join(f"{mode}: {why}" for mode, why in empty.items()))
-        for mode, why in empty.items():
-            print(f"ABX {mode}: no cell: {why}")
+        with exclusive_lock(args.out, "ABX evaluation", output="ABX_scores.json"):
+            device = select_device(args.device)
+            items = read_item_file(args.path_item_file)
+            if args.debug:
+                items = first_files(items, 1000)
+            frames, item_ids, skipped = gather_item_frames(
+                items, _feature_loader(args, items, device), args.feature_size)
+            print(f"{len(item_ids)} items, {frames.shape[0]} frames of dimension "
+                  f"{frames.shape[1]}"
+                  + (f"; {skipped} items cover no frame and are skipped" if skipped else ""))
+            threads = torch.get_num_threads()
+            torch.set_num_threads(args.num_threads)
+            try:
+                results = run_modes(frames.to(device), item_ids, modes, args.distance,
+                                    args.max_size_group, args.max_x_across, args.seed)
+            finally:
+                torch.set_num_threads(threads)
+            empty = {r.mode: why_no_cell(item_ids, r.mode) for r in results if not r.n_cells}
+            if len(empty) == len(results):
+                raise DataError(f"{items.path}: no ABX cell: "
+                                + "; ".join(f"{mode}: {why}" for mode, why in empty.items()))
+            for mode, why in empty.items():
+                print(f"ABX {mode}: no cell: {why}")
+            out = Path(args.out)
+            # A mode without any cell scores NaN, written as null (JSON has no NaN).
+            ckpt.write_json(out / "ABX_scores.json",
+                            {r.mode: None if np.isnan(r.error) else r.error for r in results})
+            ckpt.write_json(out / "ABX_args.json", vars(args))
     except (CPCError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    # A mode without any cell scores NaN, written as null (JSON has no NaN).
-    ckpt.write_json(out / "ABX_scores.json",
-                    {r.mode: None if np.isnan(r.error) else r.error for r in results})
-    ckpt.write_json(out / "ABX_args.json", vars(args))
     return 0
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

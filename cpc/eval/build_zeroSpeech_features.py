@@ -35,8 +35,10 @@ if __package__ in (None, ""):  # run as `python cpc/eval/build_zeroSpeech_featur
 
 from cpc.eval.options import FORMATS, READABLE, features_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(features_parser(__doc__), sys.argv[1:])
 
 import numpy as np
@@ -45,7 +47,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from cpc.dataset import DataError
-from cpc.utils.files import check_output_dir
+from cpc.utils.files import check_output_dir, exclusive_lock
 from cpc.feature_loader import buildFeature, loadModel
 from cpc.hub import layer_feature_maker
 from cpc.utils.errors import CPCError
@@ -152,19 +154,20 @@ def build_feature_maker(checkpoint: str, get_encoded: bool = False, gru_level: i
 def export_features(feature_maker: nn.Module, files: dict[str, Path], out_dir: str | Path,
                     fmt: str = "npy", strict: bool = False, max_size_seq: int = 64000,
                     seq_norm: bool = False, overwrite: bool = False) -> tuple[int, int]:
-    """Write the features of every file; returns (written, skipped because already there)."""
+    """Write the features of every file; returns (written, skipped because already there).
+    ``out_dir`` is locked meanwhile: a second export into it stops instead of mixing models."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
-    for stem, path in tqdm(files.items(), desc="features", unit="file", file=sys.stderr):
-        target = out_dir / f"{stem}.{fmt}"
-        if target.exists() and not overwrite:
-            skipped += 1
-            continue
-        features = buildFeature(feature_maker, path, strict=strict, maxSizeSeq=max_size_seq,
-                                seqNorm=seq_norm)
-        write_features(target, features[0].numpy(), fmt)
-        written += 1
+    with exclusive_lock(out_dir, "feature export"):
+        for stem, path in tqdm(files.items(), desc="features", unit="file", file=sys.stderr):
+            target = out_dir / f"{stem}.{fmt}"
+            if target.exists() and not overwrite:
+                skipped += 1
+                continue
+            features = buildFeature(feature_maker, path, strict=strict, maxSizeSeq=max_size_seq,
+                                    seqNorm=seq_norm)
+            write_features(target, features[0].numpy(), fmt)
+            written += 1
     return written, skipped
 
 
@@ -200,4 +203,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

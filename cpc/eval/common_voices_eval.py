@@ -24,8 +24,10 @@ if __package__ in (None, ""):  # run as `python cpc/eval/common_voices_eval.py`
 
 from cpc.eval.options import common_voices_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(common_voices_parser(__doc__), sys.argv[1:])
 
 import random
@@ -41,7 +43,7 @@ from cpc.feature_loader import loadModel
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.devices import select_device
 from cpc.utils.errors import ConfigError, CPCError
-from cpc.utils.files import check_output_dir
+from cpc.utils.files import check_output_dir, exclusive_lock
 
 TRAINING_ARGS = "args_training.json"  # CPC_audio's name
 
@@ -99,12 +101,12 @@ def train(args: argparse.Namespace) -> dict:
     train_set = load_utterances(train_stems, files, labels)
     val_set = load_utterances(val_stems, files, labels)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt.write_json(out / TRAINING_ARGS, {**vars(args), "n_phones": n_phones})
-    print(f"{len(train_set)} training and {len(val_set)} validation utterances, {n_phones} "
-          f"phones, model {'frozen' if args.freeze else 'fine-tuned'}", flush=True)
-    history = train_recognizer(model, recognizer, train_set, val_set, config, device, out)
-    ckpt.write_json(out / "logs_train.json", history)
+    with exclusive_lock(out, "phone recogniser training"):
+        ckpt.write_json(out / TRAINING_ARGS, {**vars(args), "n_phones": n_phones})
+        print(f"{len(train_set)} training and {len(val_set)} validation utterances, {n_phones} "
+              f"phones, model {'frozen' if args.freeze else 'fine-tuned'}", flush=True)
+        history = train_recognizer(model, recognizer, train_set, val_set, config, device, out)
+        ckpt.write_json(out / "logs_train.json", history)
     return {"history": history}
 
 
@@ -135,10 +137,11 @@ def per(args: argparse.Namespace) -> dict:
     model.load_state_dict(state["model"])
     recognizer = make_recognizer(model, state["n_phones"], argparse.Namespace(**trained))
     recognizer.load_state_dict(state["classifier"])
-    result = phone_error_rates(model.to(device), recognizer.to(device),
-                               load_utterances(stems, files, labels), args.batchSize, device,
-                               trained["get_encoded"], args.decoding, args.beam_width)
-    ckpt.write_json(out / f"per_{args.name}.json", {**result, "pathVal": str(path_test)})
+    with exclusive_lock(out, "PER evaluation", output=f"per_{args.name}.json"):
+        result = phone_error_rates(model.to(device), recognizer.to(device),
+                                   load_utterances(stems, files, labels), args.batchSize, device,
+                                   trained["get_encoded"], args.decoding, args.beam_width)
+        ckpt.write_json(out / f"per_{args.name}.json", {**result, "pathVal": str(path_test)})
     print(f"PER {result['per']:.4f} ({args.decoding} decoding, {result['n_utterances']} "
           f"utterances; mean utterance PER {result['mean_utterance_per']:.4f})")
     return result
@@ -155,4 +158,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

@@ -30,8 +30,10 @@ if __package__ in (None, ""):  # run as `python cpc/eval/downstream_speaker.py`
 
 from cpc.eval.options import speaker_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(speaker_parser(__doc__), sys.argv[1:])
 
 import torch
@@ -203,7 +205,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from cpc.utils.memory import keep_freed_memory
-    from cpc.utils.files import check_output_dir
+    from cpc.utils.files import check_output_dir, exclusive_lock
     from cpc.feature_loader import loadModel, min_input_samples
     from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
@@ -212,25 +214,29 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     try:
         check_output_dir(args.out, "--out")
-        device = select_device(args.device)
-        torch.manual_seed(args.seed)
-        train, val, speakers = list_utterances(args.pathDB, args.pathTrain, args.pathVal, args.file_extension)
-        model = loadModel([args.checkpoint], device=device)[0]
-        check_lengths(train + val, args.max_seconds, min_input_samples(model))
-        setup = Setup(args.get_encoded, args.pooling, int(args.max_seconds * SAMPLE_RATE), args.batch_size, device)
-        results = train_classifier(model, train, val, len(speakers), setup, args.nEpoch, args.lr,
-                                   args.finetune, args.seed)
+        with exclusive_lock(args.out, "speaker classification"):
+            device = select_device(args.device)
+            torch.manual_seed(args.seed)
+            train, val, speakers = list_utterances(args.pathDB, args.pathTrain, args.pathVal,
+                                                   args.file_extension)
+            model = loadModel([args.checkpoint], device=device)[0]
+            check_lengths(train + val, args.max_seconds, min_input_samples(model))
+            setup = Setup(args.get_encoded, args.pooling, int(args.max_seconds * SAMPLE_RATE),
+                          args.batch_size, device)
+            results = train_classifier(model, train, val, len(speakers), setup, args.nEpoch,
+                                       args.lr, args.finetune, args.seed)
+            summary = {"checkpoint": args.checkpoint, "pooling": args.pooling,
+                       "get_encoded": args.get_encoded, "finetune": args.finetune,
+                       "n_speakers": len(speakers), "n_train": len(train), "n_val": len(val),
+                       "chance": 1 / len(speakers)}
+            ckpt.write_json(Path(args.out) / "results.json", {**summary, **results})
     except (CPCError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = {"checkpoint": args.checkpoint, "pooling": args.pooling, "get_encoded": args.get_encoded,
-               "finetune": args.finetune, "n_speakers": len(speakers), "n_train": len(train),
-               "n_val": len(val), "chance": 1 / len(speakers)}
-    ckpt.write_json(Path(args.out) / "results.json", {**summary, **results})
     print(f"speaker accuracy {results['best_val_accuracy']:.3f} (epoch {results['best_epoch']}, "
           f"chance {1 / len(speakers):.3f}, {len(speakers)} speakers)")
     return 0
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

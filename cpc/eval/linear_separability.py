@@ -32,8 +32,10 @@ if __package__ in (None, ""):  # run as `python cpc/eval/linear_separability.py`
 
 from cpc.eval.options import linsep_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(linsep_parser(__doc__), sys.argv[1:])
 
 import torch
@@ -460,7 +462,7 @@ def probe_device(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     from cpc.utils.memory import keep_freed_memory
     from cpc.dataset import build_datasets
-    from cpc.utils.files import check_output_dir
+    from cpc.utils.files import check_output_dir, exclusive_lock
     from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
 
@@ -470,35 +472,38 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         if args.out:
             check_output_dir(args.out, "--out")
-        device = select_device(probe_device(args))
-        data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
-                              args.pathPhone, args.sizeWindow, args.n_process_loader,
-                              args.max_size_loaded, args.seed, args.ignore_cache,
-                              (1000, 100) if args.debug else None)
-        model = build_feature_model(args.features, args.load, args.mfcc_dim, args.seed).to(device)
-        probes = ([] if args.no_speaker else ["speaker", "speaker_mean"]) + \
-            (["phone_ctc" if args.CTC else "phone"] if args.pathPhone else [])
-        if not probes:
-            raise CPCError("nothing to probe: give --pathPhone or drop --no_speaker")
-        check_probe_corpus(probes, data.selection, args.pathTrain, args.pathVal,
-                           ", or give --no_speaker to skip the speaker probes")
-        config = ProbeConfig(args.nEpoch, args.batchSizeGPU, args.lr, args.beta1, args.beta2,
-                             args.epsilon, args.nLevels, 1, args.feature_budget_gb, args.seed,
-                             args.save_step, args.unfrozen, args.lr_model)
-        out = Path(args.out) if args.out else None
-        metrics = run_probes(model, data.train, data.val, probes, len(data.speakers),
-                             data.n_phones, config, device, args.batchSizeGPU, args.get_encoded,
-                             out / "logs" if out else None, out / "probes" if out else None)
-        data.close()
+        with exclusive_lock(args.out or None, "probe run"):
+            device = select_device(probe_device(args))
+            data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
+                                  args.pathPhone, args.sizeWindow, args.n_process_loader,
+                                  args.max_size_loaded, args.seed, args.ignore_cache,
+                                  (1000, 100) if args.debug else None)
+            model = build_feature_model(args.features, args.load, args.mfcc_dim,
+                                        args.seed).to(device)
+            probes = ([] if args.no_speaker else ["speaker", "speaker_mean"]) + \
+                (["phone_ctc" if args.CTC else "phone"] if args.pathPhone else [])
+            if not probes:
+                raise CPCError("nothing to probe: give --pathPhone or drop --no_speaker")
+            check_probe_corpus(probes, data.selection, args.pathTrain, args.pathVal,
+                               ", or give --no_speaker to skip the speaker probes")
+            config = ProbeConfig(args.nEpoch, args.batchSizeGPU, args.lr, args.beta1, args.beta2,
+                                 args.epsilon, args.nLevels, 1, args.feature_budget_gb,
+                                 args.seed, args.save_step, args.unfrozen, args.lr_model)
+            out = Path(args.out) if args.out else None
+            metrics = run_probes(model, data.train, data.val, probes, len(data.speakers),
+                                 data.n_phones, config, device, args.batchSizeGPU,
+                                 args.get_encoded, out / "logs" if out else None,
+                                 out / "probes" if out else None)
+            data.close()
+            print(f"{args.features}: {format_metrics(metrics)}")
+            if out:
+                ckpt.write_json(out / "results.json", {"features": args.features,
+                                                       "unfrozen": args.unfrozen, **metrics})
     except (CPCError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.features}: {format_metrics(metrics)}")
-    if out:
-        ckpt.write_json(out / "results.json", {"features": args.features,
-                                               "unfrozen": args.unfrozen, **metrics})
     return 0
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

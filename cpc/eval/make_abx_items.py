@@ -26,8 +26,10 @@ if __package__ in (None, ""):  # run as `python cpc/eval/make_abx_items.py`
 
 from cpc.eval.options import abx_items_parser
 from cpc.utils.cli import answer_help
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(abx_items_parser(__doc__), sys.argv[1:])
 
 import numpy as np
@@ -136,4 +138,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -29,8 +29,10 @@ if __package__ in (None, ""):  # run as `python cpc/units/cluster.py`
 
 from cpc.units.options import cluster_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(cluster_parser(__doc__), sys.argv[1:])
 
 import argparse
@@ -45,6 +47,7 @@ from cpc.units.kmeans import ArrayFrames, KMeansConfig, KMeansState, fit
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE
 from cpc.utils.errors import ConfigError, CPCError
+from cpc.utils.files import exclusive_lock
 
 DEBUG_FILES = 1000
 LAST = "checkpoint_last.pt"
@@ -184,8 +187,9 @@ def run(args: argparse.Namespace) -> KMeansState:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        run(args)
+    try:  # the outputs' directory: checkpoints, training_logs.txt and the feature cache too
+        with exclusive_lock(Path(args.pathOutput).parent, "clustering"):
+            run(args)
     except (CPCError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -194,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

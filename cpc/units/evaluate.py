@@ -22,8 +22,10 @@ if __package__ in (None, ""):  # run as `python cpc/units/evaluate.py`
 
 from cpc.units.options import evaluate_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(evaluate_parser(__doc__), sys.argv[1:])
 
 import argparse
@@ -143,4 +145,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

@@ -18,8 +18,10 @@ if __package__ in (None, ""):  # run as `python cpc/units/onehot.py`
 
 from cpc.units.options import onehot_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(onehot_parser(__doc__), sys.argv[1:])
 
 import argparse
@@ -29,6 +31,7 @@ from tqdm import tqdm
 
 from cpc.dataset import DataError
 from cpc.utils.errors import CPCError
+from cpc.utils.files import exclusive_lock
 
 DEBUG_FILES = 20
 
@@ -102,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
                                 f"--centroids)")
         stems = list(units)[:DEBUG_FILES] if args.debug else list(units)
         out = Path(args.pathOutputDir)
-        out.mkdir(parents=True, exist_ok=True)
         written = 0
-        for stem in tqdm(stems, desc="features", unit="file", file=sys.stderr):
-            target = out / f"{stem}.{args.format}"
-            if not target.exists():
-                write_features(target, unit_features(units[stem], table), args.format)
-                written += 1
+        with exclusive_lock(out, "one-hot export"):
+            for stem in tqdm(stems, desc="features", unit="file", file=sys.stderr):
+                target = out / f"{stem}.{args.format}"
+                if not target.exists():
+                    write_features(target, unit_features(units[stem], table), args.format)
+                    written += 1
     except (CPCError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -117,4 +120,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

@@ -20,8 +20,10 @@ if __package__ in (None, ""):  # run as `python cpc/units/quantize.py`
 
 from cpc.units.options import quantize_parser
 from cpc.utils.cli import answer_help, exit_without_teardown
+from cpc.utils.signals import handle_interrupts, run_command
 
 if __name__ == "__main__":  # --help needs none of the imports below (torch...)
+    handle_interrupts()
     answer_help(quantize_parser(__doc__), sys.argv[1:])
 
 import argparse
@@ -38,6 +40,7 @@ from cpc.units.features import build_feature_maker
 from cpc.units.kmeans import assign, normalise_rows
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CheckpointError, ConfigError, CPCError
+from cpc.utils.files import exclusive_lock
 
 DEBUG_FILES = 20
 NOBATCH_CHUNK = 64000  # CPC_audio's buildFeature default, used by --nobatch
@@ -158,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        written = run(args)
+    try:  # its own output file: the --split parts of one directory run side by side
+        with exclusive_lock(args.pathOutputDir, "quantization", output=output_name(args.split)):
+            written = run(args)
     except (CPCError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -168,4 +172,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    exit_without_teardown(main())
+    exit_without_teardown(run_command(main))

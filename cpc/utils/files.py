@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cpc.utils.errors import ConfigError, OutOfSpace
+from cpc.utils.signals import unfinished_output
 
 TEMP_SUFFIX = ".tmp"
 
@@ -76,14 +77,25 @@ def _device_full(exc: BaseException, directory: Path) -> bool:
 
 
 @contextlib.contextmanager
-def exclusive_lock(directory: str | Path | None, what: str) -> Iterator[None]:
+def exclusive_lock(directory: str | Path | None, what: str,
+                   output: str | None = None) -> Iterator[None]:
     """Hold ``<directory>/.lock`` for the block, so that a second process using the same
     directory stops with a :class:`ConfigError` instead of overwriting its files. The kernel
-    releases the lock when the process dies, however it dies. ``None``: no lock."""
+    releases the lock when the process dies, however it dies. ``None``: no lock.
+
+    ``what`` names the writer ("training", "feature export"). A tool that writes one file of
+    a shared directory (ABX scores next to a training run, one split of the quantized units)
+    names it as ``output``: the lock is then that file's own, ``<directory>/.<output>.lock``,
+    and writers of other files of the directory go on side by side. While the block runs, an
+    interruption names the directory (or the file) as left unfinished
+    (:func:`cpc.utils.signals.unfinished_output`). A directory the lock created and nothing
+    was written into is removed at the end."""
     if directory is None:
         yield
         return
-    lock_path = Path(directory) / ".lock"
+    lock_path = Path(directory) / (f".{output}.lock" if output else ".lock")
+    target = Path(directory) / output if output else Path(directory)
+    created = not lock_path.parent.exists()
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as handle:
         try:
@@ -91,18 +103,22 @@ def exclusive_lock(directory: str | Path | None, what: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise ConfigError(f"{directory} is in use by {holder}: two {what}s writing one "
-                              f"directory would overwrite each other's files; wait for it, or "
-                              f"choose another directory") from None
+            raise ConfigError(f"{target} is in use by {holder}: two {what}s writing one "
+                              f"{'file' if output else 'directory'} would overwrite each "
+                              f"other's files; wait for it, or choose another directory") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         try:
-            yield
+            with unfinished_output(target, what):
+                yield
         finally:
             lock_path.unlink(missing_ok=True)  # no stray file in a finished run's directory
             fcntl.flock(handle, fcntl.LOCK_UN)
+            if created:  # a run refused before writing anything leaves no empty directory
+                with contextlib.suppress(OSError):
+                    lock_path.parent.rmdir()
 
 
 def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> None:
