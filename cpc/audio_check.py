@@ -122,7 +122,7 @@ def inspect_file(path: str | Path) -> FileFacts:
 def screen_files(paths: Sequence[Path], policy: str, n_workers: int = 4) -> list[Path]:
     """``paths`` without those ``--bad_audio skip`` leaves out, after checking every file's
     rate (all wrong ones named in one error) and the samples of the float files; run before a
-    tool writes anything."""
+    tool writes anything. Skipping every file is an error."""
     with ThreadPoolExecutor(max(1, n_workers)) as pool:
         facts = list(pool.map(inspect_file, paths))
     wrong = [(str(p), f.sample_rate) for p, f in zip(paths, facts) if f.sample_rate != SAMPLE_RATE]
@@ -130,8 +130,17 @@ def screen_files(paths: Sequence[Path], policy: str, n_workers: int = 4) -> list
         raise wrong_rate_error(wrong)
     dropped = screen_non_finite([(str(p), f.non_finite) for p, f in zip(paths, facts)
                                  if f.non_finite is not None], policy)
+    if dropped and len(dropped) == len(paths):
+        raise DataError(f"every one of the {len(paths)} audio files holds NaN or infinite "
+                        f"samples: --bad_audio skip leaves nothing to read")
     return [p for p in paths if str(p) not in dropped]
 
+
+
+def screen_by_stem(files: dict[str, Path], policy: str, n_workers: int = 4) -> dict[str, Path]:
+    """:func:`screen_files` on the values of ``{stem: path}``."""
+    kept = set(screen_files(list(files.values()), policy, n_workers))
+    return {stem: path for stem, path in files.items() if path in kept}
 
 def beyond_full_scale(paths: Sequence[str | Path]) -> list[str]:
     """Which float files among ``paths`` hold samples beyond [-1, 1] (integer PCM cannot), each

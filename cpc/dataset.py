@@ -180,11 +180,17 @@ def drop_bad_audio(path_db: str | Path, parts: Sequence[Sequence[SeqInfo]], bad_
                    ) -> list[list[SeqInfo]]:
     """Each list of ``parts`` without the files holding NaN or infinite samples, as
     ``--bad_audio`` says: ``refuse`` raises one error naming all of them (before any audio is
-    trained on), ``skip`` leaves each out with a warning."""
+    trained on), ``skip`` leaves each out with a warning (a part left empty is an error)."""
     name = lambda seq: str(Path(path_db) / seq.path)  # noqa: E731
     found = {name(s): s.non_finite for part in parts for s in part if s.non_finite}
     dropped = screen_non_finite(sorted(found.items()), bad_audio)
-    return [[s for s in part if name(s) not in dropped] for part in parts]
+    kept = [[s for s in part if name(s) not in dropped] for part in parts]
+    for part, left in zip(parts, kept):
+        if part and not left:
+            raise DataError(f"every one of the {len(part)} files chosen from {path_db} (e.g. "
+                            f"{name(part[0])}) holds NaN or infinite samples: --bad_audio skip "
+                            f"leaves nothing to read")
+    return kept
 
 
 def _write_listing_cache(path: Path, content: dict) -> None:

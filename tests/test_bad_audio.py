@@ -28,9 +28,12 @@ TINY = ["--hiddenEncoder", "32", "--hiddenGar", "32", "--nPredicts", "3",
 
 def float_corpus(tiny_corpus: Path, root: Path, n_train: int = 2, n_val: int = 2) -> Path:
     """A few tiny-corpus files as 32-bit float WAV (the only kind that can hold NaN), with
-    split lists of ``n_train`` and ``n_val`` of them."""
-    parts = {"train": read_split_list(tiny_corpus / "train_split.txt")[:n_train],
-             "val": read_split_list(tiny_corpus / "val_split.txt")[:n_val]}
+    split lists of ``n_train`` and ``n_val`` of them, drawn evenly from the corpus's split
+    lists (which list each speaker's files together), so that they span its speakers."""
+    def spread(part: str, count: int) -> list[str]:
+        stems = read_split_list(tiny_corpus / f"{part}_split.txt")
+        return stems[::max(1, len(stems) // count)][:count]
+    parts = {"train": spread("train", n_train), "val": spread("val", n_val)}
     for part, stems in parts.items():
         for stem in stems:
             source = next(tiny_corpus.rglob(f"{stem}.flac"))
