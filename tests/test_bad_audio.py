@@ -15,6 +15,7 @@ import torch
 from cpc import train
 from cpc.audio_check import NonFinite, find_non_finite, screen_files
 from cpc.criterion.base import CriterionOutput
+from cpc.data.plan import Pack, window_seq_ids
 from cpc.dataset import DataError, findAllSeqs, read_audio, read_split_list
 from cpc.trainer import EpochTotals
 from cpc.utils import checkpoint as ckpt
@@ -172,6 +173,14 @@ def test_epoch_totals_keep_a_nan_loss():
     stats = totals.stats(batches_done=3, interrupted=False)
     assert np.isnan(stats.loss) and stats.nonfinite_batches == 1
     assert stats.step_losses[0] == pytest.approx(2.0)  # a step undefined for a batch: left out
+
+
+def test_window_seq_ids_names_every_file_a_window_spans():
+    pack = Pack(seq_ids=np.array([7, 3, 5]), seq_starts=np.array([0, 100, 150, 400]),
+                seq_speakers=np.array([0, 0, 1]))
+    assert window_seq_ids(pack, [0], 100) == [7]
+    assert window_seq_ids(pack, [50], 120) == [3, 5, 7]  # samples 50-169 cross two boundaries
+    assert window_seq_ids(pack, [150, 200], 100) == [5]
 
 
 # --------------------------------------------------------------------------------------------

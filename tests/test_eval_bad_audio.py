@@ -4,6 +4,7 @@ line naming every such file, exit status 2 and nothing written; ``--bad_audio sk
 each out with a warning naming it."""
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from cpc.dataset import parseSeqLabels, read_split_list
 from cpc.eval import ABX
 from cpc.eval import build_zeroSpeech_features as export
+from cpc.eval import common_voices_eval as cv
 from cpc.eval import downstream_speaker as ds
 from cpc.eval import linear_separability as linsep
 from cpc.eval.make_abx_items import make_items, read_phone_symbols, write_item_file
@@ -39,6 +41,7 @@ def damaged(tiny_corpus, tmp_path) -> tuple[Path, Path, Path]:
     training file with 12 NaN samples and one validation file with an infinite one."""
     root = float_corpus(tiny_corpus, tmp_path / "db", n_train=4, n_val=2)
     labels, _ = parseSeqLabels(tiny_corpus / "converted_aligned_phones.txt")
+    shutil.copy(tiny_corpus / "converted_aligned_phones.txt", root / "phones.txt")
     stems = read_split_list(root / "train_split.txt") + read_split_list(root / "val_split.txt")
     write_item_file(root / "all.item", make_items(
         labels, read_phone_symbols(tiny_corpus / "phones.txt"), stems))
@@ -68,6 +71,13 @@ def probes(root: Path, run: Path, out: Path) -> tuple:
                          "--n_process_loader", "1", "--nEpoch", "1", "--device", "cpu"]
 
 
+def phone_recognition(root: Path, run: Path, out: Path) -> tuple:
+    return cv.main, ["train", root, root / "phones.txt", run / "checkpoint_5.pt", "--pathTrain",
+                     root / "train_split.txt", "--pathVal", root / "val_split.txt",
+                     "--file_extension", ".wav", "-o", out, "--nEpochs", "1", "--freeze",
+                     "--device", "cpu"]
+
+
 def units_cluster(root: Path, run: Path, out: Path) -> tuple:
     return cluster.main, [run / "checkpoint_5.pt", out / "clustering.pt", "--pathDB", root,
                           "--extension", ".wav", "--nClusters", "4", "--MAX_ITER", "1",
@@ -80,8 +90,8 @@ def units_quantize(root: Path, run: Path, out: Path) -> tuple:
                            "--file_extension", "wav"]
 
 
-TOOLS = {f.__name__: f for f in (abx, export_features, speaker, probes, units_cluster,
-                                 units_quantize)}
+TOOLS = {f.__name__: f for f in (abx, export_features, speaker, probes, phone_recognition,
+                                 units_cluster, units_quantize)}
 
 
 @pytest.mark.parametrize("tool", TOOLS.values(), ids=TOOLS.keys())

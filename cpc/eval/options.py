@@ -276,6 +276,7 @@ def common_voices_parser(description: str) -> argparse.ArgumentParser:
                        help="the encoder output instead of the contexts")
     train.add_argument("--seed", type=int, default=0,
                        help="seed of the recogniser, the batch order and the splits")
+    add_bad_audio_flag(train)
     train.add_argument("--device", choices=DEVICES, default="auto",
                        help="auto: CUDA when available, else CPU")
     per = sub.add_parser("per", help="phone error rate of a trained recogniser",
@@ -295,6 +296,7 @@ def common_voices_parser(description: str) -> argparse.ArgumentParser:
                      help="greedy: best path (repeats collapsed, blanks dropped); beam: prefix "
                           "beam search, CPC_audio's")
     per.add_argument("--beam_width", type=int, default=20, help="prefixes kept by --decoding beam")
+    add_bad_audio_flag(per)
     per.add_argument("--device", choices=DEVICES, default="auto",
                      help="auto: CUDA when available, else CPU")
     return parser
