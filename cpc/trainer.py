@@ -734,8 +734,8 @@ class Trainer:
         and whether that audio looks at fault; such an epoch is never the best one."""
         val, files = end.val, end.val.nonfinite_files
         suspect = suspect_audio(files)
-        print(f"warning: epoch {end.epoch} val: {val.nonfinite_batches} of {val.batches_done} "
-              f"batches have a non-finite loss{read_from(files)}: the validation loss is "
+        print(f"warning: epoch {end.epoch} val: {val.nonfinite_batches} batch(es) have a "
+              f"non-finite loss{read_from(files)}: the validation loss is "
               f"{val.loss}, and this epoch cannot be the best one"
               + (f". {suspect}" if suspect else ""), file=sys.stderr, flush=True)
 

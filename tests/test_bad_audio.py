@@ -148,7 +148,7 @@ def test_non_finite_validation_loss_is_reported_not_averaged_away(tiny_corpus, t
     logs = ckpt.read_json(run_dir / ckpt.LOGS_FILE)
     assert np.isnan(logs["loss_val"]).all(), logs["loss_val"]
     warning = next(line for line in err.splitlines() if line.startswith("warning: epoch 0 val"))
-    assert "batches have a non-finite loss" in warning and str(loud) in warning
+    assert "4 batch(es) have a non-finite loss" in warning and str(loud) in warning
     assert f"{loud} reaches " in warning and "e+38, beyond the [-1, 1]" in warning
     assert "no epoch had a finite validation loss" in err
     assert "best_epoch" not in logs and not (run_dir / "checkpoint_best.pt").exists()
