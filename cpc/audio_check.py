@@ -103,12 +103,15 @@ def wrong_rate_error(found: Sequence[tuple[str, int]]) -> DataError:
 class FileFacts(NamedTuple):
     """What :func:`inspect_file` learns of one audio file."""
 
+    n_samples: int
     sample_rate: int
+    channels: int
     non_finite: NonFinite | None  # always None for integer files, which are not decoded
 
 
 def inspect_file(path: str | Path) -> FileFacts:
-    """The rate of a file (its header) and, for a float file only, its non-finite samples."""
+    """A file's header facts and, for a float file only, its non-finite samples; a file
+    soundfile cannot read is a DataError naming it."""
     try:
         info = sf.info(str(path))
         found = None
@@ -116,7 +119,7 @@ def inspect_file(path: str | Path) -> FileFacts:
             found = find_non_finite(sf.read(str(path), dtype="float32", always_2d=True)[0])
     except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/TypeError
         raise DataError(f"cannot read audio file {path}: {exc}") from None
-    return FileFacts(int(info.samplerate), found)
+    return FileFacts(int(info.frames), int(info.samplerate), int(info.channels), found)
 
 
 def screen_files(paths: Sequence[Path], policy: str, n_workers: int = 4) -> list[Path]:

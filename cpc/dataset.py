@@ -28,8 +28,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from cpc.audio_check import (NonFinite, can_hold_non_finite, find_non_finite,
-                             non_finite_message, screen_non_finite, wrong_rate_error)
+from cpc.audio_check import (NonFinite, find_non_finite, inspect_file, non_finite_message,
+                             screen_non_finite, wrong_rate_error)
 from cpc.data.plan import (Pack, count_batches, make_batches, mix_seed, plan_packs,
                            random_offset, rank_shares, too_short, window_seq_ids)
 from cpc.utils.errors import DataError
@@ -92,15 +92,9 @@ def _probe(path: Path) -> dict:
     DataError naming it."""
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty (0 bytes)")
-    try:
-        info = sf.info(str(path))
-        found = None
-        if can_hold_non_finite(info.subtype):
-            found = find_non_finite(sf.read(str(path), dtype="float32", always_2d=True)[0])
-    except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/TypeError
-        raise DataError(f"cannot read audio file {path}: {exc}") from None
-    return {"n_samples": int(info.frames), "sample_rate": int(info.samplerate),
-            "channels": int(info.channels), "non_finite": found and list(found)}
+    facts = inspect_file(path)
+    return {"n_samples": facts.n_samples, "sample_rate": facts.sample_rate,
+            "channels": facts.channels, "non_finite": facts.non_finite and list(facts.non_finite)}
 
 
 def findAllSeqs(pathDB: str | Path, extension: str = ".flac", loadCache: bool = True,
