@@ -139,21 +139,25 @@ def screen_files(paths: Sequence[Path], policy: str, n_workers: int = 4) -> list
     return [p for p in paths if str(p) not in dropped]
 
 
-
 def screen_by_stem(files: dict[str, Path], policy: str, n_workers: int = 4) -> dict[str, Path]:
     """:func:`screen_files` on the values of ``{stem: path}``."""
     kept = set(screen_files(list(files.values()), policy, n_workers))
     return {stem: path for stem, path in files.items() if path in kept}
+
 
 def beyond_full_scale(paths: Sequence[str | Path]) -> list[str]:
     """Which float files among ``paths`` hold samples beyond [-1, 1] (integer PCM cannot), each
     as ``'<path> reaches <peak>'``: finite audio that can still overflow a model to NaN."""
     found = []
     for path in paths:
-        if can_hold_non_finite(sf.info(str(path)).subtype):
+        try:
+            if not can_hold_non_finite(sf.info(str(path)).subtype):
+                continue
             peak = float(np.abs(sf.read(str(path), dtype="float32")[0]).max())
-            if peak > 1.0:
-                found.append(f"{path} reaches {peak:.3g}")
+        except (OSError, RuntimeError):  # gone or changed since it was read: not named here,
+            continue  # the error being reported is the non-finite loss
+        if peak > 1.0:
+            found.append(f"{path} reaches {peak:.3g}")
     return found
 
 
