@@ -28,18 +28,16 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from cpc.audio_check import (NonFinite, find_non_finite, inspect_file, non_finite_message,
+                             screen_non_finite, wrong_rate_error)
 from cpc.data.layout import one_speaker_warning, split_level_problem
 from cpc.data.plan import (Pack, count_batches, make_batches, mix_seed, plan_packs,
-                           random_offset, rank_shares, too_short)
-from cpc.utils.errors import CPCError
+                           random_offset, rank_shares, too_short, window_seq_ids)
+from cpc.utils.errors import DataError
 from cpc.utils.files import atomic_write_text
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE, SAMPLING_TYPES
 
-_CACHE_VERSION = 1
-
-
-class DataError(CPCError):
-    """A problem with the user's data or data flags; the message names the file or flag."""
+_CACHE_VERSION = 2  # 2: float files' non-finite samples
 
 
 class SeqInfo(NamedTuple):
@@ -48,6 +46,7 @@ class SeqInfo(NamedTuple):
     speaker: int  # index into the speaker list returned with it
     path: str  # path relative to pathDB, '/'-separated
     n_samples: int
+    non_finite: NonFinite | None = None  # NaN / inf samples found when listing (float files)
 
     @property
     def stem(self) -> str:
@@ -106,15 +105,13 @@ def _walk_audio(path_db: Path, extension: str) -> list[tuple[str, int, int]]:
 
 
 def _probe(path: Path) -> dict:
-    """Header facts of one audio file, or a DataError naming it."""
+    """Header facts of one audio file (and, for a float file, its non-finite samples), or a
+    DataError naming it."""
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty (0 bytes)")
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:  # soundfile raises RuntimeError/LibsndfileError/TypeError
-        raise DataError(f"cannot read audio file {path}: {exc}") from None
-    return {"n_samples": int(info.frames), "sample_rate": int(info.samplerate),
-            "channels": int(info.channels)}
+    facts = inspect_file(path)
+    return {"n_samples": facts.n_samples, "sample_rate": facts.sample_rate,
+            "channels": facts.channels, "non_finite": facts.non_finite and list(facts.non_finite)}
 
 
 def findAllSeqs(pathDB: str | Path, extension: str = ".flac", loadCache: bool = True,
@@ -126,7 +123,9 @@ def findAllSeqs(pathDB: str | Path, extension: str = ".flac", loadCache: bool = 
     Header facts (length, rate, channels) are cached per file and refreshed for files whose size
     or modification time changed, so the cache follows the tree; ``loadCache=False`` (the
     ``--ignore_cache`` flag) re-reads every header. Every file's rate and emptiness are checked
-    here, before any training starts.
+    here, before any training starts (every file at a wrong rate is named). Float files are
+    decoded once to find non-finite samples (``SeqInfo.non_finite``; see
+    :func:`drop_bad_audio`).
     """
     path_db = Path(pathDB)
     if not path_db.is_dir():
@@ -166,7 +165,7 @@ def findAllSeqs(pathDB: str | Path, extension: str = ".flac", loadCache: bool = 
 
     speaker_names: list[str] = []
     speaker_index: dict[str, int] = {}
-    sequences = []
+    sequences, wrong_rate = [], []
     for rel, _, _ in files:
         parts = rel.split("/")
         if len(parts) <= speaker_level:
@@ -176,8 +175,15 @@ def findAllSeqs(pathDB: str | Path, extension: str = ".flac", loadCache: bool = 
         if speaker not in speaker_index:
             speaker_index[speaker] = len(speaker_names)
             speaker_names.append(speaker)
-        _check_header(path_db / rel, facts[rel])
-        sequences.append(SeqInfo(speaker_index[speaker], rel, facts[rel]["n_samples"]))
+        info = facts[rel]
+        if info["n_samples"] == 0:
+            raise DataError(f"{path_db / rel} is empty (0 samples)")
+        if info["sample_rate"] != SAMPLE_RATE:
+            wrong_rate.append((str(path_db / rel), info["sample_rate"]))
+        found = info["non_finite"] and NonFinite(*info["non_finite"])
+        sequences.append(SeqInfo(speaker_index[speaker], rel, info["n_samples"], found))
+    if wrong_rate:
+        raise wrong_rate_error(wrong_rate)
     return sequences, speaker_names
 
 
@@ -211,14 +217,21 @@ def check_speaker_classes(train: Sequence[SeqInfo], val: Sequence[SeqInfo],
                         f"speakers in both lists (split each speaker's files){remedy}")
 
 
-def _check_header(path: Path, info: dict) -> None:
-    if info["sample_rate"] != SAMPLE_RATE:
-        raise DataError(
-            f"{path} is sampled at {info['sample_rate']} Hz; expected {SAMPLE_RATE} Hz. Audio is "
-            f"never resampled silently: convert the corpus first, e.g. "
-            f"`sox in{path.suffix} -r {SAMPLE_RATE} out{path.suffix}`")
-    if info["n_samples"] == 0:
-        raise DataError(f"{path} is empty (0 samples)")
+def drop_bad_audio(path_db: str | Path, parts: Sequence[Sequence[SeqInfo]], bad_audio: str
+                   ) -> list[list[SeqInfo]]:
+    """Each list of ``parts`` without the files holding NaN or infinite samples, as
+    ``--bad_audio`` says: ``refuse`` raises one error naming all of them (before any audio is
+    trained on), ``skip`` leaves each out with a warning (a part left empty is an error)."""
+    name = lambda seq: str(Path(path_db) / seq.path)  # noqa: E731
+    found = {name(s): s.non_finite for part in parts for s in part if s.non_finite}
+    dropped = screen_non_finite(sorted(found.items()), bad_audio)
+    kept = [[s for s in part if name(s) not in dropped] for part in parts]
+    for part, left in zip(parts, kept):
+        if part and not left:
+            raise DataError(f"every one of the {len(part)} files chosen from {path_db} (e.g. "
+                            f"{name(part[0])}) holds NaN or infinite samples: --bad_audio skip "
+                            f"leaves nothing to read")
+    return kept
 
 
 def _write_listing_cache(path: Path, content: dict) -> None:
@@ -392,7 +405,9 @@ def attach_phone_labels(seqs: Sequence[SeqInfo], labels: dict[str, np.ndarray],
 # --------------------------------------------------------------------------------------------
 
 def read_audio(path: str | Path) -> np.ndarray:
-    """Mono float32 samples in [-1, 1] of a 16 kHz file; stereo is averaged with a warning."""
+    """Mono float32 samples in [-1, 1] of a 16 kHz file; stereo is averaged with a warning.
+    A NaN or infinite sample is a DataError naming the file (tools check their files before
+    reading them, so that ``--bad_audio skip`` can leave such files out)."""
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:
@@ -402,6 +417,9 @@ def read_audio(path: str | Path) -> np.ndarray:
                         f"the corpus first)")
     if data.shape[0] == 0:
         raise DataError(f"{path} is empty (0 samples)")
+    found = find_non_finite(data)
+    if found is not None:
+        raise DataError(non_finite_message(path, found))
     if data.shape[1] > 1:
         warnings.warn(f"{path} has {data.shape[1]} channels; averaging them to mono")
         return data.mean(axis=1)
@@ -731,6 +749,21 @@ class AudioLoader:
             return self.dataset.plan(self.epoch + 1, self.generation)[0]
         return packs[0]
 
+    def files_of_batches(self, indices: Sequence[int]) -> list[str]:
+        """The paths (sorted) of the files read by batches ``indices`` of the planned epoch,
+        redrawn from the plan without reading audio (to name them when a loss is not finite)."""
+        data, position, wanted, ids = self.dataset, 0, sorted(set(indices)), set()
+        for pack_index, (pack, count) in enumerate(zip(self._packs(), self._counts())):
+            inside = [i - position for i in wanted if position <= i < position + count]
+            if inside:
+                offset, rng = self._draws(pack_index)
+                batches = make_batches(pack, self.sampling_type, data.size_window,
+                                       self.batch_size, offset, rng)
+                for i in inside:
+                    ids.update(window_seq_ids(pack, batches[i], data.size_window))
+            position += count
+        return sorted(str(data.path_db / data._paths[i]) for i in ids)
+
     def __iter__(self) -> Iterator[Batch]:
         """One epoch; its first ``skip`` batches are passed over (their packs are not read)."""
         data = self.dataset
@@ -782,10 +815,13 @@ class CorpusSelection:
 def select_corpus(path_db: str | Path, extension: str, path_train: str | None,
                   path_val: str | None, path_phone_data: str | None, n_process_loader: int = 8,
                   seed: int = 0, ignore_cache: bool = False,
-                  max_files: tuple[int, int] | None = None) -> CorpusSelection:
+                  max_files: tuple[int, int] | None = None,
+                  bad_audio: str = "refuse") -> CorpusSelection:
     """List pathDB, apply the split lists (or a seeded 99/1 split), attach phone labels.
 
-    ``max_files`` = (train, val) keeps only that many files of each part (``--debug``).
+    ``max_files`` = (train, val) keeps only that many files of each part (``--debug``);
+    ``bad_audio`` (``--bad_audio``) says what becomes of the chosen files holding NaN or
+    infinite samples (:func:`drop_bad_audio`).
     """
     seqs, speakers = findAllSeqs(path_db, extension, loadCache=not ignore_cache,
                                  n_workers=n_process_loader)
@@ -802,6 +838,7 @@ def select_corpus(path_db: str | Path, extension: str, path_train: str | None,
         train, val = split_train_val(train, 0.01, seed)
     if max_files is not None:
         train, val = train[:max_files[0]], val[:max_files[1]]
+    train, val = drop_bad_audio(path_db, (train, val), bad_audio)
     labels, n_phones = None, 0
     if path_phone_data:
         labels, n_phones = parseSeqLabels(path_phone_data)
@@ -863,10 +900,11 @@ def build_datasets(path_db: str | Path, extension: str, path_train: str | None,
                    path_val: str | None, path_phone_data: str | None, size_window: int,
                    n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
                    seed: int = 0, ignore_cache: bool = False,
-                   max_files: tuple[int, int] | None = None) -> CorpusData:
+                   max_files: tuple[int, int] | None = None,
+                   bad_audio: str = "refuse") -> CorpusData:
     """:func:`select_corpus` and :func:`build_corpus_data` in one process."""
     selection = select_corpus(path_db, extension, path_train, path_val, path_phone_data,
-                              n_process_loader, seed, ignore_cache, max_files)
+                              n_process_loader, seed, ignore_cache, max_files, bad_audio)
     return build_corpus_data(selection, size_window, n_process_loader, max_size_loaded, seed)
 
 
@@ -892,12 +930,15 @@ def thin_sequences(seqs: Sequence[SeqInfo], percent: float | None = None,
 def build_capture_dataset(path_db: str | Path, extension: str, path_list: str,
                           path_phone_data: str | None, size_window: int,
                           percent: float | None = None, total: int | None = None,
-                          n_process_loader: int = 8) -> tuple[AudioBatchData, list[str]]:
-    """The capture dataset (files of ``path_list``, thinned, with phone labels when given) and
-    the corpus's speaker names, which its speaker indices refer to."""
+                          n_process_loader: int = 8, bad_audio: str = "refuse"
+                          ) -> tuple[AudioBatchData, list[str]]:
+    """The capture dataset (files of ``path_list``, thinned, with phone labels when given,
+    without the bad audio ``--bad_audio skip`` leaves out) and the corpus's speaker names,
+    which its speaker indices refer to."""
     seqs, speakers = findAllSeqs(path_db, extension, n_workers=n_process_loader)
     check_speaker_level(path_db, seqs, speakers)
     chosen = thin_sequences(filterSeqs(path_list, seqs), percent, total)
+    chosen, = drop_bad_audio(path_db, (chosen,), bad_audio)
     labels = None
     if path_phone_data:
         labels, _ = parseSeqLabels(path_phone_data)

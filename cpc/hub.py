@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
+from cpc.audio_check import find_non_finite
 from cpc.feature_loader import FeatureModule, loadModel, min_input_samples
 from cpc.model import CPCModel
 from cpc.utils.errors import ConfigError
@@ -135,7 +136,8 @@ class CPCUpstream(nn.Module):
         finite = torch.stack([torch.isfinite(wav).all() for wav in checked]).cpu()
         if not finite.all():
             index = int((~finite).nonzero()[0])
-            raise ValueError(f"wav {index} holds NaN or infinite samples")
+            found = find_non_finite(checked[index].float().cpu().numpy())
+            raise ValueError(f"wav {index} holds {found.describe()}")
         return checked
 
     def forward(self, wavs: list[torch.Tensor]) -> dict[str, list[torch.Tensor] | torch.Tensor]:

@@ -18,7 +18,7 @@ from typing import NoReturn
 from cpc.capture.kinds import CAPTURE_KINDS
 from cpc.collapse_rule import ON_COLLAPSE, CollapseRule
 from cpc.registries import ARS, CRITERIA, ENCODERS, HEADS, NORM_LAYERS, STATS
-from cpc.utils.cli import DefaultsHelpFormatter
+from cpc.utils.cli import DefaultsHelpFormatter, add_bad_audio_flag
 from cpc.utils.constants import PRECISIONS, SAMPLING_TYPES
 
 # The recipe's stabilisers (CPC_audio has neither: --clip_grad_norm 0 --warmup_steps 0).
@@ -54,6 +54,7 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
                        help="Samples held per pack; the next pack loads in the background.")
     group.add_argument("--ignore_cache", action="store_true",
                        help="Re-read every file header instead of the cached listing.")
+    add_bad_audio_flag(group)
 
 
 def add_architecture_args(parser: argparse.ArgumentParser) -> None:

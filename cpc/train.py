@@ -75,7 +75,8 @@ def load_data(args: argparse.Namespace, seed: int, info: DistInfo = DistInfo()) 
         selection = select_corpus(args.pathDB, args.file_extension, args.pathTrain,
                                   args.pathVal, args.path_phone_data, args.n_process_loader,
                                   seed, args.ignore_cache,
-                                  max_files=(1000, 100) if args.debug else None)
+                                  max_files=(1000, 100) if args.debug else None,
+                                  bad_audio=args.bad_audio)
         return selection.shareable() if info.active else selection
     data = build_corpus_data(on_main(select, info), args.sizeWindow, args.n_process_loader,
                              args.max_size_loaded, seed, info.rank, info.world_size)
@@ -91,7 +92,8 @@ def load_data(args: argparse.Namespace, seed: int, info: DistInfo = DistInfo()) 
 def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[str]]:
     data, speakers = build_capture_dataset(
         args.pathDB, args.file_extension, args.pathCaptureDS, args.path_phone_data,
-        args.sizeWindow, args.captureDSfreq, args.captureDStotNr, args.n_process_loader)
+        args.sizeWindow, args.captureDSfreq, args.captureDStotNr, args.n_process_loader,
+        args.bad_audio)
     print(f"capture: {data.describe()}", flush=True)
     return data, speakers
 

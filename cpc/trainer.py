@@ -26,17 +26,20 @@ command replays the epoch's plan, passes over its done batches and continues exa
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from cpc.audio_check import name_some, suspect_audio
 from cpc.criterion.base import CriterionOutput
 from cpc.data.plan import mix_seed
 from cpc.data.prefetch import Prefetcher
@@ -114,6 +117,8 @@ class EpochStats:
     interrupted: bool = False  # stopped by a signal before the end of the epoch
     audio_seconds: float = 0.0  # audio of the windows passed over
     totals: dict = field(default_factory=dict)  # EpochTotals state, all ranks summed
+    nonfinite_batches: int = 0  # batches whose loss is NaN or infinite (then ``loss`` is too)
+    nonfinite_files: list[str] = field(default_factory=list)  # the files those batches read
 
     @property
     def accuracy(self) -> float:
@@ -126,9 +131,10 @@ class EpochStats:
 
 class EpochTotals:
     """Window-weighted sums of an epoch's per-step values (NaN entries, undefined for a batch,
-    left out), windows and samples, kept on ``device`` (adding one reads nothing back). A cut
-    epoch's totals are saved with its checkpoint and carried on when it resumes, so its logged
-    means equal an uninterrupted epoch's."""
+    left out), windows and samples, kept on ``device`` (adding one reads nothing back). A
+    batch's loss is never left out: one non-finite loss makes the epoch's loss non-finite, and
+    such batches are counted. A cut epoch's totals are saved with its checkpoint and carried on
+    when it resumes, so its logged means equal an uninterrupted epoch's."""
 
     def __init__(self, state: dict | None = None, device: torch.device | str = "cpu") -> None:
         state = state or {}
@@ -138,10 +144,14 @@ class EpochTotals:
         self.n_windows = int(state.get("n_windows", 0))
         self.n_samples = int(state.get("n_samples", 0))
         self.seconds = float(state.get("seconds", 0.0))
+        self.nonfinite = torch.as_tensor(state.get("nonfinite", 0.0), dtype=torch.float64,
+                                         device=self.device)
 
-    def add(self, name: str, values: torch.Tensor, size: int) -> None:
+    def add(self, name: str, values: torch.Tensor, size: int, keep_nan: bool = False) -> None:
+        """Add a batch's ``values`` weighted by its ``size`` windows; NaN entries count as
+        undefined and are left out, unless ``keep_nan``."""
         values = values.detach().double().reshape(-1)
-        defined = ~torch.isnan(values)
+        defined = torch.ones_like(values, dtype=torch.bool) if keep_nan else ~torch.isnan(values)
         weighted = torch.where(defined, values, 0.0) * size
         counted = defined.double() * size
         self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
@@ -149,7 +159,8 @@ class EpochTotals:
 
     def add_batch(self, out: CriterionOutput, size: int, n_samples: int) -> None:
         """One batch: its loss, per-step losses and accuracies, windows and samples."""
-        self.add("loss", out.loss, size)
+        self.add("loss", out.loss, size, keep_nan=True)
+        self.nonfinite = self.nonfinite + (~torch.isfinite(out.loss.detach())).double().sum()
         self.add("steps", out.step_losses, size)
         self.add("accs", out.step_accuracies, size)
         self.n_windows += size
@@ -166,13 +177,15 @@ class EpochTotals:
         flat = torch.cat([self.sums.get(name, zeros(size)) for name, size in layout.items()] +
                          [self.counts.get(name, zeros(size)) for name, size in layout.items()] +
                          [torch.tensor([self.n_windows, self.n_samples], dtype=torch.float64,
-                                       device=self.device)])
+                                       device=self.device), self.nonfinite.reshape(1)])
         sums, counts, sizes = sum_over_ranks(flat, info).split(
-            [sum(layout.values()), sum(layout.values()), 2])
+            [sum(layout.values()), sum(layout.values()), 3])
         out = EpochTotals({"seconds": self.seconds}, self.device)
         out.sums = dict(zip(layout, sums.split(list(layout.values()))))
         out.counts = dict(zip(layout, counts.split(list(layout.values()))))
-        out.n_windows, out.n_samples = (int(v) for v in sizes.tolist())
+        out.n_windows, out.n_samples, nonfinite = sizes.tolist()
+        out.n_windows, out.n_samples = int(out.n_windows), int(out.n_samples)
+        out.nonfinite = torch.tensor(nonfinite, dtype=torch.float64, device=self.device)
         return out
 
     def state(self) -> dict:
@@ -180,7 +193,7 @@ class EpochTotals:
         return {"sums": {k: v.cpu() for k, v in self.sums.items()},
                 "counts": {k: v.cpu() for k, v in self.counts.items()},
                 "n_windows": self.n_windows, "n_samples": self.n_samples,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "nonfinite": float(self.nonfinite)}
 
     def stats(self, batches_done: int, interrupted: bool) -> EpochStats:
         if self.n_windows == 0:
@@ -189,7 +202,7 @@ class EpochTotals:
         mean = {name: (self.sums[name] / self.counts[name]).tolist() for name in self.sums}
         return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], self.n_windows,
                           self.seconds, batches_done, interrupted,
-                          self.n_samples / SAMPLE_RATE, self.state())
+                          self.n_samples / SAMPLE_RATE, self.state(), int(self.nonfinite))
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,7 +210,22 @@ class EpochTotals:
 # --------------------------------------------------------------------------------------------
 
 class NonFiniteLoss(CPCError):
-    """The loss became NaN or infinite more often than --allow_nan_steps allows."""
+    """The loss became NaN or infinite more often than --allow_nan_steps allows; ``suspect``
+    says why the batch's audio may be at fault (None: nothing found)."""
+
+    def __init__(self, message: str, suspect: str | None = None) -> None:
+        super().__init__(message)
+        self.suspect = suspect
+
+
+def files_union(files: Sequence[list[str]]) -> list[str]:
+    """The sorted union of several ranks' file lists."""
+    return sorted({name for part in files for name in part})
+
+
+def read_from(files: list[str]) -> str:
+    """``', reading <files>'`` for a message about a batch, or nothing without files."""
+    return f", reading {name_some(files)}" if files else ""
 
 
 class NonFiniteWatch:
@@ -207,11 +235,14 @@ class NonFiniteWatch:
     at the next sync point, or before anything is saved: the run then stops, naming the epoch's
     first such batch, and no state computed after it is ever written. With ``allowed > 0``
     every loss is read at once (one host sync per batch) so that such a batch can be skipped,
-    up to ``allowed`` of them in the run.
+    up to ``allowed`` of them in the run. Every message names the files the batch reads
+    (``batch_files``, set by the trainer to the training loader's
+    :meth:`~cpc.dataset.AudioLoader.files_of_batches`).
     """
 
     def __init__(self, allowed: int, device: torch.device) -> None:
         self.allowed, self.used, self.device = allowed, 0, device
+        self.batch_files: Callable[[list[int]], list[str]] = lambda indices: []
         self.epoch = 0
         self._count = torch.zeros((), device=device)
         self._first = torch.full((), -1, dtype=torch.long, device=device)
@@ -231,10 +262,11 @@ class NonFiniteWatch:
             if torch.isfinite(loss):
                 return True
             self.used += 1
-            where = f"epoch {self.epoch} train, batch {index}"
+            files = self.batch_files([index])
+            where = f"epoch {self.epoch} train, batch {index}{read_from(files)}"
             if self.used > self.allowed:
                 raise NonFiniteLoss(f"non-finite loss at {where} (--allow_nan_steps "
-                                    f"{self.allowed})")
+                                    f"{self.allowed})", suspect_audio(files))
             print(f"warning: non-finite loss at {where}: batch skipped ({self.used} of "
                   f"--allow_nan_steps {self.allowed})", file=sys.stderr, flush=True)
             return False
@@ -251,8 +283,11 @@ class NonFiniteWatch:
         if values.get("nonfinite_batches", 0) > 0:
             local = int(self._first)
             first = min_over_ranks(local if local >= 0 else 2**62, info)
-            raise NonFiniteLoss(f"non-finite loss at epoch {self.epoch} train, batch {first} "
-                                f"(--allow_nan_steps 0)")
+            files = files_union(gather_objects(  # read by the rank(s) whose batch it was
+                self.batch_files([first]) if local == first else [], info))
+            raise NonFiniteLoss(f"non-finite loss at epoch {self.epoch} train, batch {first}"
+                                f"{read_from(files)} (--allow_nan_steps 0)",
+                                suspect_audio(files))
 
     def resolve(self, info: DistInfo) -> None:
         """Read the count now (before a checkpoint is written)."""
@@ -272,6 +307,7 @@ def evaluate(module: torch.nn.Module, loader: AudioLoader, device: torch.device,
     batches here, and only the final sums are exchanged."""
     module.eval()
     totals = EpochTotals(device=device)
+    bad: list[torch.Tensor] = []  # per batch, whether its loss is not finite (on the device)
     start = time.time()
     with torch.no_grad(), Prefetcher(loader, pin=device if device.type == "cuda" else None) as batches:
         for batch in tqdm(batches, total=len(loader), desc=desc, leave=False,
@@ -280,8 +316,14 @@ def evaluate(module: torch.nn.Module, loader: AudioLoader, device: torch.device,
             batch = batch.to(device)
             out = module(batch)
             totals.add_batch(out, len(batch), batch.audio.shape[0] * batch.audio.shape[-1])
+            bad.append(~torch.isfinite(out.loss.detach()).all())
     totals.seconds = time.time() - start
-    return totals.reduced(info).stats(len(loader), False)
+    stats = totals.reduced(info).stats(len(loader), False)
+    if stats.nonfinite_batches:  # (every rank knows the sum): name the files of those batches
+        local = torch.stack(bad).nonzero().flatten().tolist() if bad else []
+        stats.nonfinite_files = files_union(gather_objects(loader.files_of_batches(local),
+                                                           info))
+    return stats
 
 
 # --------------------------------------------------------------------------------------------
@@ -491,6 +533,7 @@ class Trainer:
         self.run, self.step_module, self.updater = run, step_module, updater
         self.train_loader, self.val_loader, self.device = train_loader, val_loader, device
         self.hooks, self.nonfinite, self.logging_step = hooks, nonfinite, logging_step
+        nonfinite.batch_files = train_loader.files_of_batches  # to name a bad batch's files
         self._signals = signals  # installed for the whole process: a signal during setup
         #                          stops the run after its first update, checkpointed
         self._vote = FlagVote(run.info, n_flags=2)
@@ -516,12 +559,25 @@ class Trainer:
             last = ckpt.list_checkpoints(run.run_dir) if run.run_dir else []
             retry = "a lower --learningRate or --clip_grad_norm, or --allow_nan_steps K to " \
                     "skip such batches"
+            audio = f". {exc.suspect}" if exc.suspect else ""
             if last:
                 raise NonFiniteLoss(f"{exc}; last good checkpoint: {last[-1][1]}. Rerun the "
-                                    f"command to resume from it, perhaps with {retry}") from None
+                                    f"command to resume from it, perhaps with {retry}{audio}"
+                                    ) from None
             raise NonFiniteLoss(f"{exc}, before any checkpoint was written: start again with "
-                                f"{retry}") from None
+                                f"{retry}{audio}") from None
+        self._warn_if_never_finite()
         return run.logs
+
+    def _warn_if_never_finite(self) -> None:
+        """Say so when no epoch of the run had a finite validation loss: then no
+        ``checkpoint_best.pt`` and no ``best_epoch`` exist (the run still ends with status 0:
+        its epoch checkpoints are written)."""
+        losses = self.run.logs.get("loss_val", [])
+        if self.run.info.is_main and losses and not any(math.isfinite(x) for x in losses):
+            print(f"warning: no epoch had a finite validation loss ({len(losses)} epoch(s), "
+                  f"see the warnings above): no best epoch, and no checkpoint_best.pt was "
+                  f"written", file=sys.stderr, flush=True)
 
     # -- one epoch -----------------------------------------------------------------------------
     def _epoch(self, epoch: int, cut: dict | None) -> bool:
@@ -686,11 +742,23 @@ class Trainer:
                   f"{end.val.describe()} | {end.train.seconds:.1f} s, "
                   f"{end.train.audio_seconds / max(end.train.seconds, 1e-9):.1f} s audio/s | "
                   f"lr {end.lr:.2e}", flush=True)
+            if end.val.nonfinite_batches:
+                self._warn_non_finite_val(end)
         for hook in self.hooks:
             hook.on_epoch_end(run, end)
         record_epoch_time(run.logs, time.time() - end.started)
         self._write_logs()
         barrier(run.info)  # the other ranks wait for rank 0's probes and captures
+
+    def _warn_non_finite_val(self, end: EpochEnd) -> None:
+        """One line: how many validation batches had a non-finite loss, the files they read,
+        and whether that audio looks at fault; such an epoch is never the best one."""
+        val, files = end.val, end.val.nonfinite_files
+        suspect = suspect_audio(files)
+        print(f"warning: epoch {end.epoch} val: {val.nonfinite_batches} batch(es) have a "
+              f"non-finite loss{read_from(files)}: the validation loss is "
+              f"{val.loss}, and this epoch cannot be the best one"
+              + (f". {suspect}" if suspect else ""), file=sys.stderr, flush=True)
 
     def _write_logs(self) -> None:
         if self.run.run_dir:

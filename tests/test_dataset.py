@@ -65,7 +65,7 @@ def test_cache_is_json_not_pickle(tree):
     files = list(ds.cache_dir().glob("listing_*.json"))
     assert len(files) == 1
     import json
-    assert json.loads(files[0].read_text())["version"] == 1
+    assert json.loads(files[0].read_text())["version"] == ds._CACHE_VERSION
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "wrong_ext"])

@@ -205,7 +205,9 @@ def test_upstream_measures_its_minimum_length(run_dir, tmp_path):
     ([torch.zeros(3200, dtype=torch.int16)], r"wav 0 has dtype torch.int16: expected float"),
     ([torch.zeros(3200), torch.zeros(3200), torch.zeros(100)],
      "wav 2 has 100 samples: the model needs at least 159"),
-    ([torch.zeros(3200), torch.full((1600,), float("nan"))], "wav 1 holds NaN or infinite"),
+    ([torch.zeros(3200), torch.cat([torch.zeros(7), torch.full((1600,), float("nan")),
+                                    torch.full((2,), float("inf"))])],
+     r"wav 1 holds 1600 NaN / 2 infinite samples \(first at sample 7\)"),
     ([[0.0] * 3200], "wav 0 is a list, not a torch.Tensor"),
 ])
 def test_upstream_checks_its_input(run_dir, wavs, message):

@@ -188,6 +188,15 @@ def count_batches(pack: Pack, sampling_type: str, size_window: int, batch_size: 
     return int(np.sum(-(-windows // batch_size)))
 
 
+def window_seq_ids(pack: Pack, starts: Sequence[int], size_window: int) -> list[int]:
+    """The files (dataset indices, sorted) that the windows starting at ``starts`` samples of
+    ``pack`` cover: a window may span several glued files."""
+    starts = np.asarray(starts, dtype=np.int64)
+    first = np.searchsorted(pack.seq_starts, starts, side="right") - 1
+    last = np.searchsorted(pack.seq_starts, starts + size_window - 1, side="right") - 1
+    return sorted({int(i) for a, b in zip(first, last) for i in pack.seq_ids[a:b + 1]})
+
+
 def too_short(packs: Sequence[Pack], sampling_type: str, size_window: int) -> tuple[int, int]:
     """Stretches (speakers, files or packs) shorter than one window, which no window covers:
     how many, and their samples."""

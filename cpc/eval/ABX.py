@@ -131,7 +131,11 @@ def gather_item_frames(items: ItemFile, load: Callable[[str], np.ndarray | torch
 
 def first_files(items: ItemFile, n_files: int) -> ItemFile:
     """The items of the first ``n_files`` files named in the item file (``--debug``)."""
-    kept_files = set(list(dict.fromkeys(items.file))[:n_files])
+    return items_of_files(items, set(list(dict.fromkeys(items.file))[:n_files]))
+
+
+def items_of_files(items: ItemFile, kept_files: set[str]) -> ItemFile:
+    """The items of the files ``kept_files``, in their order."""
     keep = [i for i, name in enumerate(items.file) if name in kept_files]
     return ItemFile(items.path, [items.file[i] for i in keep], items.onset[keep],
                     items.offset[keep], [items.phone[i] for i in keep],
@@ -205,7 +209,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _feature_loader(args: argparse.Namespace, items: ItemFile, device: torch.device
-                    ) -> Callable[[str], np.ndarray | torch.Tensor]:
+                    ) -> tuple[Callable[[str], np.ndarray | torch.Tensor], ItemFile]:
+    """How to load a file's features, and the items left to score: from_checkpoint checks
+    the audio of the item file's files first, and ``--bad_audio skip`` drops the items of
+    files holding NaN or infinite samples."""
+    from cpc.audio_check import screen_by_stem
     from cpc.eval.build_zeroSpeech_features import (build_feature_maker, list_files_by_stem,
                                                     read_features)
     from cpc.feature_loader import buildFeature
@@ -213,12 +221,15 @@ def _feature_loader(args: argparse.Namespace, items: ItemFile, device: torch.dev
     if args.load == "from_pre_computed":
         files = list_files_by_stem(args.path_features, args.file_extension)
         _require_files(items, files, f"{args.file_extension} features in {args.path_features}")
-        return lambda name: read_features(files[name])
+        return (lambda name: read_features(files[name])), items
     files = list_files_by_stem(args.path_dataset, args.file_extension)
     _require_files(items, files, f"{args.file_extension} audio in {args.path_dataset}")
+    files = screen_by_stem({name: files[name] for name in dict.fromkeys(items.file)},
+                           args.bad_audio)
     maker = build_feature_maker(args.path_checkpoint, args.get_encoded, device=device)
-    return lambda name: buildFeature(maker, files[name], strict=args.strict,
-                                     maxSizeSeq=args.max_size_seq, seqNorm=args.seq_norm)[0]
+    return (lambda name: buildFeature(maker, files[name], strict=args.strict,
+                                      maxSizeSeq=args.max_size_seq, seqNorm=args.seq_norm)[0]
+            ), items_of_files(items, set(files))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             items = read_item_file(args.path_item_file)
             if args.debug:
                 items = first_files(items, 1000)
-            frames, item_ids, skipped = gather_item_frames(
-                items, _feature_loader(args, items, device), args.feature_size)
+            load, items = _feature_loader(args, items, device)
+            frames, item_ids, skipped = gather_item_frames(items, load, args.feature_size)
             print(f"{len(item_ids)} items, {frames.shape[0]} frames of dimension "
                   f"{frames.shape[1]}"
                   + (f"; {skipped} items cover no frame and are skipped" if skipped else ""))

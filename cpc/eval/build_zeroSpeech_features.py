@@ -46,6 +46,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from cpc.audio_check import screen_by_stem
 from cpc.dataset import DataError
 from cpc.utils.files import check_output_dir, exclusive_lock
 from cpc.feature_loader import buildFeature, loadModel
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                            "by cpc/eval/linear_separability.py (OUT/probes/phone/best_probe.pt)")
         check_output_dir(args.pathOut, "pathOut")
         device = select_device(args.device)
-        files = list_files_by_stem(args.pathDB, args.file_extension)
+        files = screen_by_stem(list_files_by_stem(args.pathDB, args.file_extension),
+                               args.bad_audio)
         feature_maker = build_feature_maker(args.checkpoint, args.get_encoded, args.gru_level, device)
         feature_maker.train(args.train_mode)
         written, skipped = export_features(feature_maker, files, args.pathOut, args.format,

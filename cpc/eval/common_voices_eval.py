@@ -34,6 +34,7 @@ import random
 
 import torch
 
+from cpc.audio_check import screen_by_stem
 from cpc.eval.build_zeroSpeech_features import list_files_by_stem
 from cpc.eval.phone_recognition import (CHECKPOINT, CTCPhoneRecognizer, RecognizerConfig,
                                         phone_error_rates, train_recognizer)
@@ -77,6 +78,14 @@ def make_recognizer(model: torch.nn.Module, n_phones: int, args: argparse.Namesp
                               args.dropout)
 
 
+def good_audio(files: dict[str, Path], parts: tuple[list[str], ...], bad_audio: str
+               ) -> list[list[str]]:
+    """Each list of stems of ``parts`` after the audio check of :mod:`cpc.audio_check`:
+    ``--bad_audio skip`` leaves out the files holding NaN or infinite samples."""
+    kept = screen_by_stem({stem: files[stem] for part in parts for stem in part}, bad_audio)
+    return [[stem for stem in part if stem in kept] for part in parts]
+
+
 def train(args: argparse.Namespace) -> dict:
     """The ``train`` sub-command: returns the epoch records."""
     check_train_args(args)
@@ -92,6 +101,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.debug:
         random.Random(args.seed).shuffle(train_stems)
         train_stems, val_stems = train_stems[:1000], val_stems[:100]
+    train_stems, val_stems = good_audio(files, (train_stems, val_stems), args.bad_audio)
     model = build_model(args.pathCheckpoint, not args.no_pretraining, args.seed).to(device)
     torch.manual_seed(args.seed)
     recognizer = make_recognizer(model, n_phones, args).to(device)
@@ -133,6 +143,7 @@ def per(args: argparse.Namespace) -> dict:
                           f"{out / CHECKPOINT} knows {state['n_phones']} phones")
     files = list_files_by_stem(path_db, extension)
     stems = select_stems(path_test, files, labels, path_phone)[:100 if args.debug else None]
+    stems, = good_audio(files, (stems,), args.bad_audio)
     model = build_model(trained["pathCheckpoint"], False, trained["seed"])
     model.load_state_dict(state["model"])
     recognizer = make_recognizer(model, state["n_phones"], argparse.Namespace(**trained))

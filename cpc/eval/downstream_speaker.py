@@ -40,8 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cpc.dataset import (DataError, check_speaker_classes, check_speaker_level, filterSeqs,
-                         findAllSeqs, read_audio)
+from cpc.dataset import (DataError, check_speaker_classes, check_speaker_level,
+                         drop_bad_audio, filterSeqs, findAllSeqs, read_audio)
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
 from cpc.utils.errors import ConfigError
@@ -55,12 +55,14 @@ class Utterance:
     n_samples: int
 
 
-def list_utterances(path_db: str | Path, path_train: str | Path, path_val: str | Path, extension: str
-                    ) -> tuple[list[Utterance], list[Utterance], list[str]]:
-    """Training and validation files labelled by training speaker, and the speaker names."""
+def list_utterances(path_db: str | Path, path_train: str | Path, path_val: str | Path, extension: str,
+                    bad_audio: str = "refuse") -> tuple[list[Utterance], list[Utterance], list[str]]:
+    """Training and validation files labelled by training speaker, and the speaker names
+    (files holding NaN or infinite samples refused or, with ``bad_audio`` skip, left out)."""
     seqs, speaker_names = findAllSeqs(path_db, extension)
     check_speaker_level(path_db, seqs, speaker_names)
-    train, val = filterSeqs(path_train, seqs), filterSeqs(path_val, seqs)
+    train, val = drop_bad_audio(path_db, (filterSeqs(path_train, seqs),
+                                          filterSeqs(path_val, seqs)), bad_audio)
     check_speaker_classes(train, val, speaker_names, str(path_train), str(path_val))
     speakers = sorted({seq.speaker for seq in train})
     label = {speaker: i for i, speaker in enumerate(speakers)}
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             device = select_device(args.device)
             torch.manual_seed(args.seed)
             train, val, speakers = list_utterances(args.pathDB, args.pathTrain, args.pathVal,
-                                                   args.file_extension)
+                                                   args.file_extension, args.bad_audio)
             model = loadModel([args.checkpoint], device=device)[0]
             check_lengths(train + val, args.max_seconds, min_input_samples(model))
             setup = Setup(args.get_encoded, args.pooling, int(args.max_seconds * SAMPLE_RATE),

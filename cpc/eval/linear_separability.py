@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
                                   args.pathPhone, args.sizeWindow, args.n_process_loader,
                                   args.max_size_loaded, args.seed, args.ignore_cache,
-                                  (1000, 100) if args.debug else None)
+                                  (1000, 100) if args.debug else None, args.bad_audio)
             model = build_feature_model(args.features, args.load, args.mfcc_dim,
                                         args.seed).to(device)
             probes = ([] if args.no_speaker else ["speaker", "speaker_mean"]) + \

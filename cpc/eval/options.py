@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from cpc.utils.cli import DeprecatedAlias, DocstringHelpFormatter
+from cpc.utils.cli import DeprecatedAlias, DocstringHelpFormatter, add_bad_audio_flag
 
 DEVICES = ("auto", "cpu", "cuda")
 MODES = ("within", "across")  # ABX modes
@@ -70,6 +70,7 @@ def abx_parser(description: str) -> argparse.ArgumentParser:
                            help="every chunk holds exactly --max_size_seq samples")
     from_ckpt.add_argument("--max_size_seq", type=int, default=64000,
                            help="samples per model run; longer files are cut into chunks")
+    add_bad_audio_flag(from_ckpt)
     _add_abx_common(from_ckpt)
     pre = sub.add_parser("from_pre_computed", help="read one feature file per utterance",
                          formatter_class=DocstringHelpFormatter)
@@ -107,6 +108,7 @@ def features_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--train_mode", action="store_true",
                         help="run the model in training mode (dropout active), as CPC_audio's "
                              "--train_mode")
+    add_bad_audio_flag(parser)
     compat = parser.add_argument_group(
         "CPC_audio compatibility", "CPC_audio's names of the options above; its --addCriterion "
         "is refused (no supervised classifier in these checkpoints).")
@@ -137,6 +139,7 @@ def speaker_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=8, help="files per batch")
     parser.add_argument("--max_seconds", type=float, default=10.0, help="files are cut to this length")
     parser.add_argument("--file_extension", default=".flac", help="audio extension")
+    add_bad_audio_flag(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the classifier and batch order")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when available, else CPU")
@@ -203,6 +206,7 @@ def linsep_parser(description: str) -> argparse.ArgumentParser:
                         help="only the first 1000 training and 100 validation files")
     parser.add_argument("--ignore_cache", action="store_true",
                         help="re-read every audio header instead of trusting the listing cache")
+    add_bad_audio_flag(parser)
     compat = parser.add_argument_group(
         "CPC_audio compatibility", "--n_epoch and --size_window are old names of --nEpoch and "
         "--sizeWindow.")
@@ -272,6 +276,7 @@ def common_voices_parser(description: str) -> argparse.ArgumentParser:
                        help="the encoder output instead of the contexts")
     train.add_argument("--seed", type=int, default=0,
                        help="seed of the recogniser, the batch order and the splits")
+    add_bad_audio_flag(train)
     train.add_argument("--device", choices=DEVICES, default="auto",
                        help="auto: CUDA when available, else CPU")
     per = sub.add_parser("per", help="phone error rate of a trained recogniser",
@@ -291,6 +296,7 @@ def common_voices_parser(description: str) -> argparse.ArgumentParser:
                      help="greedy: best path (repeats collapsed, blanks dropped); beam: prefix "
                           "beam search, CPC_audio's")
     per.add_argument("--beam_width", type=int, default=20, help="prefixes kept by --decoding beam")
+    add_bad_audio_flag(per)
     per.add_argument("--device", choices=DEVICES, default="auto",
                      help="auto: CUDA when available, else CPU")
     return parser

@@ -40,7 +40,7 @@ import argparse
 import numpy as np
 import torch
 
-from cpc.dataset import findAllSeqs, filterSeqs
+from cpc.dataset import drop_bad_audio, findAllSeqs, filterSeqs
 from cpc.units.clusters import args_path, clustering_content, load_clustering, save_clustering
 from cpc.units.features import build_feature_maker, cache_features, model_weights
 from cpc.units.kmeans import ArrayFrames, KMeansConfig, KMeansState, fit
@@ -79,7 +79,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def list_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
-    """``(stem, path)`` of the audio files to cluster (--seqList, --debug applied)."""
+    """``(stem, path)`` of the audio files to cluster (--seqList, --debug, --bad_audio
+    applied)."""
     seqs, _ = findAllSeqs(args.pathDB, extension=args.extension, speaker_level=args.recursionLevel)
     if args.seqList is not None:
         seqs = filterSeqs(args.seqList, seqs)
@@ -87,6 +88,7 @@ def list_files(args: argparse.Namespace) -> list[tuple[str, Path]]:
         seqs = list(seqs)
         random.Random(args.seed).shuffle(seqs)
         seqs = seqs[:DEBUG_FILES]
+    seqs, = drop_bad_audio(args.pathDB, (seqs,), args.bad_audio)
     return [(seq.stem, Path(args.pathDB) / seq.path) for seq in seqs]
 
 

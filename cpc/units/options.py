@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from cpc.utils.cli import DocstringHelpFormatter
+from cpc.utils.cli import DocstringHelpFormatter, add_bad_audio_flag
 
 FEATURE_SOURCES = ("checkpoint", "random_init", "mfcc")
 DEVICES = ("auto", "cpu", "cuda")
@@ -61,6 +61,7 @@ def cluster_parser(description: str) -> argparse.ArgumentParser:
                         help="directory levels of the speaker in pathDB (listing only)")
     parser.add_argument("--extension", default=".flac", help="audio file extension")
     parser.add_argument("--seqList", default=None, help="file of stems to use; without it, every file")
+    add_bad_audio_flag(parser)
     parser.add_argument("--sizeWindow", type=int, default=10240,
                         help="samples per model run: files are cut into chunks of this size")
     parser.add_argument("--debug", action="store_true", help="use 1000 randomly chosen files")
@@ -123,6 +124,7 @@ def quantize_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("pathDB", help="directory searched recursively for audio files")
     parser.add_argument("pathOutputDir", help="output directory")
     parser.add_argument("--pathSeq", default=None, help="file of stems to quantize; without it, every file")
+    add_bad_audio_flag(parser)
     parser.add_argument("--split", default=None,
                         help="quantize part I of N only, written as I-N (1 <= I <= N)")
     parser.add_argument("--file_extension", default="wav", help="audio file extension")

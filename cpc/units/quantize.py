@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cpc.audio_check import screen_by_stem
 from cpc.dataset import DataError, read_split_list, warn_missing_stems
 from cpc.eval.build_zeroSpeech_features import list_files_by_stem
 from cpc.feature_loader import buildFeature
@@ -143,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{output}: {len(done)} files already quantized, {len(stems)} left")
     if not stems and not output.exists():
         raise DataError(f"no file to quantize under {args.pathDB} (check --pathSeq / --split)")
+    files = screen_by_stem({stem: files[stem] for stem in stems}, args.bad_audio)
+    stems = list(files)
     clustering = load_clustering(args.pathClusteringCheckpoint)
     device = select_device(args.device)
     maker = feature_maker_of(clustering, args.pathClusteringCheckpoint).to(device)

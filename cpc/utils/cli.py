@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
+from cpc.utils.constants import BAD_AUDIO_CHOICES
+
 HELP_FLAGS = frozenset({"-h", "--help"})
 
 
@@ -47,6 +49,15 @@ class DeprecatedAlias(argparse.Action):
                  values: Any, option_string: str | None = None) -> None:
         print(f"warning: {option_string} is deprecated; use {self.replacement}", file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def add_bad_audio_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--bad_audio``, the same on every command line that reads audio (see
+    :mod:`cpc.audio_check`)."""
+    parser.add_argument("--bad_audio", choices=BAD_AUDIO_CHOICES, default="refuse",
+                        help="files holding NaN or infinite samples (float WAV): refuse them "
+                             "(one error naming every one, before anything is written) or "
+                             "skip them with a warning naming each")
 
 
 def answer_help(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:

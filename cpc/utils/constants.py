@@ -12,3 +12,6 @@ SAMPLING_TYPES = ("samespeaker", "samesequence", "uniform", "sequential")
 
 # --precision: the forward's floating-point format (cpc.precision)
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+# --bad_audio: what a tool does with a file holding NaN or infinite samples (cpc.audio_check)
+BAD_AUDIO_CHOICES = ("refuse", "skip")

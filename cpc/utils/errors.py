@@ -9,6 +9,10 @@ class ConfigError(CPCError):
     """Flags that contradict each other, a saved run, or the data."""
 
 
+class DataError(CPCError):
+    """A problem with the user's data or data flags; the message names the file or flag."""
+
+
 class CheckpointError(CPCError):
     """A checkpoint (or other run file) that is missing, unreadable, or from a newer format."""
 
