@@ -80,17 +80,28 @@ class CollapseGuard:
             self._snapshot = snapshot(self.training.state(epoch=-1))
             self._snapshot_rollbacks = self.rollbacks
 
-    def figures(self, metrics: dict[str, float]) -> str:
+    def figures(self, metrics: dict[str, float], part: str = "encoder") -> str:
+        """The loss and the figures that show ``part`` (encoder or context) collapsed."""
         chance = f" (chance {self.chance_loss:.4g})" if self.chance_loss is not None else ""
         margin = f", score margin {metrics['score_margin']:.2g}" if "score_margin" in metrics \
             else ""
-        return (f"loss {metrics['loss']:.4g}{chance}, z cosine across windows "
-                f"{metrics['z_cos_across']:.3f}, dead units {100 * metrics['dead_units']:.0f}%"
-                f"{margin}")
+        if part == "context":
+            saturated = f", saturated {100 * metrics['saturated']:.0f}%" \
+                if "saturated" in metrics else ""
+            shown = (f"context cosine across windows {metrics['c_cos_across']:.3f}{saturated} "
+                     f"(the context network, not the encoder: z cosine "
+                     f"{metrics['z_cos_across']:.3f})")
+        else:
+            shown = (f"z cosine across windows {metrics['z_cos_across']:.3f}, dead units "
+                     f"{100 * metrics['dead_units']:.0f}%")
+        return f"loss {metrics['loss']:.4g}{chance}, {shown}{margin}"
 
     def after_check(self, metrics: dict[str, float], step: int, epoch: int) -> dict | None:
         """Act on one check; returns the logged event (None when nothing happened)."""
-        if not self.rule.is_collapsed(metrics, self.chance_loss):
+        if not self.rule.is_conclusive(metrics):
+            return None  # no verdict: the streak and the healthy copy stay as they are
+        part = self.rule.collapsed_part(metrics, self.chance_loss)
+        if part is None:
             recovered = self.streak >= self.rule.patience
             self.streak = 0
             self.keep_healthy_state()
@@ -102,20 +113,24 @@ class CollapseGuard:
         self.streak += 1
         if self.streak != self.rule.patience:
             return None  # not yet confirmed, or already reported
-        where = f"collapse detected at step {step} (epoch {epoch}): {self.figures(metrics)}"
+        where = (f"collapse detected at step {step} (epoch {epoch}): "
+                 f"{self.figures(metrics, part)}")
         if self.mode == "warn":
             return self._event("warn", step, epoch, metrics,
-                               f"warning: {where}; training goes on (--on_collapse warn)")
+                               f"warning: {where}; training goes on (--on_collapse warn)",
+                               part=part)
         if self.mode == "rollback" and self._snapshot is not None \
                 and self.rollbacks < self.max_rollbacks:
-            return self._rollback(step, epoch, metrics, where)
+            return self._rollback(step, epoch, metrics, where, part)
         self.stop_requested = True
         why = "--on_collapse stop" if self.mode == "stop" else \
             f"{self.rollbacks} rollbacks did not help (--max_rollbacks {self.max_rollbacks})" \
             if self._snapshot is not None else "no healthy state to roll back to"
-        return self._event("stop", step, epoch, metrics, f"{where}; stopping ({why})")
+        return self._event("stop", step, epoch, metrics, f"{where}; stopping ({why})",
+                           part=part)
 
-    def _rollback(self, step: int, epoch: int, metrics: dict[str, float], where: str) -> dict:
+    def _rollback(self, step: int, epoch: int, metrics: dict[str, float], where: str,
+                  part: str) -> dict:
         self.training.load(self._snapshot)
         self.rollbacks += 1
         factor = self.lr_factor ** (self.rollbacks - self._snapshot_rollbacks)
@@ -127,11 +142,12 @@ class CollapseGuard:
         return self._event("rollback", step, epoch, metrics,
                            f"{where}; rolled back to the last healthy state, learning rate now "
                            f"{lr:.3g}, new data order (rollback {self.rollbacks} of at most "
-                           f"{self.max_rollbacks})", rollback=self.rollbacks, lr=lr)
+                           f"{self.max_rollbacks})", rollback=self.rollbacks, lr=lr, part=part)
 
     def _event(self, action: str, step: int, epoch: int, metrics: dict[str, float],
                message: str, **extra: Any) -> dict:
         event = {"action": action, "step": step, "epoch": epoch, "message": message,
-                 "loss": metrics["loss"], "z_cos_across": metrics["z_cos_across"], **extra}
+                 "loss": metrics["loss"], "z_cos_across": metrics["z_cos_across"],
+                 "c_cos_across": metrics.get("c_cos_across", float("nan")), **extra}
         self.events.append(event)
         return event

@@ -282,9 +282,11 @@ def add_health_args(parser: argparse.ArgumentParser) -> None:
         "Training health", "Every --logging_step steps and at every epoch end: cosine of random "
         "pairs of encoded / context frames, dead encoder units, saturated context units, "
         "gradient norm per part and the positive-minus-negative score margin, into "
-        "checkpoint_logs.json and TensorBoard (health/...). A collapse (encoded frames of "
-        "different windows nearly parallel and the loss back at chance, on --collapse_patience "
-        "consecutive checks) is acted on per --on_collapse.")
+        "checkpoint_logs.json and TensorBoard (health/...). A collapse (the loss back at chance "
+        "and either the encoded frames of different windows nearly parallel or most encoder "
+        "units dead, or the context vectors of different windows nearly parallel with most LSTM "
+        "/ GRU outputs saturated, on --collapse_patience consecutive checks) is acted on per "
+        "--on_collapse.")
     group.add_argument("--on_collapse", type=str, default="rollback", choices=ON_COLLAPSE,
                        help="rollback: restore the last healthy state kept in memory, multiply "
                             "the learning rate by --rollback_lr_factor, draw a new data order "
@@ -293,6 +295,15 @@ def add_health_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--collapse_cosine", type=float, default=CollapseRule.cosine,
                        help="Mean cosine of encoded frames of different windows from which a "
                             "check counts as collapsed (with the loss at chance).")
+    group.add_argument("--collapse_context_cosine", type=float,
+                       default=CollapseRule.context_cosine,
+                       help="Mean cosine of context vectors of different windows from which a "
+                            "check counts as a collapse of the context network (with the loss "
+                            "at chance and --collapse_saturated).")
+    group.add_argument("--collapse_saturated", type=float, default=CollapseRule.saturated,
+                       help="Fraction of LSTM / GRU context outputs above 0.95 in absolute "
+                            "value that a context collapse also needs (other context networks: "
+                            "the cosine alone).")
     group.add_argument("--collapse_patience", type=int, default=CollapseRule.patience,
                        help="Consecutive collapsed checks that declare a collapse.")
     group.add_argument("--rollback_lr_factor", type=float, default=0.5,

@@ -222,6 +222,7 @@ NUMBER_RANGES = (
         "CPCCTCLossTemp", "dist_timeout_minutes")),
     *((dest, 0, 1, True) for dest in ("beta1", "beta2", "linsep_beta1", "linsep_beta2")),
     ("rollback_lr_factor", 0, 1, False), ("collapse_cosine", 0, 1, False),
+    ("collapse_context_cosine", 0, 1, False), ("collapse_saturated", 0, 1, True),
 )
 
 

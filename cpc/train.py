@@ -179,7 +179,9 @@ def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
                             seed=run.seed, device=device)
     chance = getattr(training.criterion, "chance_loss", lambda: None)()  # PASE: no chance level
     guard = CollapseGuard(
-        args.on_collapse, CollapseRule(args.collapse_cosine, patience=args.collapse_patience),
+        args.on_collapse, CollapseRule(args.collapse_cosine, args.collapse_context_cosine,
+                                       args.collapse_saturated,
+                                       patience=args.collapse_patience),
         chance, training, lambda n: setattr(run, "data_generation", n), args.rollback_lr_factor,
         args.max_rollbacks, rollbacks=sum(e["action"] == "rollback"
                                           for e in run.logs.get("collapse_events", [])))

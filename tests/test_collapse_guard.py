@@ -52,6 +52,31 @@ def test_rule(metrics, collapsed):
     assert CollapseRule().is_collapsed(metrics, CHANCE) is collapsed
 
 
+CONTEXT_COLLAPSED = {**HEALTHY, "loss": 9.99, "c_cos_across": 0.9995, "saturated": 0.8}
+
+
+@pytest.mark.parametrize("metrics, part", [
+    (CONTEXT_COLLAPSED, "context"),
+    ({**CONTEXT_COLLAPSED, "loss": 9.0}, None),  # learning
+    ({**CONTEXT_COLLAPSED, "saturated": 0.2}, None),  # LSTM outputs still in range
+    ({**CONTEXT_COLLAPSED, "c_cos_across": 0.9}, None),  # contexts still differ
+    ({key: v for key, v in CONTEXT_COLLAPSED.items() if key != "saturated"}, "context"),
+    ({**CONTEXT_COLLAPSED, "z_cos_across": 0.999}, "encoder"),  # the encoder is named first
+    ({**CONTEXT_COLLAPSED, "loss": float("nan")}, None)])
+def test_rule_for_the_context_network(metrics, part):
+    """The context part: contexts of different windows parallel, LSTM / GRU outputs saturated
+    (other context networks have no saturation figure: the cosine alone), loss at chance."""
+    assert CollapseRule().collapsed_part(metrics, CHANCE) == part
+
+
+def test_a_context_collapse_names_the_context_figures():
+    guard, _, _ = make_guard("warn", patience=1)
+    event = guard.after_check(CONTEXT_COLLAPSED, 10, 0)
+    assert event["part"] == "context" and event["c_cos_across"] == 0.9995
+    assert "context cosine across windows 1.000, saturated 80% (the context network, not the " \
+        "encoder: z cosine 0.500)" in event["message"]
+
+
 def test_without_a_chance_level_the_encoder_figures_decide():
     assert CollapseRule().is_collapsed({**COLLAPSED, "loss": 0.1}, None)
     assert not CollapseRule().is_collapsed({**HEALTHY, "loss": 99.0}, None)
@@ -118,3 +143,22 @@ def test_rollback_without_a_healthy_state_stops():
     guard, _, _ = make_guard("rollback", patience=1)
     assert guard.after_check(COLLAPSED, 1, 0)["action"] == "stop"
     assert "no healthy state" in guard.events[-1]["message"]
+
+
+def test_a_check_without_a_verdict_neither_breaks_a_streak_nor_becomes_the_healthy_state():
+    """A batch of one window has no cosine across windows (NaN), as on a corpus of one file per
+    speaker with same-speaker batches; a NaN loss is no verdict either. Such checks used to
+    count as healthy: the streak restarted and the state after them became the rollback
+    target."""
+    guard, training, _ = make_guard("rollback", patience=2)
+    guard.after_check(HEALTHY, 10, 0)
+    healthy_weight = training.model.weight.detach().clone()
+    assert guard.after_check(COLLAPSED, 20, 0) is None
+    with torch.no_grad():
+        training.model.weight.fill_(123.0)  # the collapsed state
+    assert guard.after_check({**COLLAPSED, "z_cos_across": float("nan"),
+                              "c_cos_across": float("nan")}, 30, 0) is None
+    assert guard.after_check({**HEALTHY, "loss": float("nan")}, 35, 0) is None
+    event = guard.after_check(COLLAPSED, 40, 0)
+    assert event["action"] == "rollback"
+    assert torch.equal(training.model.weight, healthy_weight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from cpc.run_log import record_health, truncate_logs
 from cpc.utils import checkpoint as ckpt
@@ -105,3 +106,26 @@ def test_logs_of_older_runs_gain_aligned_health_lists():
     kept = truncate_logs(logs, 1)
     assert kept["health_loss"] == logs["health_loss"][:2]
     assert kept["health_steps"] == [{"epoch": 0, "step": 5}] and kept["collapse_events"] == []
+
+
+def test_a_context_network_stuck_in_saturation_is_declared_collapsed(tiny_corpus, tmp_path,
+                                                                      capsys):
+    """The natural-speech failure of CPC_audio's recipe: the encoder still differs between
+    windows, but every LSTM output sits at +-1, so the contexts are one vector and the loss
+    stays at chance. Forced here by loading weights whose LSTM gate biases are +30 (every gate
+    open, the cell growing by one a step): saturated units pass no gradient, so it stays."""
+    trained = tmp_path / "trained"
+    assert run(corpus_args(tiny_corpus) + SMALL + ["--pathCheckpoint", trained,
+                                                   "--nEpoch", "1"]) == 0
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(trained)[-1][1])
+    state["gEncoder"]["gAR.baseNet.bias_ih_l0"] += 30.0
+    saturated = tmp_path / "saturated.pt"
+    torch.save(state, saturated)
+    out = tmp_path / "run"
+    assert run(corpus_args(tiny_corpus) + SMALL + [
+        "--pathCheckpoint", out, "--nEpoch", "1", "--load", saturated, "--on_collapse", "warn",
+        "--logging_step", "5", "--collapse_patience", "2"]) == 0
+    events = logs_of(out)["collapse_events"]
+    assert events[0]["action"] == "warn" and events[0]["part"] == "context"
+    assert events[0]["z_cos_across"] < 0.99 and events[0]["c_cos_across"] >= 0.99
+    assert "context cosine across windows" in capsys.readouterr().err
