@@ -15,11 +15,12 @@ ON_COLLAPSE = ("rollback", "stop", "warn")
 class CollapseRule:
     """A check is collapsed when the loss is back at chance and either part of the model has
     stopped carrying information: the encoder (its frames nearly parallel across windows, or
-    most units dead) or the context network (its vectors nearly parallel across windows and,
-    for LSTM / GRU contexts, most of its outputs saturated)."""
+    most units dead) or an LSTM / GRU context network (its vectors nearly parallel across
+    windows and most of its outputs saturated at +-1, where they pass no gradient; other
+    context networks have no saturation figure, and no measured collapse to calibrate on)."""
 
     cosine: float = 0.99
-    context_cosine: float = 0.99
+    context_cosine: float = 0.95
     saturated: float = 0.5
     chance_tolerance: float = 0.05
     patience: int = 3
@@ -42,7 +43,7 @@ class CollapseRule:
                 or metrics.get("dead_units", math.nan) >= self.dead_fraction):
             return "encoder"
         if metrics.get("c_cos_across", math.nan) >= self.context_cosine \
-                and metrics.get("saturated", math.inf) >= self.saturated:
+                and metrics.get("saturated", math.nan) >= self.saturated:
             return "context"
         return None
 

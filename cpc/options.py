@@ -284,8 +284,8 @@ def add_health_args(parser: argparse.ArgumentParser) -> None:
         "gradient norm per part and the positive-minus-negative score margin, into "
         "checkpoint_logs.json and TensorBoard (health/...). A collapse (the loss back at chance "
         "and either the encoded frames of different windows nearly parallel or most encoder "
-        "units dead, or the context vectors of different windows nearly parallel with most LSTM "
-        "/ GRU outputs saturated, on --collapse_patience consecutive checks) is acted on per "
+        "units dead, or the LSTM / GRU context vectors of different windows nearly parallel with "
+        "most outputs saturated, on --collapse_patience consecutive checks) is acted on per "
         "--on_collapse.")
     group.add_argument("--on_collapse", type=str, default="rollback", choices=ON_COLLAPSE,
                        help="rollback: restore the last healthy state kept in memory, multiply "
@@ -302,8 +302,8 @@ def add_health_args(parser: argparse.ArgumentParser) -> None:
                             "at chance and --collapse_saturated).")
     group.add_argument("--collapse_saturated", type=float, default=CollapseRule.saturated,
                        help="Fraction of LSTM / GRU context outputs above 0.95 in absolute "
-                            "value that a context collapse also needs (other context networks: "
-                            "the cosine alone).")
+                            "value that a context collapse also needs (other context networks "
+                            "have no such figure: only the encoder's collapse is detected).")
     group.add_argument("--collapse_patience", type=int, default=CollapseRule.patience,
                        help="Consecutive collapsed checks that declare a collapse.")
     group.add_argument("--rollback_lr_factor", type=float, default=0.5,
