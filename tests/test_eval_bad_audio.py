@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cpc.dataset import parseSeqLabels, read_split_list
 from cpc.eval import ABX
@@ -19,20 +18,15 @@ from cpc.eval import common_voices_eval as cv
 from cpc.eval import downstream_speaker as ds
 from cpc.eval import linear_separability as linsep
 from cpc.eval.make_abx_items import make_items, read_phone_symbols, write_item_file
-from cpc.model import build_model
 from cpc.units import cluster, quantize
 from tests.test_bad_audio import damage, float_corpus, split_file
 from tests.test_eval_bad_input import assert_one_error_line, files_under, run_main
-from tests.test_feature_loader import save_run, tiny_args
+from tests.test_feature_loader import save_random_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    args = tiny_args()
-    run = tmp_path_factory.mktemp("bad_audio_run") / "run"
-    save_run(run, args, {5: build_model(args).state_dict()})
-    return run
+    return save_random_run(tmp_path_factory.mktemp("bad_audio_run") / "run", 5)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from typing import Callable
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from cpc.dataset import parseSeqLabels, read_split_list
 from cpc.eval import ABX
@@ -20,21 +19,16 @@ from cpc.eval import downstream_speaker as ds
 from cpc.eval import linear_separability as linsep
 from cpc.eval.make_abx_items import make_items, read_phone_symbols, write_item_file
 from cpc.hub import CPCUpstream
-from cpc.model import build_model
 from cpc.utils.errors import CheckpointError
 from tests.conftest import write_tree
-from tests.test_feature_loader import save_run, tiny_args
+from tests.test_feature_loader import save_random_run
 
 Main = Callable[[list[str]], int]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    args = tiny_args()
-    run = tmp_path_factory.mktemp("bad_input_run") / "run"
-    save_run(run, args, {5: build_model(args).state_dict()})
-    return run
+    return save_random_run(tmp_path_factory.mktemp("bad_input_run") / "run", 5)
 
 
 @pytest.fixture(scope="module")

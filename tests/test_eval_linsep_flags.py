@@ -12,18 +12,13 @@ from cpc.dataset import build_datasets
 from cpc.eval import linear_separability as linsep
 from cpc.eval.linear_separability import ProbeConfig
 from cpc.feature_loader import loadModel
-from cpc.model import build_model
-from tests.test_feature_loader import save_run, tiny_args
+from tests.test_feature_loader import save_random_run
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A run directory holding a small model's checkpoint_0.pt (random weights)."""
-    torch.manual_seed(0)
-    args = tiny_args()
-    run = tmp_path_factory.mktemp("linsep_flags") / "run"
-    save_run(run, args, {0: build_model(args).state_dict()})
-    return run
+    return save_random_run(tmp_path_factory.mktemp("linsep_flags") / "run", 0)
 
 
 @pytest.fixture

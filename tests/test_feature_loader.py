@@ -36,6 +36,14 @@ def save_run(run_dir, args, states: dict[int, dict], logs: dict | None = None) -
         (run_dir / "checkpoint_logs.json").write_text(json.dumps(logs))
 
 
+def save_random_run(run_dir, epoch: int):
+    """A run directory holding a small model's checkpoint_<epoch>.pt (seeded random weights)."""
+    torch.manual_seed(0)
+    args = tiny_args()
+    save_run(run_dir, args, {epoch: build_model(args).state_dict()})
+    return run_dir
+
+
 def write_wav(path, n_samples: int, seed: int = 0, sample_rate: int = 16000, channels: int = 1) -> torch.Tensor:
     audio = np.random.default_rng(seed).uniform(-0.5, 0.5, (n_samples, channels)).astype(np.float32)
     sf.write(path, audio, sample_rate, subtype="FLOAT")
