@@ -23,26 +23,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cpc.collapse_guard import CollapseGuard  # noqa: E402
 from cpc.collapse_rule import CollapseRule  # noqa: E402
 
 
 def replay(checks: list[dict], rule: CollapseRule, chance: float | None) -> dict:
-    """The guard's decisions over ``checks``: collapsed counts per part, longest streak, and
-    the step of the first declared collapse (None if the rule never fires)."""
-    streak = longest = encoder = context = 0
-    declared = None
+    """The guard's decisions over ``checks`` (the guard itself, in ``warn`` mode, which never
+    touches a training): collapsed counts per part, longest streak, and the step of the first
+    declared collapse (None if the rule never fires)."""
+    guard = CollapseGuard("warn", rule, chance, training=None, reseed_data=None)
+    parts, longest = [], 0
     for check in checks:
-        if not rule.is_conclusive(check):
-            continue
-        part = rule.collapsed_part(check, chance)
-        encoder += part == "encoder"
-        context += part == "context"
-        streak = streak + 1 if part else 0
-        longest = max(longest, streak)
-        if streak == rule.patience and declared is None:
-            declared = check["step"]
-    return {"checks": len(checks), "encoder": encoder, "context": context, "longest": longest,
-            "declared": declared}
+        if rule.is_conclusive(check):
+            parts.append(rule.collapsed_part(check, chance))
+        guard.after_check(check, check["step"], check["epoch"])
+        longest = max(longest, guard.streak)
+    declared = next((e["step"] for e in guard.events if e["action"] == "warn"), None)
+    return {"checks": len(checks), "encoder": parts.count("encoder"),
+            "context": parts.count("context"), "longest": longest, "declared": declared}
 
 
 def checks_at(checks: list[dict], logging_step: int) -> list[dict]:
