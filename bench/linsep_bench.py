@@ -22,9 +22,11 @@ import torch  # noqa: E402
 
 from cpc.criterion import build_criterion  # noqa: E402
 from cpc.dataset import build_datasets  # noqa: E402
-from cpc.eval.linear_separability import ProbeConfig, extract_features, train_probe  # noqa: E402
 from cpc.model import build_model  # noqa: E402
 from cpc.options import build_parser  # noqa: E402
+from cpc.probes.config import ProbeConfig  # noqa: E402
+from cpc.probes.features import extract_features  # noqa: E402
+from cpc.probes.training import train_probe  # noqa: E402
 from cpc.utils.optim import build_optimizer  # noqa: E402
 from cpc.corpora.synthetic import generate_corpus  # noqa: E402
 

@@ -25,8 +25,9 @@ from cpc.capture.writer import run_capture
 from cpc.collapse_guard import CollapseGuard, TrainingCollapsed
 from cpc.criterion.base import CriterionOutput
 from cpc.dataset import AudioBatchData, CorpusData
-from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.health import HealthMonitor, describe as describe_health
+from cpc.probes.config import ProbeConfig
+from cpc.probes.run import format_metrics, run_probes
 from cpc.run_log import (LINSEP_LOG_KEYS, comparable_val_losses, is_new_best, record_capture,
                          record_health, record_linsep, record_tagged)
 from cpc.stats import StatsCollector, parse_stats_spec

@@ -40,13 +40,14 @@ from cpc.criterion import build_criterion
 from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
 from cpc.dataset import (AudioBatchData, AudioLoader, CorpusData, build_capture_dataset,
                          build_corpus_data, select_corpus)
-from cpc.eval.linear_separability import ProbeConfig, check_probe_corpus
 from cpc.health import SATURATING_CONTEXTS, HealthMonitor
 from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook, ProbeHook,
                        ProbeSettings, capture_epoch, probe_model)
 from cpc.model import build_model
 from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
 from cpc.precision import loss_scaler, set_tf32
+from cpc.probes.config import ProbeConfig
+from cpc.probes.run import check_probe_corpus
 from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags, criterion_name,
                             device_name, output_dirs, parse_args, resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs

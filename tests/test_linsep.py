@@ -10,7 +10,10 @@ import torch.nn.functional as F
 
 from cpc import train
 from cpc.eval import linear_separability as linsep
-from cpc.eval.linear_separability import FeatureSet, ProbeConfig, train_probe
+from cpc.probes.config import ProbeConfig
+from cpc.probes.features import FeatureSet
+from cpc.probes.run import run_probes
+from cpc.probes.training import train_probe
 from tests.test_train import SMALL, corpus_args
 
 N_SPK, N_PH, T = 4, 6, 12
@@ -76,9 +79,9 @@ def test_probes_leave_the_callers_random_stream_alone(tiny_corpus):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    metrics = linsep.run_probes(CPCModel(MFCCEncoder(13), NoAR(13)), data.train, data.val,
-                                ["speaker", "phone"], len(data.speakers), data.n_phones,
-                                ProbeConfig(n_epochs=2), torch.device("cpu"), 8)
+    metrics = run_probes(CPCModel(MFCCEncoder(13), NoAR(13)), data.train, data.val,
+                         ["speaker", "phone"], len(data.speakers), data.n_phones,
+                         ProbeConfig(n_epochs=2), torch.device("cpu"), 8)
     assert torch.equal(torch.rand(3), expected)
     assert {"speaker_best_val_acc", "phone_best_val_acc"} <= set(metrics)
     data.close()
