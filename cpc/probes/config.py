@@ -12,7 +12,10 @@ PROBES = ("speaker", "speaker_mean", "phone", "phone_ctc")
 
 @dataclass
 class ProbeConfig:
-    """Optimisation and bookkeeping of one probe run (the fork's --linsep_* flags)."""
+    """Optimisation and bookkeeping of one probe run (the fork's --linsep_* flags).
+
+    Its field defaults are the defaults of training's --linsep_* flags and of the probes'
+    script's flags (both parsers read them here): change a default here, and only here."""
 
     n_epochs: int = 10
     batch_size: int = 32
