@@ -160,12 +160,14 @@ def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None,
                        f"--pathVal {args.pathVal}" if args.pathVal else
                        "the validation files (a seeded 1% of the training files)",
                        ", or drop --speaker_sep")
-    config = ProbeConfig(args.linsep_n_epoch, args.linsepBatchSizeGPU, args.linsep_lr,
-                         args.linsep_beta1, args.linsep_beta2, args.linsep_epsilon,
-                         args.linsep_net_layers, args.linsep_task_logging_step,
-                         args.linsep_feature_budget_gb, seed)
-    return ProbeSettings(probes, config, args.batchSizeGPU, args.phone_get_encoded, log_root,
-                         args.linsep_checkpoint_dir)
+    config = ProbeConfig(n_epochs=args.linsep_n_epoch, batch_size=args.linsepBatchSizeGPU,
+                         lr=args.linsep_lr, beta1=args.linsep_beta1, beta2=args.linsep_beta2,
+                         epsilon=args.linsep_epsilon, n_layers=args.linsep_net_layers,
+                         logging_step=args.linsep_task_logging_step,
+                         feature_budget_gb=args.linsep_feature_budget_gb, seed=seed)
+    return ProbeSettings(probes=probes, config=config, extract_batch_size=args.batchSizeGPU,
+                         on_encoded=args.phone_get_encoded, log_root=log_root,
+                         probe_root=args.linsep_checkpoint_dir)
 
 
 def capture_settings(args: argparse.Namespace, pase: dict | None) -> CaptureSettings:

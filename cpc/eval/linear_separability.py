@@ -121,14 +121,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise CPCError("nothing to probe: give --pathPhone or drop --no_speaker")
             check_probe_corpus(probes, data.selection, args.pathTrain, args.pathVal,
                                ", or give --no_speaker to skip the speaker probes")
-            config = ProbeConfig(args.nEpoch, args.batchSizeGPU, args.lr, args.beta1, args.beta2,
-                                 args.epsilon, args.nLevels, 1, args.feature_budget_gb,
-                                 args.seed, args.save_step, args.unfrozen, args.lr_model)
+            config = ProbeConfig(n_epochs=args.nEpoch, batch_size=args.batchSizeGPU, lr=args.lr,
+                                 beta1=args.beta1, beta2=args.beta2, epsilon=args.epsilon,
+                                 n_layers=args.nLevels, logging_step=1,
+                                 feature_budget_gb=args.feature_budget_gb, seed=args.seed,
+                                 save_step=args.save_step, unfrozen=args.unfrozen,
+                                 model_lr=args.lr_model)
             out = Path(args.out) if args.out else None
-            metrics = run_probes(model, data.train, data.val, probes, len(data.speakers),
-                                 data.n_phones, config, device, args.batchSizeGPU,
-                                 args.get_encoded, out / "logs" if out else None,
-                                 out / "probes" if out else None)
+            metrics = run_probes(model, data.train, data.val, probes=probes,
+                                 n_speakers=len(data.speakers), n_phones=data.n_phones,
+                                 config=config, device=device,
+                                 extract_batch_size=args.batchSizeGPU,
+                                 get_encoded=args.get_encoded,
+                                 log_dir=out / "logs" if out else None,
+                                 checkpoint_dir=out / "probes" if out else None)
             data.close()
             print(f"{args.features}: {format_metrics(metrics)}")
             if out:

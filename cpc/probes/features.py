@@ -32,10 +32,12 @@ class FeatureSet:
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, dataset: AudioBatchData, batch_size: int,
-                     device: torch.device, with_frames: bool, get_encoded: bool = False,
-                     budget_gb: float = 4.0) -> FeatureSet:
-    """Run the frozen model once over the dataset's windows (sequential, no random offset)."""
+def extract_features(model: nn.Module, dataset: AudioBatchData, *, batch_size: int,
+                     device: torch.device, with_frames: bool, budget_gb: float,
+                     get_encoded: bool = False) -> FeatureSet:
+    """Run the frozen model once over the dataset's windows (sequential, no random offset);
+    ``with_frames`` keeps every frame (phone probes) within ``budget_gb``, of the encoder
+    output z under ``get_encoded``."""
     loader = dataset.getDataLoader(batch_size, "sequential", randomOffset=False)
     stride = 1
     if with_frames:
@@ -61,9 +63,10 @@ def extract_features(model: nn.Module, dataset: AudioBatchData, batch_size: int,
             frame_feats.append(chosen[:, :n].half().cpu())
             phones.append(batch.phones[:, :n])
     model.train(was_training)
-    return FeatureSet(torch.cat(last), torch.cat(mean), torch.cat(speakers),
-                      torch.cat(frame_feats) if with_frames else None,
-                      torch.cat(phones) if with_frames else None, 1.0 / stride)
+    return FeatureSet(last=torch.cat(last), mean=torch.cat(mean), speakers=torch.cat(speakers),
+                      frames=torch.cat(frame_feats) if with_frames else None,
+                      phones=torch.cat(phones) if with_frames else None,
+                      kept_fraction=1.0 / stride)
 
 
 def feature_dim(model: nn.Module, get_encoded: bool) -> int:

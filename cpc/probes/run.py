@@ -25,7 +25,7 @@ def check_probe_corpus(probes: list[str], selection: CorpusSelection, train_sour
                               val_source, remedy)
 
 
-def run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBatchData,
+def run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBatchData, *,
                probes: list[str], n_speakers: int, n_phones: int, config: ProbeConfig,
                device: torch.device, extract_batch_size: int, get_encoded: bool = False,
                log_dir: str | Path | None = None, checkpoint_dir: str | Path | None = None
@@ -42,11 +42,13 @@ def run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBatc
             raise ValueError(f"unknown probe {name!r}; available: {', '.join(PROBES)}")
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # leave the caller's random streams alone
-        return _run_probes(model, train_data, val_data, probes, n_speakers, n_phones, config,
-                           device, extract_batch_size, get_encoded, log_dir, checkpoint_dir)
+        return _run_probes(model, train_data, val_data, probes=probes, n_speakers=n_speakers,
+                           n_phones=n_phones, config=config, device=device,
+                           extract_batch_size=extract_batch_size, get_encoded=get_encoded,
+                           log_dir=log_dir, checkpoint_dir=checkpoint_dir)
 
 
-def _run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBatchData,
+def _run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBatchData, *,
                 probes: list[str], n_speakers: int, n_phones: int, config: ProbeConfig,
                 device: torch.device, extract_batch_size: int, get_encoded: bool,
                 log_dir: str | Path | None, checkpoint_dir: str | Path | None
@@ -54,8 +56,9 @@ def _run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBat
     with_frames = any(name.startswith("phone") for name in probes)
     start = time.time()
     features = {} if config.unfrozen else {
-        part: extract_features(model, data, extract_batch_size, device, with_frames,
-                               get_encoded, config.feature_budget_gb)
+        part: extract_features(model, data, batch_size=extract_batch_size, device=device,
+                               with_frames=with_frames, budget_gb=config.feature_budget_gb,
+                               get_encoded=get_encoded)
         for part, data in (("train", train_data), ("val", val_data))}
     feature_seconds = time.time() - start
     metrics: dict[str, float] = {}
@@ -65,11 +68,13 @@ def _run_probes(model: nn.Module, train_data: AudioBatchData, val_data: AudioBat
         sub_ckpt = Path(checkpoint_dir) / name if checkpoint_dir else None
         probe_start = time.time()
         if config.unfrozen:
-            result = finetune_probe(name, model, train_data, val_data, n_classes, config, device,
-                                    get_encoded, sub_log, sub_ckpt)
+            result = finetune_probe(name, model, train_data, val_data, n_classes=n_classes,
+                                    config=config, device=device, get_encoded=get_encoded,
+                                    log_dir=sub_log, checkpoint_dir=sub_ckpt)
         else:
-            result = train_probe(name, features["train"], features["val"], n_classes, config,
-                                 device, sub_log, sub_ckpt)
+            result = train_probe(name, features["train"], features["val"], n_classes=n_classes,
+                                 config=config, device=device, log_dir=sub_log,
+                                 checkpoint_dir=sub_ckpt)
         if name == "phone_ctc":
             metrics["phone_ctc_best_val_per"] = result.best_val_per
         else:

@@ -76,7 +76,7 @@ def evaluate_probe(probe: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     return result
 
 
-def train_probe(name: str, train: FeatureSet, val: FeatureSet, n_classes: int,
+def train_probe(name: str, train: FeatureSet, val: FeatureSet, *, n_classes: int,
                 config: ProbeConfig, device: torch.device, log_dir: Path | None = None,
                 checkpoint_dir: Path | None = None) -> ProbeResult:
     """Train a fresh probe on frozen train features; keep the epoch with the best val accuracy.
@@ -106,13 +106,14 @@ def train_probe(name: str, train: FeatureSet, val: FeatureSet, n_classes: int,
             seen += len(index)
         return total / max(seen, 1)
 
-    return _fit(name, config, probe, None, train_epoch,
-                lambda: evaluate_probe(probe, val_x, val_y, config.batch_size, device),
-                train.kept_fraction, log_dir, checkpoint_dir)
+    return _fit(name, config, probe=probe, model=None, train_epoch=train_epoch,
+                evaluate=lambda: evaluate_probe(probe, val_x, val_y, config.batch_size, device),
+                windows_fraction=train.kept_fraction, log_dir=log_dir,
+                checkpoint_dir=checkpoint_dir)
 
 
 def _window_inputs(name: str, context: torch.Tensor, encoded: torch.Tensor, speakers: torch.Tensor,
-                   phones: torch.Tensor | None, get_encoded: bool
+                   phones: torch.Tensor | None, *, get_encoded: bool
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, labels) of probe ``name`` for one batch of model outputs (cf. extract_features)."""
     if name == "speaker":
@@ -127,7 +128,7 @@ def _window_inputs(name: str, context: torch.Tensor, encoded: torch.Tensor, spea
 
 
 def finetune_probe(name: str, model: nn.Module, train_data: AudioBatchData,
-                   val_data: AudioBatchData, n_classes: int, config: ProbeConfig,
+                   val_data: AudioBatchData, *, n_classes: int, config: ProbeConfig,
                    device: torch.device, get_encoded: bool = False, log_dir: Path | None = None,
                    checkpoint_dir: Path | None = None) -> ProbeResult:
     """``--unfrozen``: train a fresh probe together with a copy of ``model`` (encoder and
@@ -156,7 +157,7 @@ def finetune_probe(name: str, model: nn.Module, train_data: AudioBatchData,
             context, encoded, _ = tuned(batch.audio.to(device), None)
             x, y = _window_inputs(name, context, encoded, batch.speaker.to(device),
                                   None if batch.phones is None else batch.phones.to(device),
-                                  get_encoded)
+                                  get_encoded=get_encoded)
             out = probe(x, x, y)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -166,14 +167,17 @@ def finetune_probe(name: str, model: nn.Module, train_data: AudioBatchData,
         return total / max(seen, 1)
 
     def evaluate() -> dict:
-        features = extract_features(tuned, val_data, config.batch_size, device, with_frames,
-                                    get_encoded, config.feature_budget_gb)
+        features = extract_features(tuned, val_data, batch_size=config.batch_size, device=device,
+                                    with_frames=with_frames, budget_gb=config.feature_budget_gb,
+                                    get_encoded=get_encoded)
         return evaluate_probe(probe, *probe_inputs(name, features), config.batch_size, device)
 
-    return _fit(name, config, probe, tuned, train_epoch, evaluate, 1.0, log_dir, checkpoint_dir)
+    return _fit(name, config, probe=probe, model=tuned, train_epoch=train_epoch,
+                evaluate=evaluate, windows_fraction=1.0, log_dir=log_dir,
+                checkpoint_dir=checkpoint_dir)
 
 
-def _fit(name: str, config: ProbeConfig, probe: nn.Module, model: nn.Module | None,
+def _fit(name: str, config: ProbeConfig, *, probe: nn.Module, model: nn.Module | None,
          train_epoch: Callable[[int], float], evaluate: Callable[[], dict],
          windows_fraction: float, log_dir: Path | None, checkpoint_dir: Path | None
          ) -> ProbeResult:
