@@ -25,8 +25,9 @@ from cpc.capture.writer import run_capture
 from cpc.collapse_guard import CollapseGuard, TrainingCollapsed
 from cpc.criterion.base import CriterionOutput
 from cpc.dataset import AudioBatchData, CorpusData
-from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.health import HealthMonitor, describe as describe_health
+from cpc.probes.config import ProbeConfig
+from cpc.probes.run import format_metrics, run_probes
 from cpc.run_log import (LINSEP_LOG_KEYS, comparable_val_losses, is_new_best, record_capture,
                          record_health, record_linsep, record_tagged)
 from cpc.stats import StatsCollector, parse_stats_spec
@@ -162,9 +163,12 @@ def probe_model(settings: ProbeSettings, model: torch.nn.Module, data: CorpusDat
     """Train fresh probes on the frozen model's features of the data already in memory."""
     log_dir = Path(settings.log_root) / str(cpc_epoch) if settings.log_root else None
     probe_dir = Path(settings.probe_root) / str(cpc_epoch) if settings.probe_root else None
-    metrics = run_probes(model, data.train, data.val, settings.probes, len(data.speakers),
-                         data.n_phones, settings.config, device, settings.extract_batch_size,
-                         settings.on_encoded, log_dir, probe_dir)
+    metrics = run_probes(model, data.train, data.val, probes=settings.probes,
+                         n_speakers=len(data.speakers), n_phones=data.n_phones,
+                         config=settings.config, device=device,
+                         extract_batch_size=settings.extract_batch_size,
+                         get_encoded=settings.on_encoded, log_dir=log_dir,
+                         checkpoint_dir=probe_dir)
     print(f"linear separability after epoch {cpc_epoch}: {format_metrics(metrics)}", flush=True)
     return metrics
 

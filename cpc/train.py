@@ -40,13 +40,14 @@ from cpc.criterion import build_criterion
 from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
 from cpc.dataset import (AudioBatchData, AudioLoader, CorpusData, build_capture_dataset,
                          build_corpus_data, select_corpus)
-from cpc.eval.linear_separability import ProbeConfig, check_probe_corpus
 from cpc.health import SATURATING_CONTEXTS, HealthMonitor
 from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook, ProbeHook,
                        ProbeSettings, capture_epoch, probe_model)
 from cpc.model import build_model
 from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
 from cpc.precision import loss_scaler, set_tf32
+from cpc.probes.config import ProbeConfig
+from cpc.probes.run import check_probe_corpus
 from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags, criterion_name,
                             device_name, output_dirs, parse_args, resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs
@@ -159,12 +160,14 @@ def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None,
                        f"--pathVal {args.pathVal}" if args.pathVal else
                        "the validation files (a seeded 1% of the training files)",
                        ", or drop --speaker_sep")
-    config = ProbeConfig(args.linsep_n_epoch, args.linsepBatchSizeGPU, args.linsep_lr,
-                         args.linsep_beta1, args.linsep_beta2, args.linsep_epsilon,
-                         args.linsep_net_layers, args.linsep_task_logging_step,
-                         args.linsep_feature_budget_gb, seed)
-    return ProbeSettings(probes, config, args.batchSizeGPU, args.phone_get_encoded, log_root,
-                         args.linsep_checkpoint_dir)
+    config = ProbeConfig(n_epochs=args.linsep_n_epoch, batch_size=args.linsepBatchSizeGPU,
+                         lr=args.linsep_lr, beta1=args.linsep_beta1, beta2=args.linsep_beta2,
+                         epsilon=args.linsep_epsilon, n_layers=args.linsep_net_layers,
+                         logging_step=args.linsep_task_logging_step,
+                         feature_budget_gb=args.linsep_feature_budget_gb, seed=seed)
+    return ProbeSettings(probes=probes, config=config, extract_batch_size=args.batchSizeGPU,
+                         on_encoded=args.phone_get_encoded, log_root=log_root,
+                         probe_root=args.linsep_checkpoint_dir)
 
 
 def capture_settings(args: argparse.Namespace, pase: dict | None) -> CaptureSettings:
