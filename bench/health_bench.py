@@ -30,9 +30,9 @@ from cpc.criterion import build_criterion  # noqa: E402
 from cpc.demo import DEMO_TRAIN_FLAGS  # noqa: E402
 from cpc.health import HealthMonitor  # noqa: E402
 from cpc.model import build_model  # noqa: E402
-from cpc.objectives import CriterionObjective, TrainStep  # noqa: E402
+from cpc.criterion.objective import CriterionObjective  # noqa: E402
 from cpc.options import build_parser
-from cpc.trainer import Training  # noqa: E402
+from cpc.trainer import Training, TrainStep  # noqa: E402
 from cpc.utils.optim import Updater, build_optimizer  # noqa: E402
 
 CONFIGS = {"CPC 256, linear heads": ["--rnnMode", "linear"],

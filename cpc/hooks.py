@@ -221,7 +221,8 @@ class CaptureHook(Hook):
     def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
         if not run.info.is_main or (end.epoch + 1) % self.every:
             return
-        results = capture_epoch(self.settings, run.training.model, run.training.criterion,
+        results = capture_epoch(self.settings, run.training.model,
+                                run.training.objective.capture_module,
                                 self.data, self.speakers, end.epoch, self.device)
         record_capture(run.logs, end.epoch, results)
         run.board.scalars({f"stats/{key}": value for key, value in results.items()}, end.epoch)

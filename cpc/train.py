@@ -36,8 +36,7 @@ if __name__ == "__main__":  # --help needs none of the imports below (torch...)
 import torch
 
 from cpc.collapse_guard import CollapseGuard, CollapseRule
-from cpc.criterion import build_criterion
-from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
+from cpc.criterion.objective import Objective, build_objective
 from cpc.dataset import (AudioBatchData, AudioLoader, CorpusData, build_capture_dataset,
                          build_corpus_data, select_corpus)
 from cpc.eval.linear_separability import ProbeConfig, check_probe_corpus
@@ -45,12 +44,11 @@ from cpc.health import SATURATING_CONTEXTS, HealthMonitor
 from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook, ProbeHook,
                        ProbeSettings, capture_epoch, probe_model)
 from cpc.model import build_model
-from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
 from cpc.precision import loss_scaler, set_tf32
 from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags, criterion_name,
                             device_name, output_dirs, parse_args, resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs
-from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, Trainer, Training,
+from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, Trainer, Training, TrainStep,
                          seed_everything)
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import SAMPLE_RATE
@@ -60,7 +58,7 @@ from cpc.utils.distributed import (DistInfo, PeerFailed, init_distributed, launc
 from cpc.utils.errors import CPCError, ConfigError
 from cpc.utils.files import (exclusive_lock, missing_directories, remove_empty_directories,
                              remove_stale_temp_files)
-from cpc.utils.optim import Updater, build_adam, build_optimizer, pase_lr_factor, retune_adam
+from cpc.utils.optim import Updater, build_adam, retune_adam
 from cpc.utils.signals import StopRequest
 
 
@@ -98,47 +96,33 @@ def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[st
     return data, speakers
 
 
-def build_training(args: argparse.Namespace, pase: dict | None, device: torch.device,
+def build_training(args: argparse.Namespace, recipe: dict | None, device: torch.device,
                    n_speakers: int, n_phones: int) -> Training:
-    """The model and, for CPC / CPC-CTC, one Adam over model and criterion; for PASE workers
-    (from --config), one Adam for the encoder and one per worker, on PASE's decay schedule;
-    and fp16's loss scaler."""
+    """The model, the objective (a criterion, or the PASE workers of --config), one Adam per
+    rate group of the objective on its per-epoch schedule, and fp16's loss scaler."""
     model = build_model(args).to(device)
-    scaler = loss_scaler(args.precision, device)
-    if not pase:
-        criterion = build_criterion(criterion_name(args), args,
-                                    dim_context=model.dim_context,
-                                    dim_encoded=model.dim_encoded, n_speakers=n_speakers,
-                                    n_phones=n_phones).to(device)
-        optimizer, scheduler = build_optimizer(
-            list(model.parameters()) + list(criterion.parameters()), args.learningRate,
-            args.beta1, args.beta2, args.epsilon, args.schedulerRamp, args.schedulerStep)
-        return Training(model, CriterionObjective(criterion), {"model": optimizer},
-                        {"model": scheduler}, scaler)
-    workers = build_workers(pase["workers_config"], model.dim_encoded).to(device)
-    check_sampling(workers, args.samplingType)
-    groups = {"model": (model.parameters(), pase["encoder_lr_start"])}
-    groups.update({f"worker_{name}": (worker.parameters(), pase["worker_lr_start"])
-                   for name, worker in workers.items()})
-    built = {name: build_adam(params, lr, args.beta1, args.beta2, args.epsilon,
-                              lambda epoch: pase_lr_factor(epoch, pase["lr_update_interval"],
-                                                           pase["decay_factor"]))
-             for name, (params, lr) in groups.items()}
-    return Training(model, WorkerObjective(workers),
-                    {name: pair[0] for name, pair in built.items()},
-                    {name: pair[1] for name, pair in built.items()}, scaler)
+    objective = build_objective(args, criterion_name(args), recipe,
+                                dim_context=model.dim_context, dim_encoded=model.dim_encoded,
+                                n_speakers=n_speakers, n_phones=n_phones)
+    objective.module.to(device)
+    built = {name: build_adam(group.params, group.lr, args.beta1, args.beta2, args.epsilon,
+                              group.schedule)
+             for name, group in objective.rate_groups(model).items()}
+    return Training(model, objective, {name: pair[0] for name, pair in built.items()},
+                    {name: pair[1] for name, pair in built.items()},
+                    loss_scaler(args.precision, device))
 
 
 def load_initial_weights(paths: list[str], model: torch.nn.Module,
-                         criterion: torch.nn.Module | None = None) -> None:
-    """--load: the model (and, when given, criterion) weights of a checkpoint."""
+                         objective: Objective | None = None) -> None:
+    """--load: the model (and, when given, the objective's) weights of a checkpoint."""
     from cpc.feature_loader import resolve_checkpoint
     path = resolve_checkpoint(paths[0])
     state = ckpt.load_checkpoint(path)
     try:
         model.load_state_dict(state["gEncoder"])
-        if criterion is not None:
-            criterion.load_state_dict(state["cpcCriterion"])
+        if objective is not None:
+            objective.load_weights(state)
     except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[-1].strip()[:200]
         raise ConfigError(f"--load {path}: its weights do not fit the model these flags build "
@@ -167,9 +151,9 @@ def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None,
                          args.linsep_checkpoint_dir)
 
 
-def capture_settings(args: argparse.Namespace, pase: dict | None) -> CaptureSettings:
-    return CaptureSettings(capture_kinds(args, pase), args.captureSetStats, args.pathCaptureSave,
-                           args.batchSizeGPU)
+def capture_settings(args: argparse.Namespace, recipe: dict | None) -> CaptureSettings:
+    return CaptureSettings(capture_kinds(args, recipe), args.captureSetStats,
+                           args.pathCaptureSave, args.batchSizeGPU)
 
 
 def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
@@ -177,7 +161,7 @@ def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
     training = run.training
     monitor = HealthMonitor(list(updater.parts), args.arMode in SATURATING_CONTEXTS, run.info,
                             seed=run.seed, device=device)
-    chance = getattr(training.criterion, "chance_loss", lambda: None)()  # PASE: no chance level
+    chance = training.objective.chance_loss()
     guard = CollapseGuard(
         args.on_collapse, CollapseRule(args.collapse_cosine, args.collapse_context_cosine,
                                        args.collapse_saturated,
@@ -256,7 +240,7 @@ def start_state(config: RunConfig, training: Training, train_loader: AudioLoader
     if resume is None:
         if args.load and info.is_main:  # under torchrun DDP copies rank 0's weights to the rest
             load_initial_weights(args.load, training.model,
-                                 training.criterion if args.loadCriterion else None)
+                                 training.objective if args.loadCriterion else None)
         return empty_logs(), Resumption(), 0
     training.load(resume)
     cut = resume.get("interrupted")  # epoch N in progress, else N done
@@ -325,7 +309,7 @@ def apply_changed_options(saved: dict, args: argparse.Namespace, training: Train
                for flag in RESUMABLE_OPTIMISER_FLAGS + RESUMABLE_TRAINING_FLAGS +
                RESUMABLE_DATA_FLAGS
                if flag in saved and changed_flag(flag, saved[flag], getattr(args, flag))}
-    if training.workers is not None:  # PASE: the recipe's rates, refused above
+    if not training.objective.uses_rate_flags:  # PASE: the recipe's rates, refused above
         changed = {f: v for f, v in changed.items() if f not in RESUMABLE_OPTIMISER_FLAGS}
     if any(flag in RESUMABLE_OPTIMISER_FLAGS for flag in changed):
         lr_scale = args.learningRate / saved["learningRate"] if "learningRate" in changed \
@@ -406,11 +390,9 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     run_dir = args.pathCheckpoint if info.is_main else None  # rank 0 writes, the others read
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
     logs, resumption, generation = start_state(config, training, train_loader, info)
-    if training.workers is not None and config.resume is None and info.is_main:
-        print(f"estimating the workers' target statistics on {args.pase_stats_batches} "
-              f"batches", flush=True)  # (DDP copies rank 0's to the other ranks)
-        estimate_target_stats(training.workers, data.train.getDataLoader(
-            args.batchSizeGPU, args.samplingType, False), args.pase_stats_batches)
+    if config.resume is None and info.is_main:  # (DDP copies rank 0's to the other ranks)
+        training.objective.prepare(lambda: data.train.getDataLoader(
+            args.batchSizeGPU, args.samplingType, False))
     updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
                       args.clip_grad_norm, args.warmup_steps, args.update_freq, training.scaler)
     run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir, config.seed,
@@ -439,21 +421,21 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
 def step_module(training: Training, info: DistInfo, device: torch.device,
                 precision: str, context_unused: bool = False) -> torch.nn.Module:
     """Model and objective as one module; wrapped in DDP under torchrun, told of parameters
-    without gradients: the unused workers of a batch, or the context network when the loss
-    reads the encoder only (``context_unused``: --supervised --onEncoder)."""
+    without gradients: the objective's (e.g. the workers a batch leaves out), or the context
+    network when the loss reads the encoder only (``context_unused``: --supervised
+    --onEncoder)."""
     module: torch.nn.Module = TrainStep(training.model, training.objective, precision)
     if info.active:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=training.workers is not None or context_unused)
+            find_unused_parameters=training.objective.has_unused_parameters or context_unused)
     return module
 
 
 def validation_loader(args: argparse.Namespace, training: Training,
                       data: CorpusData) -> AudioLoader:
-    # PASE classifiers need several speakers per batch, which sequential windows rarely have
-    sampling = "uniform" if training.workers is not None else "sequential"
-    return data.val.getDataLoader(args.batchSizeGPU, sampling, False)
+    return data.val.getDataLoader(args.batchSizeGPU, training.objective.validation_sampling,
+                                  False)
 
 
 def close_run(run: Run, hooks: list[Hook]) -> None:
@@ -501,7 +483,7 @@ def only_capture(config: RunConfig) -> dict[str, float]:
     else:
         training = build_training(args, config.pase, device, len(speakers), 0)
         training.load(config.resume, with_optimizers=False)
-        model, criterion = training.model, training.criterion
+        model, criterion = training.model, training.objective.capture_module
     try:
         return capture_epoch(capture_settings(args, config.pase), model, criterion, data,
                              speakers, config.resume["epoch"], device)

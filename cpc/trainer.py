@@ -43,8 +43,9 @@ from cpc.audio_check import name_some, suspect_audio
 from cpc.criterion.base import CriterionOutput
 from cpc.data.plan import mix_seed
 from cpc.data.prefetch import Prefetcher
-from cpc.dataset import AudioLoader, CorpusData
-from cpc.objectives import CriterionObjective, WorkerObjective
+from cpc.precision import autocast
+from cpc.dataset import AudioLoader, Batch, CorpusData
+from cpc.criterion.objective import Objective
 from cpc.run_log import TensorBoard, append_logs, epoch_scalars, record_epoch_time
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import SAMPLE_RATE
@@ -336,18 +337,10 @@ class Training:
     ``--precision fp16``, the loss scaler."""
 
     model: torch.nn.Module
-    objective: CriterionObjective | WorkerObjective
+    objective: Objective
     optimizers: dict[str, torch.optim.Optimizer]  # "model", and "worker_<name>" for PASE
     schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
     scaler: torch.amp.GradScaler | None = None
-
-    @property
-    def criterion(self) -> torch.nn.Module | None:
-        return getattr(self.objective, "criterion", None)
-
-    @property
-    def workers(self) -> torch.nn.ModuleDict | None:
-        return getattr(self.objective, "workers", None)
 
     @property
     def lr(self) -> float:
@@ -361,17 +354,15 @@ class Training:
 
     def parameter_parts(self) -> dict[str, list[torch.nn.Parameter]]:
         """The trained parameters by part, for gradient norms and clipping."""
-        parts = {"encoder": list(self.model.gEncoder.parameters()),
-                 "context": list(self.model.gAR.parameters())}
-        if self.criterion is not None:
-            parts["criterion"] = list(self.criterion.parameters())
-        if self.workers is not None:
-            parts["workers"] = list(self.workers.parameters())
-        return parts
+        return {"encoder": list(self.model.gEncoder.parameters()),
+                "context": list(self.model.gAR.parameters()),
+                **self.objective.parameter_parts()}
 
     def state(self, epoch: int) -> dict:
-        """Checkpoint content (CPC_audio's keys, plus the workers and their optimisers)."""
+        """Checkpoint content: CPC_audio's keys (the objective's weights under its
+        ``state_key``), plus the PASE workers' optimisers."""
         state = {"gEncoder": self.model.state_dict(), "epoch": epoch,
+                 self.objective.state_key: self.objective.module.state_dict(),
                  "optimizer": self.optimizers["model"].state_dict(),
                  "scheduler": self.schedulers["model"].state_dict(),
                  "worker_optimizers": {name: opt.state_dict()
@@ -379,20 +370,13 @@ class Training:
                  "worker_schedulers": {name: sched.state_dict()
                                        for name, sched in self.schedulers.items()
                                        if name != "model"}}
-        if self.criterion is not None:
-            state["cpcCriterion"] = self.criterion.state_dict()
-        if self.workers is not None:
-            state["workers"] = self.workers.state_dict()
         if self.scaler is not None:
             state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def load(self, state: dict, with_optimizers: bool = True) -> None:
         self.model.load_state_dict(state["gEncoder"])
-        if self.criterion is not None:
-            self.criterion.load_state_dict(state["cpcCriterion"])
-        if self.workers is not None:
-            self.workers.load_state_dict(state["workers"])
+        self.objective.load_weights(state)
         if with_optimizers:
             self.optimizers["model"].load_state_dict(state["optimizer"])
             self.schedulers["model"].load_state_dict(state["scheduler"])
@@ -402,6 +386,27 @@ class Training:
                 self.schedulers[name].load_state_dict(sched_state)
             if self.scaler is not None and "grad_scaler" in state:  # fp16 before and now
                 self.scaler.load_state_dict(state["grad_scaler"])
+
+
+class TrainStep(torch.nn.Module):
+    """The model and its objective as one module, ``batch -> CriterionOutput``: the unit that
+    DistributedDataParallel wraps (gradients of the criterion or workers are averaged too).
+    The forward runs under ``precision``'s autocast (see :mod:`cpc.precision`)."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective,
+                 precision: str = "fp32") -> None:
+        super().__init__()
+        self.model = model
+        self.objective_module = objective.module
+        self.objective = objective
+        self.precision = precision
+
+    def forward(self, batch: Batch) -> CriterionOutput:
+        with autocast(self.precision, batch.audio.device):
+            c_feature, encoded, _ = self.model(batch.audio, batch.speaker)
+            out = self.objective(batch, c_feature, encoded)
+        out.context, out.encoded = c_feature.detach(), encoded.detach()
+        return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -124,7 +124,8 @@ def test_accumulated_micro_batches_update_like_one_larger_batch(monkeypatch, cli
     from cpc.criterion import build_criterion
     from cpc.dataset import Batch
     from cpc.model import build_model
-    from cpc.objectives import CriterionObjective, TrainStep
+    from cpc.criterion.objective import CriterionObjective
+    from cpc.trainer import TrainStep
     from cpc.options import build_parser
     from tests.test_distributed import fixed_negatives
     from tests.test_train import SMALL

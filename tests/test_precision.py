@@ -9,7 +9,8 @@ import torch
 from cpc.criterion import build_criterion
 from cpc.dataset import Batch
 from cpc.model import build_model
-from cpc.objectives import CriterionObjective, TrainStep
+from cpc.criterion.objective import CriterionObjective
+from cpc.trainer import TrainStep
 from cpc.options import build_parser
 from cpc.precision import autocast, loss_scaler
 from cpc.utils.optim import Updater, build_optimizer
