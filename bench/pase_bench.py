@@ -45,7 +45,7 @@ def step_times(training, audio, speaker, steps: int) -> list[float]:
     from cpc.trainer import TrainStep
     from cpc.utils.optim import Updater
     module = TrainStep(training.model, training.objective)
-    updater = Updater(training.optimizers, training.schedulers, training.parameter_parts())
+    updater = Updater(training.optimizers, training.rates, training.parameter_parts())
     index = torch.arange(len(audio))
     batch = Batch(audio=audio, speaker=speaker, phones=None, seq_index=index,
                   seq_offset=torch.zeros_like(index))

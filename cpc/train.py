@@ -58,7 +58,7 @@ from cpc.utils.distributed import (DistInfo, PeerFailed, init_distributed, launc
 from cpc.utils.errors import CPCError, ConfigError
 from cpc.utils.files import (exclusive_lock, missing_directories, remove_empty_directories,
                              remove_stale_temp_files)
-from cpc.utils.optim import Updater, build_adam, retune_adam
+from cpc.utils.optim import Updater, build_adam, set_adam_settings
 from cpc.utils.signals import StopRequest
 
 
@@ -106,7 +106,7 @@ def build_training(args: argparse.Namespace, recipe: dict | None, device: torch.
                                 n_speakers=n_speakers, n_phones=n_phones)
     objective.module.to(device)
     built = {name: build_adam(group.params, group.lr, args.beta1, args.beta2, args.epsilon,
-                              group.schedule)
+                              group.schedule, args.warmup_steps)
              for name, group in objective.rate_groups(model).items()}
     return Training(model, objective, {name: pair[0] for name, pair in built.items()},
                     {name: pair[1] for name, pair in built.items()},
@@ -167,8 +167,7 @@ def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
                                        args.collapse_saturated,
                                        patience=args.collapse_patience),
         chance, training, lambda n: setattr(run, "data_generation", n), args.rollback_lr_factor,
-        args.max_rollbacks, rollbacks=sum(e["action"] == "rollback"
-                                          for e in run.logs.get("collapse_events", [])))
+        args.max_rollbacks)
     guard.keep_healthy_state()
     return HealthHook(monitor, guard)
 
@@ -256,7 +255,9 @@ def start_state(config: RunConfig, training: Training, train_loader: AudioLoader
     logs = truncate_logs(ckpt.read_json(logs_path), start_epoch - 1) if logs_path.is_file() \
         else empty_logs()
     global_step = resume.get("global_step", start_epoch * len(train_loader))
-    resumption = Resumption(start_epoch, cut, global_step)
+    # (a checkpoint older than the hooks' states: its data orders drawn anew are its rollbacks)
+    hook_states = resume.get("hooks", {"health": {"rollbacks": resume.get("data_generation", 0)}})
+    resumption = Resumption(start_epoch, cut, global_step, hook_states)
     if start_epoch >= args.nEpoch:
         if info.is_main:
             print(f"nothing to train: the run in {args.pathCheckpoint} has done its "
@@ -314,8 +315,8 @@ def apply_changed_options(saved: dict, args: argparse.Namespace, training: Train
     if any(flag in RESUMABLE_OPTIMISER_FLAGS for flag in changed):
         lr_scale = args.learningRate / saved["learningRate"] if "learningRate" in changed \
             else 1.0
-        retune_adam(training.optimizers["model"], training.schedulers["model"], lr_scale,
-                    (args.beta1, args.beta2), args.epsilon)
+        training.rates["model"].scale(lr_scale)
+        set_adam_settings(training.optimizers["model"], (args.beta1, args.beta2), args.epsilon)
     if processes[0] != processes[1]:
         changed["processes"] = processes
     for flag, (was, now) in changed.items():
@@ -393,8 +394,9 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     if config.resume is None and info.is_main:  # (DDP copies rank 0's to the other ranks)
         training.objective.prepare(lambda: data.train.getDataLoader(
             args.batchSizeGPU, args.samplingType, False))
-    updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
-                      args.clip_grad_norm, args.warmup_steps, args.update_freq, training.scaler)
+    updater = Updater(training.optimizers, training.rates, training.parameter_parts(),
+                      clip_grad_norm=args.clip_grad_norm, update_freq=args.update_freq,
+                      scaler=training.scaler)
     run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir, config.seed,
               data_generation=generation)
     log_effective_batch(args, info, logs, info.is_main and resumption.start_epoch < args.nEpoch)
@@ -442,8 +444,7 @@ def close_run(run: Run, hooks: list[Hook]) -> None:
     run.board.close()
     run.data.close()
     for hook in hooks:
-        if isinstance(hook, CaptureHook):
-            hook.data.close()
+        hook.close()
 
 
 def single_process(flag: str) -> None:
