@@ -225,7 +225,7 @@ class CaptureSettings:
     batch_size: int
 
 
-def capture_epoch(settings: CaptureSettings, model: torch.nn.Module,
+def capture_epoch(settings: CaptureSettings, model: torch.nn.Module, *,
                   criterion: torch.nn.Module | None, data: AudioBatchData, speakers: list[str],
                   epoch: int, device: torch.device) -> dict[str, float]:
     """One capture of the capture dataset (and its stats) under <save_root>/<epoch>/."""
@@ -254,8 +254,9 @@ class CaptureHook(Hook):
         if not run.info.is_main or (end.epoch + 1) % self.every:
             return
         results = capture_epoch(self.settings, run.training.model,
-                                run.training.objective.capture_module,
-                                self.data, self.speakers, end.epoch, self.device)
+                                criterion=run.training.objective.capture_module,
+                                data=self.data, speakers=self.speakers, epoch=end.epoch,
+                                device=self.device)
         record_capture(run.logs, end.epoch, results)
         run.board.scalars({f"stats/{key}": value for key, value in results.items()}, end.epoch)
 

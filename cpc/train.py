@@ -105,8 +105,9 @@ def build_training(args: argparse.Namespace, recipe: dict | None, device: torch.
                                 dim_context=model.dim_context, dim_encoded=model.dim_encoded,
                                 n_speakers=n_speakers, n_phones=n_phones)
     objective.module.to(device)
-    built = {name: build_adam(group.params, group.lr, args.beta1, args.beta2, args.epsilon,
-                              group.schedule, args.warmup_steps)
+    built = {name: build_adam(group.params, group.lr, betas=(args.beta1, args.beta2),
+                              eps=args.epsilon, schedule=group.schedule,
+                              warmup_steps=args.warmup_steps)
              for name, group in objective.rate_groups(model).items()}
     return Training(model, objective, {name: pair[0] for name, pair in built.items()},
                     {name: pair[1] for name, pair in built.items()},
@@ -120,7 +121,7 @@ def load_initial_weights(paths: list[str], model: torch.nn.Module,
     path = resolve_checkpoint(paths[0])
     state = ckpt.load_checkpoint(path)
     try:
-        model.load_state_dict(state["gEncoder"])
+        ckpt.load_model_weights(model, state)
         if objective is not None:
             objective.load_weights(state)
     except (RuntimeError, KeyError) as exc:
@@ -162,12 +163,11 @@ def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
     monitor = HealthMonitor(list(updater.parts), args.arMode in SATURATING_CONTEXTS, run.info,
                             seed=run.seed, device=device)
     chance = training.objective.chance_loss()
-    guard = CollapseGuard(
-        args.on_collapse, CollapseRule(args.collapse_cosine, args.collapse_context_cosine,
-                                       args.collapse_saturated,
-                                       patience=args.collapse_patience),
-        chance, training, lambda n: setattr(run, "data_generation", n), args.rollback_lr_factor,
-        args.max_rollbacks)
+    rule = CollapseRule(args.collapse_cosine, args.collapse_context_cosine,
+                        args.collapse_saturated, patience=args.collapse_patience)
+    guard = CollapseGuard(args.on_collapse, rule, chance_loss=chance, training=training,
+                          reseed_data=lambda n: setattr(run, "data_generation", n),
+                          lr_factor=args.rollback_lr_factor, max_rollbacks=args.max_rollbacks)
     guard.keep_healthy_state()
     return HealthHook(monitor, guard)
 
@@ -267,8 +267,10 @@ def start_state(config: RunConfig, training: Training, train_loader: AudioLoader
     where = f" (after its batch {cut['batches_done']})" if cut else ""
     if info.is_main:
         print(f"resuming {args.pathCheckpoint} at epoch {start_epoch}{where}", flush=True)
-    apply_changed_options(config.saved or {}, args, training, logs, start_epoch,
-                          (resume.get("world_size", 1), info.world_size), info.is_main)
+    apply_changed_options(config.saved or {}, args, training, logs=logs,
+                          start_epoch=start_epoch,
+                          processes=(resume.get("world_size", 1), info.world_size),
+                          report=info.is_main)
     return logs, resumption, resume.get("data_generation", 0)
 
 
@@ -299,7 +301,7 @@ def validation_flags(changed: dict, args: argparse.Namespace) -> list[str]:
             and not (flag == "pathTrain" and args.pathVal and "pathVal" not in changed)]
 
 
-def apply_changed_options(saved: dict, args: argparse.Namespace, training: Training,
+def apply_changed_options(saved: dict, args: argparse.Namespace, training: Training, *,
                           logs: dict, start_epoch: int, processes: tuple[int, int],
                           report: bool = True) -> None:
     """Optimiser, schedule, training and data flags changed since the run was saved, and the
@@ -397,8 +399,8 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     updater = Updater(training.optimizers, training.rates, training.parameter_parts(),
                       clip_grad_norm=args.clip_grad_norm, update_freq=args.update_freq,
                       scaler=training.scaler)
-    run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir, config.seed,
-              data_generation=generation)
+    run = Run(training, data, logs, board=TensorBoard(run_dir), info=info, run_dir=run_dir,
+              seed=config.seed, data_generation=generation)
     log_effective_batch(args, info, logs, info.is_main and resumption.start_epoch < args.nEpoch)
     hooks: list[Hook] = []
     try:
@@ -407,10 +409,10 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
         hooks = epoch_hooks(config, run, updater, device)  # (the guard copies them)
         if run_dir:  # every check passed: the run directory is written from here on
             prepare_run_dir(config)
-        trainer = Trainer(run, module, updater, train_loader,
-                          validation_loader(args, training, data), device, hooks,
-                          NonFiniteWatch(args.allow_nan_steps, device), args.logging_step,
-                          signals)
+        trainer = Trainer(run, module, updater, train_loader=train_loader,
+                          val_loader=validation_loader(args, training, data), device=device,
+                          hooks=hooks, nonfinite=NonFiniteWatch(args.allow_nan_steps, device),
+                          logging_step=args.logging_step, signals=signals)
         logs = trainer.fit(args.nEpoch, resumption)
     finally:
         close_run(run, hooks)
@@ -460,7 +462,7 @@ def only_classif_metric(config: RunConfig) -> dict[str, float]:
     data = load_data(args, config.seed)
     model = build_model(args).to(device)
     if config.resume is not None:
-        model.load_state_dict(config.resume["gEncoder"])
+        ckpt.load_model_weights(model, config.resume)
         epoch = config.resume["epoch"]
     else:
         load_initial_weights(args.load, model)
@@ -480,14 +482,15 @@ def only_capture(config: RunConfig) -> dict[str, float]:
     data, speakers = load_capture_data(args)
     if args.supervised:  # its kinds need no criterion (capture_kinds), whose classes may differ
         model, criterion = build_model(args).to(device), None
-        model.load_state_dict(config.resume["gEncoder"])
+        ckpt.load_model_weights(model, config.resume)
     else:
         training = build_training(args, config.pase, device, len(speakers), 0)
         training.load(config.resume, with_optimizers=False)
         model, criterion = training.model, training.objective.capture_module
     try:
-        return capture_epoch(capture_settings(args, config.pase), model, criterion, data,
-                             speakers, config.resume["epoch"], device)
+        return capture_epoch(capture_settings(args, config.pase), model, criterion=criterion,
+                             data=data, speakers=speakers, epoch=config.resume["epoch"],
+                             device=device)
     finally:
         data.close()
 

@@ -196,14 +196,16 @@ class EpochTotals:
                 "n_windows": self.n_windows, "n_samples": self.n_samples,
                 "seconds": self.seconds, "nonfinite": float(self.nonfinite)}
 
-    def stats(self, batches_done: int, interrupted: bool) -> EpochStats:
+    def stats(self, batches_done: int, *, interrupted: bool) -> EpochStats:
         if self.n_windows == 0:
             return EpochStats(seconds=self.seconds, batches_done=batches_done,
                               interrupted=interrupted, totals=self.state())
         mean = {name: (self.sums[name] / self.counts[name]).tolist() for name in self.sums}
-        return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], self.n_windows,
-                          self.seconds, batches_done, interrupted,
-                          self.n_samples / SAMPLE_RATE, self.state(), int(self.nonfinite))
+        return EpochStats(loss=mean["loss"][0], step_losses=mean["steps"],
+                          step_accuracies=mean["accs"], n_windows=self.n_windows,
+                          seconds=self.seconds, batches_done=batches_done,
+                          interrupted=interrupted, audio_seconds=self.n_samples / SAMPLE_RATE,
+                          totals=self.state(), nonfinite_batches=int(self.nonfinite))
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +321,7 @@ def evaluate(module: torch.nn.Module, loader: AudioLoader, device: torch.device,
             totals.add_batch(out, len(batch), batch.audio.shape[0] * batch.audio.shape[-1])
             bad.append(~torch.isfinite(out.loss.detach()).all())
     totals.seconds = time.time() - start
-    stats = totals.reduced(info).stats(len(loader), False)
+    stats = totals.reduced(info).stats(len(loader), interrupted=False)
     if stats.nonfinite_batches:  # (every rank knows the sum): name the files of those batches
         local = torch.stack(bad).nonzero().flatten().tolist() if bad else []
         stats.nonfinite_files = files_union(gather_objects(loader.files_of_batches(local),
@@ -371,7 +373,7 @@ class Training:
     def state(self, epoch: int) -> dict:
         """Checkpoint content: CPC_audio's keys (the objective's weights under its
         ``state_key``), plus the PASE workers' optimisers."""
-        state = {"gEncoder": self.model.state_dict(), "epoch": epoch,
+        state = {ckpt.MODEL_KEY: self.model.state_dict(), "epoch": epoch,
                  self.objective.state_key: self.objective.module.state_dict(),
                  "optimizer": self.optimizers["model"].state_dict(),
                  "scheduler": self.rates["model"].state_dict(),
@@ -384,7 +386,7 @@ class Training:
         return state
 
     def load(self, state: dict, with_optimizers: bool = True) -> None:
-        self.model.load_state_dict(state["gEncoder"])
+        ckpt.load_model_weights(self.model, state)
         self.objective.load_weights(state)
         if with_optimizers:
             self.optimizers["model"].load_state_dict(state["optimizer"])
@@ -580,7 +582,7 @@ class Resumption:
 class Trainer:
     """The epoch loop over a :class:`Run`, calling its hooks (see the module docstring)."""
 
-    def __init__(self, run: Run, step_module: torch.nn.Module, updater: Updater,
+    def __init__(self, run: Run, step_module: torch.nn.Module, updater: Updater, *,
                  train_loader: AudioLoader, val_loader: AudioLoader, device: torch.device,
                  hooks: list[Hook], nonfinite: NonFiniteWatch, logging_step: int,
                  signals: StopRequest) -> None:
@@ -719,7 +721,7 @@ class Trainer:
         self._bar.close()
         totals.seconds += time.time() - start
         self._sync_point()  # the epoch's last figures; a non-finite loss stops here at latest
-        return totals.reduced(run.info).stats(done, interrupted)
+        return totals.reduced(run.info).stats(done, interrupted=interrupted)
 
     def _gradient_sync(self, closes_update: bool) -> contextlib.AbstractContextManager:
         """DDP's gradient all-reduce only on the micro-batch that closes an update."""
@@ -767,10 +769,12 @@ class Trainer:
         """The epoch's progress; every rank takes part."""
         run = self.run
         self.nonfinite.resolve(run.info)  # nothing computed from a NaN is ever saved
-        return EpochProgress(run.epoch, self._generation, batches_done,
-                             totals.reduced(run.info).state(), run.info.world_size,
-                             gather_objects(rng_state(self.device), run.info),
-                             gather_objects(self._plan, run.info), reason)
+        return EpochProgress(epoch=run.epoch, generation=self._generation,
+                             batches_done=batches_done,
+                             totals=totals.reduced(run.info).state(),
+                             world_size=run.info.world_size,
+                             rngs=gather_objects(rng_state(self.device), run.info),
+                             plans=gather_objects(self._plan, run.info), reason=reason)
 
     def _record_progress(self, batches_done: int, totals: EpochTotals) -> None:
         """A step checkpoint's progress, for the hooks."""

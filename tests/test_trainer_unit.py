@@ -141,17 +141,20 @@ def make_trainer(hooks: list[Hook], objective: Objective | None = None,
     torch.manual_seed(0)
     model, objective = TinyModel(), objective or SquaredObjective()
     group = objective.rate_groups(model)["model"]
-    optimizer, rate = build_adam(group.params, group.lr, 0.9, 0.999, 1e-8, group.schedule)
+    optimizer, rate = build_adam(group.params, group.lr, betas=(0.9, 0.999), eps=1e-8,
+                                 schedule=group.schedule)
     training = Training(model, objective, {"model": optimizer}, {"model": rate})
     batches = [Batch(torch.randn(2, 1, 8), torch.zeros(2, dtype=torch.long), None,
                      torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
                for _ in range(N_BATCHES)]
-    run = Run(training, None, empty_logs(), TensorBoard(None), DistInfo(), None)
+    run = Run(training, None, empty_logs(), board=TensorBoard(None), info=DistInfo(),
+              run_dir=None)
     updater = Updater(training.optimizers, training.rates, training.parameter_parts())
     device = torch.device("cpu")
-    return Trainer(run, TrainStep(model, objective), updater, ListLoader(batches),
-                   ListLoader(batches[:2]), device, hooks, NonFiniteWatch(0, device),
-                   logging_step, StopRequest())
+    return Trainer(run, TrainStep(model, objective), updater, train_loader=ListLoader(batches),
+                   val_loader=ListLoader(batches[:2]), device=device, hooks=hooks,
+                   nonfinite=NonFiniteWatch(0, device), logging_step=logging_step,
+                   signals=StopRequest())
 
 
 def test_a_hook_sees_the_contract_in_order_and_the_rate_follows_its_schedule():

@@ -113,11 +113,11 @@ def set_adam_settings(optimizer: torch.optim.Optimizer, betas: tuple[float, floa
         group["betas"], group["eps"] = betas, eps
 
 
-def build_adam(params: Iterable[torch.nn.Parameter], lr: float, beta1: float, beta2: float,
-               epsilon: float, schedule: Callable[[int], float], warmup_steps: int = 0
+def build_adam(params: Iterable[torch.nn.Parameter], lr: float, *, betas: tuple[float, float],
+               eps: float, schedule: Callable[[int], float], warmup_steps: int = 0
                ) -> tuple[torch.optim.Optimizer, LearningRate]:
     """Adam and the owner of its rate: ``lr`` x ``schedule(epoch)`` x warm-up."""
-    optimizer = torch.optim.Adam(list(params), lr=lr, betas=(beta1, beta2), eps=epsilon)
+    optimizer = torch.optim.Adam(list(params), lr=lr, betas=betas, eps=eps)
     return optimizer, LearningRate(optimizer, lr, schedule, warmup_steps)
 
 
@@ -125,8 +125,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float, beta1: floa
                     epsilon: float, ramp_epochs: int | None, step_epochs: int,
                     warmup_steps: int = 0) -> tuple[torch.optim.Optimizer, LearningRate]:
     """Adam on CPC_audio's per-epoch schedule (``--schedulerRamp``, ``--schedulerStep``)."""
-    return build_adam(params, lr, beta1, beta2, epsilon,
-                      lambda epoch: lr_factor(epoch, ramp_epochs, step_epochs), warmup_steps)
+    return build_adam(params, lr, betas=(beta1, beta2), eps=epsilon,
+                      schedule=lambda epoch: lr_factor(epoch, ramp_epochs, step_epochs),
+                      warmup_steps=warmup_steps)
 
 
 class Updater:
