@@ -151,7 +151,7 @@ def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None,
                          logging_step=args.linsep_task_logging_step,
                          feature_budget_gb=args.linsep_feature_budget_gb, seed=seed)
     return ProbeSettings(probes=probes, config=config, extract_batch_size=args.batchSizeGPU,
-                         on_encoded=args.phone_get_encoded, log_root=log_root,
+                         get_encoded=args.phone_get_encoded, log_root=log_root,
                          probe_root=args.linsep_checkpoint_dir)
 
 
