@@ -73,14 +73,15 @@ def abx_of_units(units: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     items = make_items(labels, symbols, stems)
     if not items:
         return {"abx_within": math.nan, "abx_across": math.nan}
-    item_file = ItemFile(Path("<units>"), [i.file for i in items],
-                         np.array([i.onset for i in items]), np.array([i.offset for i in items]),
-                         [i.phone for i in items], [f"{i.prev}+{i.next}" for i in items],
-                         [i.speaker for i in items])
+    item_file = ItemFile(path=Path("<units>"), file=[i.file for i in items],
+                         onset=np.array([i.onset for i in items]),
+                         offset=np.array([i.offset for i in items]), phone=[i.phone for i in items],
+                         context=[f"{i.prev}+{i.next}" for i in items], speaker=[i.speaker for i in items])
     n_units = 1 + max(int(units[stem].max()) for stem in stems)
     eye = np.eye(n_units, dtype=np.float32)
     frames, ids, _ = gather_item_frames(item_file, lambda stem: eye[units[stem]], progress=False)
-    results = run_modes(frames, ids, ["within", "across"], "angular", 10, 5, seed)
+    results = run_modes(frames, ids, ["within", "across"], distance="angular", max_size_group=10,
+                        max_x_across=5, seed=seed)
     return {f"abx_{r.mode}": float(r.error) for r in results}
 
 
