@@ -228,7 +228,7 @@ def _feature_loader(args: argparse.Namespace, items: ItemFile, device: torch.dev
     _require_files(items, files, f"{args.file_extension} audio in {args.path_dataset}")
     files = screen_by_stem({name: files[name] for name in dict.fromkeys(items.file)},
                            args.bad_audio)
-    maker = build_feature_maker(args.path_checkpoint, args.get_encoded, device=device)
+    maker = build_feature_maker(args.path_checkpoint, get_encoded=args.get_encoded, device=device)
     return (lambda name: buildFeature(maker, files[name], strict=args.strict,
                                       maxSizeSeq=args.max_size_seq, seqNorm=args.seq_norm)[0]
             ), items_of_files(items, set(files))

@@ -149,16 +149,16 @@ def run(args: argparse.Namespace) -> KMeansState:
     device = select_device(args.device)
     files = list_files(args)
     torch.set_num_threads(min(args.n_process_loader, torch.get_num_threads()))
-    maker = build_feature_maker(args.features, args.pathCheckpoint, args.encoder_layer,
-                                args.level_gru, args.mfcc_dim, args.seed)
+    maker = build_feature_maker(args.features, args.pathCheckpoint, encoder_layer=args.encoder_layer,
+                                level_gru=args.level_gru, mfcc_dim=args.mfcc_dim, seed=args.seed)
     extra = {"feature_weights": model_weights(maker)} if args.features == "random_init" else {}
     out_dir = Path(args.pathOutput).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json(args_path(args.pathOutput), vars(args))
     cache_dir = Path(tempfile.mkdtemp(prefix=".features_", dir=out_dir))
     try:
-        cache = cache_features(maker, files, cache_dir / "features.f32", args.sizeWindow,
-                               args.max_size_loaded, device)
+        cache = cache_features(maker, files, cache_dir / "features.f32", chunk_samples=args.sizeWindow,
+                               buffer_bytes=args.max_size_loaded, device=device)
         print(f"{len(files)} files, {cache.n_frames} frames of dimension {cache.dim}")
         if cache.n_frames < args.nClusters:
             raise ConfigError(f"-k/--nClusters {args.nClusters} is more than the {cache.n_frames} "
