@@ -113,8 +113,8 @@ def resume_state(args: argparse.Namespace) -> KMeansState | None:
     saved = load_clustering(last, with_args=False)
     if "kmeans_state" in saved.content:
         return KMeansState.from_dict(saved.content["kmeans_state"])
-    return KMeansState(saved.centroids, int(saved.content.get("iteration", 0)),
-                       float(saved.content.get("lastDiff", float("inf"))))
+    return KMeansState(saved.centroids, iteration=int(saved.content.get("iteration", 0)),
+                       last_diff=float(saved.content.get("lastDiff", float("inf"))))
 
 
 def make_saver(args: argparse.Namespace, extra: dict):
@@ -167,8 +167,8 @@ def run(args: argparse.Namespace) -> KMeansState:
         if cache.n_frames * cache.dim * 4 <= args.max_size_loaded:
             frames = np.array(frames)  # fits: read it once
         frames_per_window = args.sizeWindow // FRAME_SIZE
-        config = KMeansConfig(args.nClusters, args.MAX_ITER, args.tol, args.seed, args.init,
-                              normalize=args.norm_vec_len,
+        config = KMeansConfig(args.nClusters, max_iter=args.MAX_ITER, tol=args.tol, seed=args.seed,
+                              init=args.init, normalize=args.norm_vec_len,
                               batch_size=args.batchSizeGPU * frames_per_window,
                               block_frames=max(1, args.max_size_loaded // (4 * cache.dim)),
                               batches_per_iter=None if args.perIterSize < 0 else args.perIterSize,
