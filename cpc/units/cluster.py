@@ -131,7 +131,7 @@ def make_saver(args: argparse.Namespace, extra: dict):
         with open(out_dir / "training_logs.txt", "a") as handle:
             handle.write(line + "\n")
         if args.save:
-            content = clustering_content(state.centroids, args.encoder_layer,
+            content = clustering_content(state.centroids, encoder_layer=args.encoder_layer,
                                          iteration=state.iteration, lastDiff=state.last_diff,
                                          kmeans_state=state.to_dict(), **extra)
             save_clustering(out_dir / LAST, content)
@@ -181,8 +181,9 @@ def run(args: argparse.Namespace) -> KMeansState:
     print(f"Ran clustering in {time.perf_counter() - start:.2f} seconds: {state.iteration} "
           f"iterations, last move {state.last_diff:.3g}, inertia {inertia}, "
           f"{state.reseeded} empty clusters reseeded")
-    save_clustering(args.pathOutput, clustering_content(state.centroids, args.encoder_layer,
-                                                        kmeans_state=state.to_dict(), **extra))
+    content = clustering_content(state.centroids, encoder_layer=args.encoder_layer,
+                                 kmeans_state=state.to_dict(), **extra)
+    save_clustering(args.pathOutput, content)
     ckpt.write_json(args_path(args.pathOutput), vars(args))
     return state
 
