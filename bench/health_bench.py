@@ -63,7 +63,7 @@ def measure(flags: list[str], steps: int, device: torch.device) -> dict[str, flo
     step_module = StepModule(model, training.objective)
     updater = Updater(training.optimizers, training.rates, training.parameter_parts(),
                       clip_grad_norm=1.0)
-    monitor = HealthMonitor(list(updater.parts), True, device=device)
+    monitor = HealthMonitor(list(updater.parts), saturating_context=True, device=device)
     guard = CollapseGuard("rollback", CollapseRule(), criterion.chance_loss(), training,
                           lambda n: None)
     batch = SimpleNamespace(audio=torch.randn(8, 1, args.sizeWindow, device=device),

@@ -150,7 +150,7 @@ class FeatureModule(nn.Module):
     ``(B * T, D)`` when ``collapse``.
     """
 
-    def __init__(self, featureMaker: nn.Module, get_encoded: bool, collapse: bool = False):
+    def __init__(self, featureMaker: nn.Module, *, get_encoded: bool, collapse: bool = False):
         super().__init__()
         self.featureMaker = featureMaker
         self.get_encoded = get_encoded
@@ -210,7 +210,7 @@ def min_input_samples(model: nn.Module) -> int:
         model.train(was_training)
 
 
-def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, strict: bool = False,
+def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, *, strict: bool = False,
                  maxSizeSeq: int = 64000, seqNorm: bool = False) -> torch.Tensor:
     """Features of one audio file, ``(1, T, D)`` on the CPU, computed under ``torch.no_grad``.
 

@@ -127,10 +127,10 @@ def test_build_feature_rejects_other_rates_and_averages_stereo(run, tmp_path):
     path = tmp_path / "bad.wav"
     write_wav(path, 1600, sample_rate=8000)
     with pytest.raises(DataError, match="bad.wav is sampled at 8000 Hz"):
-        buildFeature(FeatureModule(run[1], False), path)
+        buildFeature(FeatureModule(run[1], get_encoded=False), path)
     write_wav(path, 1600, channels=2)
     with pytest.warns(UserWarning, match="averaging them to mono"):
-        assert buildFeature(FeatureModule(run[1], False), path).shape[1] == 10
+        assert buildFeature(FeatureModule(run[1], get_encoded=False), path).shape[1] == 10
 
 
 def test_several_checkpoints_give_a_concatenated_model(run, tmp_path):
@@ -140,7 +140,7 @@ def test_several_checkpoints_give_a_concatenated_model(run, tmp_path):
     save_run(tmp_path / "other", other_args, {0: other.state_dict()})
     model, hidden_gar, hidden_encoder = loadModel([str(run[0]), str(tmp_path / "other")])
     assert isinstance(model, ConcatenatedModel) and (hidden_gar, hidden_encoder) == (20, 26)
-    c = FeatureModule(model, False)(torch.randn(1, 1, 1759))
+    c = FeatureModule(model, get_encoded=False)(torch.randn(1, 1, 1759))
     assert c.shape == (1, 10, 20)  # cpc gives 11 frames for 1759 samples, mfcc 10: cut to the shorter
 
 
@@ -243,12 +243,12 @@ def test_cpc_audio_checkpoint_loads_with_identical_features(tmp_path):
     audio = write_wav(tmp_path / "utt.wav", 3300)
     with torch.no_grad():
         expected_c, expected_z = reference(audio.view(1, 1, -1))
-    assert torch.allclose(buildFeature(FeatureModule(model, False), tmp_path / "utt.wav"), expected_c, atol=1e-5)
-    assert torch.allclose(buildFeature(FeatureModule(model, True), tmp_path / "utt.wav"), expected_z, atol=1e-5)
+    assert torch.allclose(buildFeature(FeatureModule(model, get_encoded=False), tmp_path / "utt.wav"), expected_c, atol=1e-5)
+    assert torch.allclose(buildFeature(FeatureModule(model, get_encoded=True), tmp_path / "utt.wav"), expected_z, atol=1e-5)
 
 
 def test_build_feature_ignores_a_tail_shorter_than_one_frame(run, tmp_path):
     path = tmp_path / "tail.wav"
     write_wav(path, 3200 + 100)  # two chunks of 1600 samples and a 100-sample tail
-    features = buildFeature(FeatureModule(run[1], False), path, maxSizeSeq=1600)
+    features = buildFeature(FeatureModule(run[1], get_encoded=False), path, maxSizeSeq=1600)
     assert features.shape[1] == 20
