@@ -18,7 +18,9 @@ import pytest
 import torch
 import yaml
 
-from cpc.criterion import CRITERIA, CriterionOutput, build_criterion
+from cpc.registries import CRITERIA
+from cpc.criterion.base import CriterionOutput
+from cpc.criterion.registry import build_criterion
 from cpc.criterion.cpc import HEADS
 from cpc.criterion.workers import WorkerOutput, build_workers, total_worker_loss
 from cpc.criterion.workers.labellers import LABELLERS

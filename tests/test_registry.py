@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cpc.criterion import CRITERIA
+from cpc.registries import CRITERIA
 from cpc.criterion.cpc import HEADS
 from cpc.criterion.workers.labellers import LABELLERS
 from cpc.criterion.workers.registry import WORKERS, WorkerSpec
