@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from cpc.collapse_guard import CollapseGuard, CollapseRule  # noqa: E402
-from cpc.criterion import build_criterion  # noqa: E402
+from cpc.criterion.registry import build_criterion  # noqa: E402
 from cpc.demo import DEMO_TRAIN_FLAGS  # noqa: E402
 from cpc.health import HealthMonitor  # noqa: E402
 from cpc.model import build_model  # noqa: E402

@@ -16,14 +16,15 @@ from pathlib import Path
 from cpc.capture.kinds import requested_kinds
 from cpc.criterion.objective import objective_capture_kinds
 from cpc.config_file import load_config
-from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser,
-                         complete_with_defaults, explicit_dests, group_dests)
+from cpc.architecture import architecture_options
+from cpc.options import NOT_CARRIED_OVER, build_parser, complete_with_defaults, explicit_dests
 from cpc.stats import parse_stats_spec
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE
 from cpc.utils.distributed import launched_ranks
 from cpc.utils.errors import ConfigError
 from cpc.utils.files import check_output_dir
+from cpc.utils.option_classes import flag
 
 
 
@@ -77,8 +78,8 @@ def resolve_run(argv: list[str]) -> RunConfig:
         args = restore_omitted(args, saved, explicit | config_dests(args.config, parser),
                                CORPUS_OPTIONS if read_only else
                                set(vars(args)) - INVOCATION_OPTIONS)
-        args = reconcile_with_saved(args, saved, explicit,
-                                    group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
+        args = reconcile_with_saved(args, saved, explicit, architecture_options(),
+                                    args.pathCheckpoint)
         check_same_criterion(args, saved, args.pathCheckpoint)
         pase = reconcile_pase(pase, saved.get("pase_settings"), args)
         found = ckpt.load_newest_checkpoint(args.pathCheckpoint, with_interrupted=True)
@@ -131,13 +132,14 @@ def restore_omitted(args: argparse.Namespace, saved: dict, given: set[str],
 
 def reconcile_with_saved(args: argparse.Namespace, saved: dict, explicit: set[str],
                          architecture: set[str], run_dir: str) -> argparse.Namespace:
-    """The options with the architecture of a saved run; explicit flags contradicting it are an
-    error."""
+    """The options with the architecture of a saved run (``architecture``: the option fields of
+    :func:`cpc.architecture.architecture_options`); explicit flags contradicting it are an
+    error naming the option's flag."""
     taken = {}
     for dest in sorted(architecture & set(saved)):
         if dest in explicit and getattr(args, dest) != saved[dest]:
-            raise ConfigError(f"--{dest} {getattr(args, dest)} contradicts the run in {run_dir}, "
-                              f"trained with --{dest} {saved[dest]}; use another "
+            raise ConfigError(f"{flag(dest)} {getattr(args, dest)} contradicts the run in "
+                              f"{run_dir}, trained with {flag(dest)} {saved[dest]}; use another "
                               f"--pathCheckpoint or --restart")
         taken[dest] = saved[dest]
     return argparse.Namespace(**{**vars(args), **taken})
@@ -238,7 +240,7 @@ def check_ranges(args: argparse.Namespace) -> None:
                 (dest.startswith(("beta", "linsep_beta")) and value >= 1):
             bound = f"{'>=' if low_allowed else '>'} {low}" + \
                 ("" if high is None else f" and {'<' if 'beta' in dest else '<='} {high}")
-            raise ConfigError(f"--{dest} must be a finite number {bound}; got {value}")
+            raise ConfigError(f"{flag(dest)} must be a finite number {bound}; got {value}")
 
 
 def check_compatibility_flags(args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from cpc.feature_loader import (ConcatenatedModel, FeatureModule, buildFeature, 
                                 loadArgs, loadModel)
 from cpc.model import build_model
 from cpc.options import complete_with_defaults
+from cpc.utils.errors import CheckpointError
 
 
 def tiny_args(**overrides) -> argparse.Namespace:
@@ -252,3 +253,34 @@ def test_build_feature_ignores_a_tail_shorter_than_one_frame(run, tmp_path):
     write_wav(path, 3200 + 100)  # two chunks of 1600 samples and a 100-sample tail
     features = buildFeature(FeatureModule(run[1], get_encoded=False), path, maxSizeSeq=1600)
     assert features.shape[1] == 20
+
+
+def test_a_checkpoint_copied_alone_rebuilds_its_model_from_its_model_args(tmp_path):
+    """Our checkpoints hold the options that built the model (a transformer's position table
+    depends on sizeWindow): the file loads without its run's checkpoint_args.json."""
+    torch.manual_seed(0)
+    args = tiny_args(arMode="transformer", hiddenGar=16, abspos=True, sizeWindow=3200,
+                     cpc_mode="reverse", nLevelsGRU=2)
+    model = build_model(args).eval()
+    assert model.model_args["sizeWindow"] == 3200 and model.model_args["abspos"] is True
+    alone = tmp_path / "copied" / "checkpoint_7.pt"
+    alone.parent.mkdir()
+    torch.save({"gEncoder": model.state_dict(), "model_args": model.model_args, "epoch": 7}, alone)
+    loaded, dim_context, dim_encoded = loadModel([str(alone)])
+    assert (dim_context, dim_encoded) == (16, 16) and loaded.gAR.reverse
+    assert loaded.model_args == model.model_args
+    audio = torch.randn(1, 1, 3200)
+    assert torch.equal(loaded.eval()(audio)[0], model(audio)[0])
+
+
+def test_a_checkpoint_without_model_args_is_built_from_the_args_beside_it(run, tmp_path):
+    """Older checkpoints (and CPC_audio's) hold no model_args: checkpoint_args.json gives the
+    architecture, and without it the file cannot be loaded."""
+    run_dir, model = run
+    assert "model_args" not in torch.load(run_dir / "checkpoint_10.pt", weights_only=True)
+    assert loadModel([str(run_dir / "checkpoint_10.pt")])[0].model_args == model.model_args
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "checkpoint_10.pt").write_bytes((run_dir / "checkpoint_10.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="lacks checkpoint_args.json"):
+        loadModel([str(alone / "checkpoint_10.pt")])
