@@ -107,7 +107,7 @@ class HealthMonitor:
     """Measures the latest observed training step when asked (the trainer asks every
     ``--logging_step`` updates and at epoch ends); ``latest`` holds the last figures read."""
 
-    def __init__(self, part_names: list[str], saturating_context: bool,
+    def __init__(self, part_names: list[str], *, saturating_context: bool,
                  info: DistInfo = DistInfo(), seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
         self.part_names = part_names

@@ -163,8 +163,9 @@ def capture_settings(args: argparse.Namespace, recipe: dict | None) -> CaptureSe
 def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
                 device: torch.device) -> HealthHook:
     training = run.training
-    monitor = HealthMonitor(list(updater.parts), args.arMode in SATURATING_CONTEXTS, run.info,
-                            seed=run.seed, device=device)
+    monitor = HealthMonitor(list(updater.parts),
+                            saturating_context=args.arMode in SATURATING_CONTEXTS,
+                            info=run.info, seed=run.seed, device=device)
     chance = training.objective.chance_loss()
     rule = CollapseRule(args.collapse_cosine, args.collapse_context_cosine,
                         args.collapse_saturated, patience=args.collapse_patience)

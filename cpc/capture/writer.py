@@ -40,9 +40,9 @@ def write_sequences(epoch_dir: Path, dataset: AudioBatchData, speakers: list[str
                      for i, seq in enumerate(dataset.sequences)])
 
 
-def run_capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData,
+def run_capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData, *,
                 speakers: list[str], kinds: list[str], collector: StatsCollector | None,
-                epoch_dir: Path, epoch: int, batch_size: int, device: torch.device, *,
+                epoch_dir: Path, epoch: int, batch_size: int, device: torch.device,
                 seed: int = 0) -> dict[str, float]:
     """Run the frozen model (and criterion) over the capture dataset, in order.
 
