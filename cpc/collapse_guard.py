@@ -81,6 +81,7 @@ class CollapseGuard:
     events: list[dict] = field(default_factory=list)
     _snapshot: dict | None = None
     _snapshot_rollbacks: int = 0  # rollbacks whose lower rates the snapshot already has
+    _snapshot_current: bool = False  # the snapshot is the training state as it is now
 
     def __post_init__(self) -> None:
         if self.mode not in ON_COLLAPSE:
@@ -91,6 +92,33 @@ class CollapseGuard:
         if self.mode == "rollback":
             self._snapshot = snapshot(self.training.state(epoch=-1))
             self._snapshot_rollbacks = self.rollbacks
+            self._snapshot_current = True
+
+    def state_changed(self) -> None:
+        """The training state moved on (an update) since the snapshot was taken."""
+        self._snapshot_current = False
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to decide as this one would: the rollbacks so far, the
+        collapse streak and, unless it is the state being saved (a healthy check just before
+        an epoch's checkpoint), the healthy state to roll back to."""
+        state = {"rollbacks": self.rollbacks, "streak": self.streak}
+        if self._snapshot is not None and not self._snapshot_current:
+            state["healthy_state"] = self._snapshot
+            state["healthy_rollbacks"] = self._snapshot_rollbacks
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; without a saved healthy state, the resumed state (whose
+        rates the rollbacks so far already lowered) is the one to return to."""
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.streak = int(state.get("streak", 0))
+        if "healthy_state" in state:
+            self._snapshot = state["healthy_state"]
+            self._snapshot_rollbacks = int(state["healthy_rollbacks"])
+            self._snapshot_current = False
+        else:
+            self.keep_healthy_state()
 
     def figures(self, metrics: dict[str, float], part: str = "encoder") -> str:
         """The loss and the figures that show ``part`` (encoder or context) collapsed."""

@@ -119,6 +119,20 @@ class HealthMonitor:
         self._loss_count = 0
         self._last: tuple | None = None  # the latest step's detached tensors
 
+    def state_dict(self) -> dict:
+        """The pair-sampling generator and the losses since the last check: a resumed run
+        measures as this one would."""
+        state = {"generator": self.generator.get_state(), "loss_count": self._loss_count}
+        if self._loss_sum is not None:
+            state["loss_sum"] = self._loss_sum.detach().cpu()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._loss_count = int(state["loss_count"])
+        self._loss_sum = state["loss_sum"].to(self.generator.device) if "loss_sum" in state \
+            else None
+
     def observe(self, out: CriterionOutput, grad_norms: torch.Tensor) -> None:
         """Record one training step (cheap: keeps references, no synchronisation)."""
         loss = out.loss.detach().float()

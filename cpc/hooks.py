@@ -47,16 +47,18 @@ class HealthHook(Hook):
         self._epoch_health: dict[str, float] | None = None
 
     def state_dict(self) -> dict:
-        return {"rollbacks": self.guard.rollbacks}
+        """The guard's rollbacks, streak and healthy state, and the monitor's sampling state:
+        a resumed run judges its checks as the uninterrupted run would."""
+        return {**self.guard.state_dict(), "monitor": self.monitor.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        """The rollbacks so far count against --max_rollbacks; the resumed state (whose rates
-        they already lowered) is the healthy one to return to."""
-        self.guard.rollbacks = int(state.get("rollbacks", 0))
-        self.guard.keep_healthy_state()
+        self.guard.load_state_dict(state)
+        if "monitor" in state:
+            self.monitor.load_state_dict(state["monitor"])
 
     def on_train_step(self, run: Run, out: CriterionOutput, grad_norms: torch.Tensor) -> None:
         self.monitor.observe(out, grad_norms)
+        self.guard.state_changed()
 
     def sync_values(self, run: Run) -> dict[str, torch.Tensor]:
         return self.monitor.figures() or {}

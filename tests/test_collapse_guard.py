@@ -166,3 +166,26 @@ def test_a_check_without_a_verdict_neither_breaks_a_streak_nor_becomes_the_healt
     event = guard.after_check(COLLAPSED, 40, 0)
     assert event["action"] == "rollback"
     assert torch.equal(training.model.weight, healthy_weight)
+
+
+def test_a_resumed_guard_decides_as_the_uninterrupted_one():
+    """A checkpoint in the middle of a collapse streak carries the streak and the older healthy
+    state, so the resumed run rolls back where the uninterrupted one does, to the same state."""
+    guard, training, _ = make_guard("rollback", patience=2)
+    with torch.no_grad():
+        training.model.weight.fill_(1.0)
+    guard.after_check(HEALTHY, 10, 0)  # the healthy state: weight 1
+    guard.state_changed()
+    with torch.no_grad():
+        training.model.weight.fill_(5.0)
+    guard.after_check(COLLAPSED, 20, 0)  # streak 1; the checkpoint is written here
+    saved = guard.state_dict()
+    assert saved["streak"] == 1 and "healthy_state" in saved
+    resumed, resumed_training, _ = make_guard("rollback", patience=2)
+    resumed_training.load(training.state(epoch=0))  # the checkpoint's weights: 5
+    resumed.load_state_dict(saved)
+    for one, its_training in ((guard, training), (resumed, resumed_training)):
+        assert one.after_check(COLLAPSED, 30, 0)["action"] == "rollback"
+        assert torch.equal(its_training.model.weight, torch.ones(2, 2))
+    guard.after_check(HEALTHY, 40, 0)  # a healthy check: its snapshot is the state now
+    assert "healthy_state" not in guard.state_dict()

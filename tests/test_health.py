@@ -108,3 +108,20 @@ def test_monitor_averages_the_loss_since_its_last_read():
     assert monitor.latest == metrics
     assert monitor.check() is None  # nothing new since
     assert describe(metrics).startswith("health: z cos")
+
+
+def test_a_resumed_monitor_samples_the_same_pairs():
+    from cpc.criterion.base import CriterionOutput
+    torch.manual_seed(0)
+    out = CriterionOutput(torch.tensor(2.0), torch.zeros(1), torch.zeros(1),
+                          context=torch.randn(4, 10, 6), encoded=torch.randn(4, 10, 5))
+    first = HealthMonitor(["encoder"], saturating_context=False, seed=3)
+    first.observe(out, torch.ones(1))
+    first.figures()
+    first.observe(out, torch.ones(1))  # a step after the check: its loss is pending
+    resumed = HealthMonitor(["encoder"], saturating_context=False, seed=3)
+    resumed.load_state_dict(first.state_dict())
+    resumed.observe(out, torch.ones(1))
+    first.observe(out, torch.ones(1))
+    assert {k: float(v) for k, v in first.figures().items()} == \
+        {k: float(v) for k, v in resumed.figures().items()}
