@@ -26,7 +26,7 @@ start=$SECONDS
 cuda=$($PY -c "import torch; print(int(torch.cuda.is_available()))")
 $PY -c "import torch; print('torch', torch.__version__ + ',', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')" | tee "$LOGS/machine.txt"
 
-$PY -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$LOGS/cuda_tests.log"
+$PY -m pytest -q -m cuda -p no:cacheprovider tests/train/test_cuda.py 2>&1 | tee "$LOGS/cuda_tests.log"
 tests_status=${PIPESTATUS[0]}
 
 $PY bench/train_bench.py --device cuda --precision fp32 bf16 --steps 20 2>&1 \

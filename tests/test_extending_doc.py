@@ -32,7 +32,7 @@ from cpc.stats import STATS, StatError, StatsCollector, parse_stats_spec
 from cpc.config_file import load_config
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import ConfigError
-from tests.test_train import SMALL, corpus_args, run
+from tests.train.test_train import SMALL, corpus_args, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "extending.md"
@@ -199,7 +199,7 @@ def test_encoder_example_builds_with_its_flag(examples):
 
 
 def test_hook_example_traces_the_rate_and_keeps_its_count_across_a_resume(examples):
-    from tests.test_trainer_unit import N_BATCHES, make_trainer
+    from tests.train.test_trainer import N_BATCHES, make_trainer
 
     from cpc.trainer import Resumption
     hook = sys.modules["cpc.lr_trace_hook"].LearningRateTrace()
