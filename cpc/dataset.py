@@ -35,7 +35,7 @@ from cpc.data.plan import (Pack, count_batches, make_batches, mix_seed, plan_pac
                            random_offset, rank_shares, too_short, window_seq_ids)
 from cpc.utils.errors import DataError
 from cpc.utils.files import atomic_write_text
-from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE, SAMPLING_TYPES
+from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE, SAMPLING_TYPES, window_size_problem
 
 _CACHE_VERSION = 2  # 2: float files' non-finite samples
 
@@ -487,9 +487,9 @@ class AudioBatchData:
                  phone_labels: dict[str, np.ndarray] | None, n_speakers: int,
                  n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
                  seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        if size_window <= 0 or size_window % FRAME_SIZE:
-            raise DataError(f"--sizeWindow {size_window} must be a positive multiple of "
-                            f"{FRAME_SIZE} (one encoder frame)")
+        problem = window_size_problem(size_window, "--sizeWindow", nearest=False)
+        if problem:
+            raise DataError(problem)
         if not sequences:
             raise DataError(f"no file to load from {path_db}")
         if not 0 <= rank < world_size:
