@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from cpc.criterion.base import CriterionOutput
 from cpc.criterion.workers import WorkerBatchError, total_worker_loss
-from cpc.dataset import Batch
+from cpc.data.batch import Batch
 from cpc.precision import autocast
 
 

@@ -10,7 +10,7 @@ facebookresearch/CPC_audio and its CPC-CTC fork, so existing command lines keep 
 
 This file wires the parts of a run: the options are in options.py, their resolution against
 the run directory and their checks in run_config.py, the epoch loop in trainer.py, its
-per-epoch jobs in hooks.py, the math in model.py and criterion/, the data in dataset.py, the
+per-epoch jobs in hooks.py, the math in model.py and criterion/, the data in data/, the
 file formats in utils/checkpoint.py and run_log.py.
 """
 from __future__ import annotations
@@ -38,8 +38,9 @@ import torch
 from cpc.collapse_guard import CollapseGuard, CollapseRule
 from cpc.criterion import build_criterion
 from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
-from cpc.dataset import (AudioBatchData, AudioLoader, CorpusData, build_capture_dataset,
-                         build_corpus_data, select_corpus)
+from cpc.data.corpus import CorpusData, build_capture_dataset, build_corpus_data, select_corpus
+from cpc.data.loader import AudioLoader
+from cpc.data.packs import AudioBatchData
 from cpc.eval.linear_separability import ProbeConfig, check_probe_corpus
 from cpc.health import SATURATING_CONTEXTS, HealthMonitor
 from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook, ProbeHook,

@@ -8,12 +8,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from cpc import dataset as ds
+from cpc.data import listing
+from cpc.data.audio import read_audio
+from cpc.data.labels import attach_phone_labels, parseSeqLabels
+from cpc.data.listing import findAllSeqs
+from cpc.data.packs import AudioBatchData
 from cpc.data.plan import (count_batches, make_batches, mix_seed, plan_packs, random_offset,
                            rank_shares)
-from cpc.utils.constants import FRAME_SIZE
-from cpc.dataset import (AudioBatchData, DataError, attach_phone_labels,
-                         filterSeqs, findAllSeqs, parseSeqLabels, read_audio, split_train_val)
+from cpc.data.splits import filterSeqs, split_train_val
+from cpc.utils.constants import FRAME_SIZE, SAMPLING_TYPES
+from cpc.utils.errors import DataError
 from tests.conftest import ramp_signal, write_tree
 
 S = 1600  # a small window: 10 frames
@@ -45,8 +49,8 @@ def test_listing_cache_follows_the_tree(tree, monkeypatch):
     root, _, _ = tree
     findAllSeqs(root, ".flac")
     probed = []
-    real_probe = ds._probe
-    monkeypatch.setattr(ds, "_probe", lambda p: probed.append(p.name) or real_probe(p))
+    real_probe = listing._probe
+    monkeypatch.setattr(listing, "_probe", lambda p: probed.append(p.name) or real_probe(p))
     findAllSeqs(root, ".flac")
     assert probed == []  # everything came from the cache
     sf.write(root / "22" / "0" / "22-0-0009.flac", ramp_signal(9, 1234), 16000)
@@ -62,10 +66,10 @@ def test_listing_cache_follows_the_tree(tree, monkeypatch):
 def test_cache_is_json_not_pickle(tree):
     root, _, _ = tree
     findAllSeqs(root, ".flac")
-    files = list(ds.cache_dir().glob("listing_*.json"))
+    files = list(listing.cache_dir().glob("listing_*.json"))
     assert len(files) == 1
     import json
-    assert json.loads(files[0].read_text())["version"] == ds._CACHE_VERSION
+    assert json.loads(files[0].read_text())["version"] == listing._CACHE_VERSION
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "wrong_ext"])
@@ -272,7 +276,7 @@ def _dataset(tree, labels=None, **kw):
     return AudioBatchData(root, S, seqs, labels, len(speakers), n_process_loader=2, **kw)
 
 
-@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+@pytest.mark.parametrize("sampling", SAMPLING_TYPES)
 def test_batches_hold_the_right_audio_and_labels(tree, sampling):
     root, _, _ = tree
     seqs, _ = findAllSeqs(root, ".flac")
@@ -355,7 +359,7 @@ def test_an_epoch_is_a_pure_function_of_its_number_and_skip_passes_over_batches(
     second.close()
 
 
-@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+@pytest.mark.parametrize("sampling", SAMPLING_TYPES)
 def test_batch_counts_match_the_samplers_without_drawing(tree, sampling):
     _, packs = _geometry(tree, max_size=15000)
     for pack in packs:
@@ -366,8 +370,9 @@ def test_batch_counts_match_the_samplers_without_drawing(tree, sampling):
 
 def test_a_pack_that_stays_the_same_is_read_once(tree, monkeypatch):
     reads = []
-    original = ds.read_audio
-    monkeypatch.setattr(ds, "read_audio", lambda path: reads.append(path) or original(path))
+    original = read_audio
+    monkeypatch.setattr("cpc.data.packs.read_audio",
+                        lambda path: reads.append(path) or original(path))
     data = _dataset(tree)  # one pack: the same every epoch
     loader = data.getDataLoader(2, "samespeaker", True)
     for epoch in range(3):
@@ -436,7 +441,7 @@ def test_rank_shares_partition_the_files_with_balanced_audio():
     assert mix_seed(1, 2, 3) == mix_seed(1, 2, 3) != mix_seed(1, 2, 4)
 
 
-@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+@pytest.mark.parametrize("sampling", SAMPLING_TYPES)
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_each_rank_reads_and_trains_on_its_own_share(tree, sampling, world_size):
     """Ranks (same seed) own disjoint shares of the files and read only theirs, in packs of a

@@ -68,7 +68,7 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
     import torch.distributed as dist
 
     from cpc.criterion import build_criterion
-    from cpc.dataset import Batch
+    from cpc.data.batch import Batch
     from cpc.model import build_model
     from cpc.objectives import CriterionObjective, TrainStep
     from cpc.options import build_parser

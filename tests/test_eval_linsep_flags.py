@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from cpc.dataset import build_datasets
+from cpc.data.corpus import build_datasets
 from cpc.eval import linear_separability as linsep
 from cpc.eval.linear_separability import ProbeConfig
 from cpc.feature_loader import loadModel

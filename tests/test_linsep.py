@@ -68,7 +68,7 @@ def test_probe_logs_and_best_state(tmp_path):
 
 
 def test_probes_leave_the_callers_random_stream_alone(tiny_corpus):
-    from cpc.dataset import build_datasets
+    from cpc.data.corpus import build_datasets
     from cpc.model import CPCModel, MFCCEncoder, NoAR
     data = build_datasets(tiny_corpus, ".flac", str(tiny_corpus / "train_split.txt"),
                           str(tiny_corpus / "val_split.txt"),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cpc.criterion import build_criterion
-from cpc.dataset import Batch
+from cpc.data.batch import Batch
 from cpc.model import build_model
 from cpc.objectives import CriterionObjective, TrainStep
 from cpc.options import build_parser

@@ -44,7 +44,9 @@ from tqdm import tqdm
 
 from cpc.criterion.supervised import (CTCPhoneCriterion, PhoneCriterion, SpeakerCriterion,
                                       collapse_repeats, edit_distance)
-from cpc.dataset import AudioBatchData, CorpusSelection, check_speaker_classes
+from cpc.data.corpus import CorpusSelection
+from cpc.data.packs import AudioBatchData
+from cpc.data.splits import check_speaker_classes
 from cpc.run_config import device_name
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE
@@ -461,7 +463,7 @@ def probe_device(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from cpc.utils.memory import keep_freed_memory
-    from cpc.dataset import build_datasets
+    from cpc.data.corpus import build_datasets
     from cpc.utils.files import check_output_dir, exclusive_lock
     from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
