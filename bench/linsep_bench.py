@@ -42,7 +42,8 @@ def main() -> None:
           f"--cpc_steps {args.cpc_steps} --probe_epochs {args.probe_epochs}")
     c = args.corpus
     data = build_datasets(c, ".flac", str(c / "train_split.txt"), str(c / "val_split.txt"),
-                          str(c / "converted_aligned_phones.txt"), 20480, 2)
+                          str(c / "converted_aligned_phones.txt"), 20480,
+                          n_process_loader=2)
     cpc_args = build_parser().parse_args(["--pathDB", str(c)])
     torch.manual_seed(0)
     model = build_model(cpc_args)
@@ -50,7 +51,7 @@ def main() -> None:
                                 dim_encoded=model.dim_encoded)
     optimizer, _ = build_optimizer(list(model.parameters()) + list(criterion.parameters()),
                                    2e-4, 0.9, 0.999, 1e-8, None, -1)
-    loader = data.train.getDataLoader(8, "samespeaker", True)
+    loader = data.train.getDataLoader(8, "samespeaker", randomOffset=True)
     n_batches = len(loader)
     step_times = []
     for i, batch in enumerate(loader):

@@ -74,13 +74,16 @@ def load_data(args: argparse.Namespace, seed: int, info: DistInfo = DistInfo()) 
     rank's share of it."""
     def select():
         selection = select_corpus(args.pathDB, args.file_extension, args.pathTrain,
-                                  args.pathVal, args.path_phone_data, args.n_process_loader,
-                                  seed, args.ignore_cache,
+                                  args.pathVal, args.path_phone_data,
+                                  n_process_loader=args.n_process_loader, seed=seed,
+                                  ignore_cache=args.ignore_cache,
                                   max_files=(1000, 100) if args.debug else None,
                                   bad_audio=args.bad_audio)
         return selection.shareable() if info.active else selection
-    data = build_corpus_data(on_main(select, info), args.sizeWindow, args.n_process_loader,
-                             args.max_size_loaded, seed, info.rank, info.world_size)
+    data = build_corpus_data(on_main(select, info), args.sizeWindow,
+                             n_process_loader=args.n_process_loader,
+                             max_size_loaded=args.max_size_loaded, seed=seed, rank=info.rank,
+                             world_size=info.world_size)
     if info.is_main:
         print(f"train: {data.train.describe()}\nval:   {data.val.describe()}", flush=True)
         for name, part in (("train", data.train), ("val", data.val)):
@@ -93,8 +96,8 @@ def load_data(args: argparse.Namespace, seed: int, info: DistInfo = DistInfo()) 
 def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[str]]:
     data, speakers = build_capture_dataset(
         args.pathDB, args.file_extension, args.pathCaptureDS, args.path_phone_data,
-        args.sizeWindow, args.captureDSfreq, args.captureDStotNr, args.n_process_loader,
-        args.bad_audio)
+        args.sizeWindow, percent=args.captureDSfreq, total=args.captureDStotNr,
+        n_process_loader=args.n_process_loader, bad_audio=args.bad_audio)
     print(f"capture: {data.describe()}", flush=True)
     return data, speakers
 
@@ -405,13 +408,14 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     data = load_data(args, config.seed, info)
     training = build_training(args, config.pase, device, len(data.speakers), data.n_phones)
     run_dir = args.pathCheckpoint if info.is_main else None  # rank 0 writes, the others read
-    train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
+    train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType,
+                                            randomOffset=True)
     logs, resumption, generation = start_state(config, training, train_loader, info)
     if training.workers is not None and config.resume is None and info.is_main:
         print(f"estimating the workers' target statistics on {args.pase_stats_batches} "
               f"batches", flush=True)  # (DDP copies rank 0's to the other ranks)
         estimate_target_stats(training.workers, data.train.getDataLoader(
-            args.batchSizeGPU, args.samplingType, False), args.pase_stats_batches)
+            args.batchSizeGPU, args.samplingType, randomOffset=False), args.pase_stats_batches)
     updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
                       args.clip_grad_norm, args.warmup_steps, args.update_freq, training.scaler)
     run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir, config.seed,
@@ -454,7 +458,7 @@ def validation_loader(args: argparse.Namespace, training: Training,
                       data: CorpusData) -> AudioLoader:
     # PASE classifiers need several speakers per batch, which sequential windows rarely have
     sampling = "uniform" if training.workers is not None else "sequential"
-    return data.val.getDataLoader(args.batchSizeGPU, sampling, False)
+    return data.val.getDataLoader(args.batchSizeGPU, sampling, randomOffset=False)
 
 
 def close_run(run: Run, hooks: list[Hook]) -> None:

@@ -267,6 +267,17 @@ def test_unknown_sampler_is_refused(tree):
         data.getDataLoader(2, "random")
 
 
+def test_loader_flags_are_named(tree):
+    """randomOffset and frame_provenance are keyword-only: a bare True/False says nothing."""
+    root, _, _ = tree
+    seqs, speakers = findAllSeqs(root, ".flac")
+    data = AudioBatchData(root, S, seqs, None, len(speakers))
+    with pytest.raises(TypeError):
+        data.getDataLoader(2, "sequential", False)
+    assert data.getDataLoader(2, "sequential", randomOffset=False).random_offset is False
+    data.close()
+
+
 # ---------------------------------------------------------------- batches
 def _dataset(tree, labels=None, **kw):
     root, _, _ = tree
@@ -306,7 +317,8 @@ def test_batches_hold_the_right_audio_and_labels(tree, sampling):
 
 def test_frame_provenance_names_the_file_of_every_frame(tree):
     data = _dataset(tree)
-    for batch in data.getDataLoader(4, "sequential", False, frame_provenance=True):
+    for batch in data.getDataLoader(4, "sequential", randomOffset=False,
+                                    frame_provenance=True):
         assert batch.frame_seq_index.shape == (len(batch), S // FRAME_SIZE)
         assert torch.equal(batch.frame_seq_index[:, 0], batch.seq_index)
         for b in range(len(batch)):
@@ -345,7 +357,7 @@ def test_packs_are_planned_anew_every_epoch_from_the_seed(tree):
 
 def test_an_epoch_is_a_pure_function_of_its_number_and_skip_passes_over_batches(tree):
     def epoch_windows(data, epoch, skip=0):
-        loader = data.getDataLoader(2, "samespeaker", True)
+        loader = data.getDataLoader(2, "samespeaker", randomOffset=True)
         loader.set_epoch(epoch)
         loader.skip = skip
         return [tuple(zip(b.seq_index.tolist(), b.seq_offset.tolist())) for b in loader]
@@ -374,7 +386,7 @@ def test_a_pack_that_stays_the_same_is_read_once(tree, monkeypatch):
     monkeypatch.setattr("cpc.data.packs.read_audio",
                         lambda path: reads.append(path) or original(path))
     data = _dataset(tree)  # one pack: the same every epoch
-    loader = data.getDataLoader(2, "samespeaker", True)
+    loader = data.getDataLoader(2, "samespeaker", randomOffset=True)
     for epoch in range(3):
         loader.set_epoch(epoch)
         assert sum(len(b) for b in loader) > 0
@@ -386,7 +398,8 @@ def test_same_seed_same_batches(tree):
     def epoch_starts(seed):
         data = _dataset(tree, seed=seed, max_size_loaded=20000)
         out = [(b.seq_index.tolist(), b.seq_offset.tolist())
-               for _ in range(2) for b in data.getDataLoader(2, "samespeaker", True)]
+               for _ in range(2)
+               for b in data.getDataLoader(2, "samespeaker", randomOffset=True)]
         data.close()
         return out
     assert epoch_starts(5) == epoch_starts(5)
@@ -426,7 +439,7 @@ def test_truncated_file_after_listing_is_named(tree):
     sf.write(target, ramp_signal(0, 100), 16000)  # shorter than the listing says
     data = AudioBatchData(root, S, seqs, None, len(speakers))
     with pytest.raises(DataError, match=seqs[0].stem):
-        next(iter(data.getDataLoader(2, "sequential", False)))
+        next(iter(data.getDataLoader(2, "sequential", randomOffset=False)))
 
 
 def test_rank_shares_partition_the_files_with_balanced_audio():
@@ -454,7 +467,7 @@ def test_each_rank_reads_and_trains_on_its_own_share(tree, sampling, world_size)
         original = data._read
         data._read = lambda pack, files=files, original=original: \
             files.update(pack.key) or original(pack)
-    loaders = [data.getDataLoader(2, sampling, True) for data in ranks]
+    loaders = [data.getDataLoader(2, sampling, randomOffset=True) for data in ranks]
     for loader in loaders:
         loader.set_epoch(1)
     agreed = min(loader.local_length() for loader in loaders)

@@ -332,7 +332,7 @@ def test_train_and_validation_overlap_is_reported(tiny_corpus, tmp_path):
     val.write_text((tiny_corpus / "train_split.txt").read_text().split()[0] + "\n")
     with pytest.warns(UserWarning, match="1 file\\(s\\) are in both"):
         data = build_datasets(tiny_corpus, ".flac", str(tiny_corpus / "train_split.txt"),
-                              str(val), None, 3200, 2)
+                              str(val), None, 3200, n_process_loader=2)
     data.close()
 
 

@@ -44,8 +44,8 @@ class CorpusSelection:
 
 
 def select_corpus(path_db: str | Path, extension: str, path_train: str | None,
-                  path_val: str | None, path_phone_data: str | None, n_process_loader: int = 8,
-                  seed: int = 0, ignore_cache: bool = False,
+                  path_val: str | None, path_phone_data: str | None, *,
+                  n_process_loader: int = 8, seed: int = 0, ignore_cache: bool = False,
                   max_files: tuple[int, int] | None = None,
                   bad_audio: str = "refuse") -> CorpusSelection:
     """List pathDB, apply the split lists (or a seeded 99/1 split), attach phone labels.
@@ -98,8 +98,9 @@ class CorpusData:
             return self
         if self._whole is None:
             self._whole = build_corpus_data(self.selection, self.train.size_window,
-                                            self.train.n_process_loader,
-                                            self.train.max_size_loaded, self.train.seed)
+                                            n_process_loader=self.train.n_process_loader,
+                                            max_size_loaded=self.train.max_size_loaded,
+                                            seed=self.train.seed)
         return self._whole
 
     def close(self) -> None:
@@ -109,17 +110,18 @@ class CorpusData:
             self._whole.close()
 
 
-def build_corpus_data(selection: CorpusSelection, size_window: int, n_process_loader: int = 8,
-                      max_size_loaded: int = 4_000_000_000, seed: int = 0, rank: int = 0,
-                      world_size: int = 1) -> CorpusData:
+def build_corpus_data(selection: CorpusSelection, size_window: int, *,
+                      n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
+                      seed: int = 0, rank: int = 0, world_size: int = 1) -> CorpusData:
     """The datasets of a selection, for rank ``rank`` of ``world_size``."""
     selection = selection.with_labels()
 
     def make(part: list[SeqInfo], part_seed: int, name: str) -> AudioBatchData:
         try:
             return AudioBatchData(selection.path_db, size_window, part, selection.labels,
-                                  len(selection.speakers), n_process_loader, max_size_loaded,
-                                  part_seed, rank, world_size)
+                                  len(selection.speakers), n_process_loader=n_process_loader,
+                                  max_size_loaded=max_size_loaded, seed=part_seed, rank=rank,
+                                  world_size=world_size)
         except DataError as exc:  # say which part: the other one may be fine
             raise DataError(f"the {name} files ({len(part)} of them): {exc}") from None
     return CorpusData(make(selection.train, seed, "training"),
@@ -128,19 +130,21 @@ def build_corpus_data(selection: CorpusSelection, size_window: int, n_process_lo
 
 
 def build_datasets(path_db: str | Path, extension: str, path_train: str | None,
-                   path_val: str | None, path_phone_data: str | None, size_window: int,
+                   path_val: str | None, path_phone_data: str | None, size_window: int, *,
                    n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
                    seed: int = 0, ignore_cache: bool = False,
                    max_files: tuple[int, int] | None = None,
                    bad_audio: str = "refuse") -> CorpusData:
     """:func:`select_corpus` and :func:`build_corpus_data` in one process."""
     selection = select_corpus(path_db, extension, path_train, path_val, path_phone_data,
-                              n_process_loader, seed, ignore_cache, max_files, bad_audio)
-    return build_corpus_data(selection, size_window, n_process_loader, max_size_loaded, seed)
+                              n_process_loader=n_process_loader, seed=seed,
+                              ignore_cache=ignore_cache, max_files=max_files, bad_audio=bad_audio)
+    return build_corpus_data(selection, size_window, n_process_loader=n_process_loader,
+                             max_size_loaded=max_size_loaded, seed=seed)
 
 
 def build_capture_dataset(path_db: str | Path, extension: str, path_list: str,
-                          path_phone_data: str | None, size_window: int,
+                          path_phone_data: str | None, size_window: int, *,
                           percent: float | None = None, total: int | None = None,
                           n_process_loader: int = 8, bad_audio: str = "refuse"
                           ) -> tuple[AudioBatchData, list[str]]:
@@ -155,5 +159,5 @@ def build_capture_dataset(path_db: str | Path, extension: str, path_list: str,
     if path_phone_data:
         labels, _ = parseSeqLabels(path_phone_data)
         chosen = attach_phone_labels(chosen, labels, path_db, path_phone_data)
-    return (AudioBatchData(path_db, size_window, chosen, labels, len(speakers), n_process_loader),
-            speakers)
+    return (AudioBatchData(path_db, size_window, chosen, labels, len(speakers),
+                           n_process_loader=n_process_loader), speakers)

@@ -49,7 +49,7 @@ class AudioLoader:
     without building them (a resumed epoch); both apply to the next iteration.
     """
 
-    def __init__(self, dataset: WindowSource, batch_size: int, sampling_type: str,
+    def __init__(self, dataset: WindowSource, batch_size: int, sampling_type: str, *,
                  random_offset: bool, frame_provenance: bool = False) -> None:
         self.dataset = dataset
         self.batch_size = batch_size

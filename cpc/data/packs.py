@@ -37,7 +37,7 @@ class AudioBatchData:
     """
 
     def __init__(self, path_db: str | Path, size_window: int, sequences: Sequence[SeqInfo],
-                 phone_labels: dict[str, np.ndarray] | None, n_speakers: int,
+                 phone_labels: dict[str, np.ndarray] | None, n_speakers: int, *,
                  n_process_loader: int = 8, max_size_loaded: int = 4_000_000_000,
                  seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
         problem = window_size_problem(size_window, "--sizeWindow", nearest=False)
@@ -210,15 +210,18 @@ class AudioBatchData:
                      seq_offset=torch.from_numpy(starts_np - pack.seq_starts[position]),
                      frame_seq_index=frame_seq_index)
 
-    def getDataLoader(self, batchSize: int, samplingType: str = "samespeaker",
+    def getDataLoader(self, batchSize: int, samplingType: str = "samespeaker", *,
                       randomOffset: bool = True, frame_provenance: bool = False
                       ) -> AudioLoader:
         """An iterable over one epoch of this rank's batches (every pack); iterate it again for
-        each epoch. ``frame_provenance`` adds the file of every frame to each batch (captures).
+        each epoch. ``randomOffset`` shifts each pack's windows by a random offset drawn per
+        epoch (training); without it they start at the pack's first sample (evaluation).
+        ``frame_provenance`` adds the file of every frame to each batch (captures).
         """
         if samplingType not in SAMPLING_TYPES:
             raise DataError(f"--samplingType {samplingType!r} is not one of "
                             f"{', '.join(SAMPLING_TYPES)}")
         if batchSize <= 0:
             raise DataError(f"batch size must be positive, got {batchSize}")
-        return AudioLoader(self, batchSize, samplingType, randomOffset, frame_provenance)
+        return AudioLoader(self, batchSize, samplingType, random_offset=randomOffset,
+                           frame_provenance=frame_provenance)
