@@ -76,7 +76,8 @@ def select_corpus(path_db: str | Path, extension: str, path_train: str | None,
         train = attach_phone_labels(train, labels, path_db, path_phone_data)
         val = attach_phone_labels(val, labels, path_db, path_phone_data)
     return CorpusSelection(str(path_db), train, val, speakers, n_phones,
-                           str(path_phone_data) if path_phone_data else None, labels)
+                           path_phone_data=str(path_phone_data) if path_phone_data else None,
+                           labels=labels)
 
 
 @dataclass
