@@ -30,9 +30,9 @@ from cpc.criterion import build_criterion  # noqa: E402
 from cpc.demo import DEMO_TRAIN_FLAGS  # noqa: E402
 from cpc.health import HealthMonitor  # noqa: E402
 from cpc.model import build_model  # noqa: E402
-from cpc.objectives import CriterionObjective, TrainStep  # noqa: E402
+from cpc.criterion.objective import CriterionObjective  # noqa: E402
 from cpc.options import build_parser
-from cpc.trainer import Training  # noqa: E402
+from cpc.trainer import Training, TrainStep  # noqa: E402
 from cpc.utils.optim import Updater, build_optimizer  # noqa: E402
 
 CONFIGS = {"CPC 256, linear heads": ["--rnnMode", "linear"],
@@ -55,14 +55,14 @@ def measure(flags: list[str], steps: int, device: torch.device) -> dict[str, flo
     model = build_model(args).to(device)
     criterion = build_criterion("cpc", args, dim_context=model.dim_context,
                                 dim_encoded=model.dim_encoded).to(device)
-    optimizer, scheduler = build_optimizer(list(model.parameters()) + list(criterion.parameters()),
+    optimizer, rate = build_optimizer(list(model.parameters()) + list(criterion.parameters()),
                                            args.learningRate, args.beta1, args.beta2,
                                            args.epsilon, None, -1)
     training = Training(model, CriterionObjective(criterion), {"model": optimizer},
-                        {"model": scheduler})
+                        {"model": rate})
     step_module = TrainStep(model, training.objective)
-    updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
-                      clip_grad_norm=1.0, warmup_steps=0)
+    updater = Updater(training.optimizers, training.rates, training.parameter_parts(),
+                      clip_grad_norm=1.0)
     monitor = HealthMonitor(list(updater.parts), True, device=device)
     guard = CollapseGuard("rollback", CollapseRule(), criterion.chance_loss(), training,
                           lambda n: None)

@@ -22,9 +22,11 @@ import torch  # noqa: E402
 
 from cpc.criterion import build_criterion  # noqa: E402
 from cpc.data.corpus import build_datasets  # noqa: E402
-from cpc.eval.linear_separability import ProbeConfig, extract_features, train_probe  # noqa: E402
 from cpc.model import build_model  # noqa: E402
 from cpc.options import build_parser  # noqa: E402
+from cpc.probes.config import ProbeConfig  # noqa: E402
+from cpc.probes.features import extract_features  # noqa: E402
+from cpc.probes.training import train_probe  # noqa: E402
 from cpc.utils.optim import build_optimizer  # noqa: E402
 from cpc.corpora.synthetic import generate_corpus  # noqa: E402
 
@@ -69,17 +71,19 @@ def main() -> None:
 
     device = torch.device("cpu")
     start = time.perf_counter()
-    features = {name: extract_features(model, part, 8, device, with_frames=True)
+    config = ProbeConfig(n_epochs=args.probe_epochs)
+    features = {name: extract_features(model, part, batch_size=8, device=device,
+                                       with_frames=True, budget_gb=config.feature_budget_gb)
                 for name, part in (("train", data.train), ("val", data.val))}
     extraction = time.perf_counter() - start
     print(f"CPC epoch (default model, {n_batches} batches of 8 x 20480): "
           f"{cpc_epoch:.1f} s (median step {statistics.median(step_times):.3f} s)")
     print(f"feature extraction, once per probe run (train + val): {extraction:.1f} s")
-    config = ProbeConfig(n_epochs=args.probe_epochs)
     for probe, n_classes in (("speaker", len(data.speakers)),
                              ("speaker_mean", len(data.speakers)), ("phone", data.n_phones)):
         start = time.perf_counter()
-        train_probe(probe, features["train"], features["val"], n_classes, config, device)
+        train_probe(probe, features["train"], features["val"], n_classes=n_classes,
+                    config=config, device=device)
         per_epoch = (time.perf_counter() - start) / args.probe_epochs
         print(f"probe {probe:13s}: {per_epoch:6.2f} s per probe epoch = "
               f"{per_epoch / cpc_epoch:.2%} of a CPC epoch")

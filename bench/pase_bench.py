@@ -42,10 +42,10 @@ def step_times(training, audio, speaker, steps: int) -> list[float]:
     import torch
 
     from cpc.data.batch import Batch
-    from cpc.objectives import TrainStep
+    from cpc.trainer import TrainStep
     from cpc.utils.optim import Updater
     module = TrainStep(training.model, training.objective)
-    updater = Updater(training.optimizers, training.schedulers, training.parameter_parts())
+    updater = Updater(training.optimizers, training.rates, training.parameter_parts())
     index = torch.arange(len(audio))
     batch = Batch(audio=audio, speaker=speaker, phones=None, seq_index=index,
                   seq_offset=torch.zeros_like(index))
@@ -66,7 +66,7 @@ def worker_split(training, audio, speaker, steps: int) -> dict[str, tuple[float,
     import torch
     encoded = training.model(audio, None)[1].detach()
     split = {}
-    for name, worker in training.workers.items():
+    for name, worker in training.objective.workers.items():
         targets, heads = [], []
         for _ in range(steps):
             start = time.perf_counter()
@@ -108,7 +108,7 @@ def main() -> None:
         audio_rate = args.batch * args.window / 16000 / medians[label]
         print(f"{label}: step {medians[label]:.3f} s (runs: "
               f"{', '.join(f'{t:.3f}' for t in times)}), {audio_rate:.1f} s of audio/s")
-        if training.workers is not None and config.endswith("pase_plus.yaml"):
+        if config.endswith("pase_plus.yaml"):
             encoder = []
             for _ in range(args.steps):
                 start = time.perf_counter()

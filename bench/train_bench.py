@@ -51,10 +51,10 @@ def measure(flags: list[str], steps: int, batch: int, device_name: str,
     model = build_model(args).to(device)
     criterion = build_criterion("cpc", args, dim_context=model.dim_context,
                                 dim_encoded=model.dim_encoded).to(device)
-    optimizer, scheduler = build_optimizer(list(model.parameters()) +
+    optimizer, rate = build_optimizer(list(model.parameters()) +
                                            list(criterion.parameters()), args.learningRate,
                                            args.beta1, args.beta2, args.epsilon, None, -1)
-    updater = Updater({"model": optimizer}, {"model": scheduler},
+    updater = Updater({"model": optimizer}, {"model": rate},
                       {"all": list(model.parameters()) + list(criterion.parameters())},
                       scaler=loss_scaler(precision, device))
     audio = torch.randn(batch, 1, args.sizeWindow, device=device)

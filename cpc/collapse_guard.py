@@ -43,7 +43,6 @@ import torch
 
 from cpc.collapse_rule import ON_COLLAPSE, CollapseRule
 from cpc.utils.errors import CPCError
-from cpc.utils.optim import scale_base_lr
 
 
 class TrainingCollapsed(CPCError):
@@ -65,8 +64,8 @@ def snapshot(tree: Any) -> Any:
 class CollapseGuard:
     """Decides after each health check; keeps the last healthy state for ``rollback``.
 
-    ``training`` is the run's :class:`~cpc.trainer.Training` (``state``/``load``, ``optimizers``,
-    ``schedulers``); ``reseed_data`` draws a new data order from an integer.
+    ``training`` is the run's :class:`~cpc.trainer.Training` (``state``/``load``, ``scale_lr``,
+    ``lr``); ``reseed_data`` draws a new data order from an integer.
     """
 
     mode: str
@@ -147,11 +146,10 @@ class CollapseGuard:
         self.training.load(self._snapshot)
         self.rollbacks += 1
         factor = self.lr_factor ** (self.rollbacks - self._snapshot_rollbacks)
-        for name, optimizer in self.training.optimizers.items():
-            scale_base_lr(optimizer, self.training.schedulers[name], factor)
+        self.training.scale_lr(factor)
         self.reseed_data(self.rollbacks)
         self.streak = 0
-        lr = self.training.optimizers["model"].param_groups[0]["lr"]
+        lr = self.training.lr
         return self._event("rollback", step, epoch, metrics,
                            f"{where}; rolled back to the last healthy state, learning rate now "
                            f"{lr:.3g}, new data order (rollback {self.rollbacks} of at most "

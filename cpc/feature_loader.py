@@ -120,7 +120,7 @@ def _load_one(path: str, loadStateDict: bool) -> CPCModel | ConcatenatedModel:
     source = _architecture_source(checkpoint, args)
     model = loadModel(source, loadStateDict=False)[0] if source else build_model(args)
     if loadStateDict:
-        model.load_state_dict(ckpt.load_checkpoint(checkpoint)["gEncoder"])
+        ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint))
     return model
 
 

@@ -26,12 +26,13 @@ from cpc.collapse_guard import CollapseGuard, TrainingCollapsed
 from cpc.criterion.base import CriterionOutput
 from cpc.data.corpus import CorpusData
 from cpc.data.packs import AudioBatchData
-from cpc.eval.linear_separability import ProbeConfig, format_metrics, run_probes
 from cpc.health import HealthMonitor, describe as describe_health
+from cpc.probes.config import ProbeConfig
+from cpc.probes.run import format_metrics, run_probes
 from cpc.run_log import (LINSEP_LOG_KEYS, comparable_val_losses, is_new_best, record_capture,
                          record_health, record_linsep, record_tagged)
 from cpc.stats import StatsCollector, parse_stats_spec
-from cpc.trainer import EpochEnd, EpochProgress, EpochStats, Hook, Run
+from cpc.trainer import EpochEnd, EpochProgress, EpochStats, Hook, NonFiniteLoss, Run
 from cpc.utils import checkpoint as ckpt
 
 
@@ -40,9 +41,20 @@ class HealthHook(Hook):
     and at each epoch end) logs its figures, the running loss among them, and lets the collapse
     guard act on them."""
 
+    name = "health"
+
     def __init__(self, monitor: HealthMonitor, guard: CollapseGuard) -> None:
         self.monitor, self.guard = monitor, guard
         self._epoch_health: dict[str, float] | None = None
+
+    def state_dict(self) -> dict:
+        return {"rollbacks": self.guard.rollbacks}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The rollbacks so far count against --max_rollbacks; the resumed state (whose rates
+        they already lowered) is the healthy one to return to."""
+        self.guard.rollbacks = int(state.get("rollbacks", 0))
+        self.guard.keep_healthy_state()
 
     def on_train_step(self, run: Run, out: CriterionOutput, grad_norms: torch.Tensor) -> None:
         self.monitor.observe(out, grad_norms)
@@ -75,20 +87,13 @@ class HealthHook(Hook):
     def stop_reason(self) -> str | None:
         return "collapse guard" if self.guard.stop_requested else None
 
-    def on_stop(self, run: Run) -> None:
+    def on_stop(self, run: Run, progress: EpochProgress) -> None:
         if self.guard.stop_requested:
             raise TrainingCollapsed(
                 f"{self.guard.events[-1]['message']}. Retry from an earlier checkpoint with a "
                 f"lower --learningRate, --clip_grad_norm or --warmup_steps, or let the guard "
                 f"roll back (--on_collapse rollback)")
 
-
-
-def run_state(run: Run, epoch: int) -> dict:
-    """A checkpoint of ``run`` at ``epoch``: the trained state, the update count, the data
-    order (collapse rollbacks draw it anew) and the number of processes that trained it."""
-    return {**run.training.state(epoch), "global_step": run.global_step,
-            "data_generation": run.data_generation, "world_size": run.info.world_size}
 
 
 class CheckpointHook(Hook):
@@ -98,6 +103,8 @@ class CheckpointHook(Hook):
     (``interrupted_checkpoint_<epoch>.pt``) when the run stops in it, at every multiple of
     ``every_steps`` updates and every ``every_minutes`` minutes of rank 0's clock (0: never),
     each replacing the previous one."""
+
+    name = "checkpoint"
 
     def __init__(self, every: int, last_epoch: int, keep: int, every_steps: int = 0,
                  every_minutes: float = 0.0) -> None:
@@ -113,6 +120,28 @@ class CheckpointHook(Hook):
             time.monotonic() - self._saved_time >= 60 * self.every_minutes
 
     def on_progress(self, run: Run, progress: EpochProgress) -> None:
+        self._save_progress(run, progress)
+
+    def on_stop(self, run: Run, progress: EpochProgress) -> None:
+        self._save_progress(run, progress)
+
+    def on_exception(self, run: Run, exc: BaseException) -> BaseException | None:
+        """A non-finite loss: say which checkpoint to resume from, or that none exists."""
+        if not isinstance(exc, NonFiniteLoss):
+            return None
+        last = ckpt.list_checkpoints(run.run_dir) if run.run_dir else []
+        retry = "a lower --learningRate or --clip_grad_norm, or --allow_nan_steps K to skip " \
+                "such batches"
+        audio = f". {exc.suspect}" if exc.suspect else ""
+        if last:
+            return NonFiniteLoss(f"{exc}; last good checkpoint: {last[-1][1]}. Rerun the "
+                                 f"command to resume from it, perhaps with {retry}{audio}")
+        return NonFiniteLoss(f"{exc}, before any checkpoint was written: start again with "
+                             f"{retry}{audio}")
+
+    def _save_progress(self, run: Run, progress: EpochProgress) -> None:
+        """The epoch in progress, replacing its previous record (a step checkpoint, or the
+        epoch the run stops in)."""
         self._saved_time = time.monotonic()
         if not run.info.is_main:
             return
@@ -121,7 +150,7 @@ class CheckpointHook(Hook):
             print(f"{progress.reason}: stopped in {where} (no --pathCheckpoint, nothing saved)",
                   flush=True)
             return
-        state = {**run_state(run, progress.epoch), "interrupted": progress.record()}
+        state = {**run.state(progress.epoch), "interrupted": progress.record()}
         path = ckpt.interrupted_checkpoint_path(run.run_dir, progress.epoch)
         ckpt.save_checkpoint(path, state)
         if progress.reason is None:
@@ -136,12 +165,12 @@ class CheckpointHook(Hook):
             return
         state = None
         if (end.epoch + 1) % self.every == 0 or end.epoch == self.last_epoch:
-            state = run_state(run, end.epoch)
+            state = run.state(end.epoch)
             ckpt.save_checkpoint(ckpt.checkpoint_path(run.run_dir, end.epoch), state)
             ckpt.remove_interrupted(run.run_dir, end.epoch)
             ckpt.remove_old_checkpoints(run.run_dir, self.keep)
         if is_new_best(comparable_val_losses(run.logs)):
-            state = state or run_state(run, end.epoch)
+            state = state or run.state(end.epoch)
             ckpt.save_checkpoint(ckpt.best_checkpoint_path(run.run_dir), state)
             run.logs["best_epoch"] = end.epoch
 
@@ -163,15 +192,20 @@ def probe_model(settings: ProbeSettings, model: torch.nn.Module, data: CorpusDat
     """Train fresh probes on the frozen model's features of the data already in memory."""
     log_dir = Path(settings.log_root) / str(cpc_epoch) if settings.log_root else None
     probe_dir = Path(settings.probe_root) / str(cpc_epoch) if settings.probe_root else None
-    metrics = run_probes(model, data.train, data.val, settings.probes, len(data.speakers),
-                         data.n_phones, settings.config, device, settings.extract_batch_size,
-                         settings.on_encoded, log_dir, probe_dir)
+    metrics = run_probes(model, data.train, data.val, probes=settings.probes,
+                         n_speakers=len(data.speakers), n_phones=data.n_phones,
+                         config=settings.config, device=device,
+                         extract_batch_size=settings.extract_batch_size,
+                         get_encoded=settings.on_encoded, log_dir=log_dir,
+                         checkpoint_dir=probe_dir)
     print(f"linear separability after epoch {cpc_epoch}: {format_metrics(metrics)}", flush=True)
     return metrics
 
 
 class ProbeHook(Hook):
     """Linear-separability probes every ``every`` epochs, into the log and TensorBoard."""
+
+    name = "probe"
 
     def __init__(self, settings: ProbeSettings, every: int, device: torch.device) -> None:
         self.settings, self.every, self.device = settings, every, device
@@ -196,7 +230,7 @@ class CaptureSettings:
     batch_size: int
 
 
-def capture_epoch(settings: CaptureSettings, model: torch.nn.Module,
+def capture_epoch(settings: CaptureSettings, model: torch.nn.Module, *,
                   criterion: torch.nn.Module | None, data: AudioBatchData, speakers: list[str],
                   epoch: int, device: torch.device) -> dict[str, float]:
     """One capture of the capture dataset (and its stats) under <save_root>/<epoch>/."""
@@ -214,6 +248,8 @@ def capture_epoch(settings: CaptureSettings, model: torch.nn.Module,
 class CaptureHook(Hook):
     """Capture (and stats) every ``every`` epochs, into the log and TensorBoard."""
 
+    name = "capture"
+
     def __init__(self, settings: CaptureSettings, every: int, data: AudioBatchData,
                  speakers: list[str], device: torch.device) -> None:
         self.settings, self.every, self.data = settings, every, data
@@ -222,7 +258,12 @@ class CaptureHook(Hook):
     def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
         if not run.info.is_main or (end.epoch + 1) % self.every:
             return
-        results = capture_epoch(self.settings, run.training.model, run.training.criterion,
-                                self.data, self.speakers, end.epoch, self.device)
+        results = capture_epoch(self.settings, run.training.model,
+                                criterion=run.training.objective.capture_module,
+                                data=self.data, speakers=self.speakers, epoch=end.epoch,
+                                device=self.device)
         record_capture(run.logs, end.epoch, results)
         run.board.scalars({f"stats/{key}": value for key, value in results.items()}, end.epoch)
+
+    def close(self) -> None:
+        self.data.close()

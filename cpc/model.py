@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -67,9 +66,6 @@ class ChannelNorm(nn.Module):
             weight, bias = self.weight.view(-1) * shrink, self.bias.view(-1)
         normalised = F.layer_norm(x.transpose(1, 2), (channels,), weight, bias, self.eps * shrink**2)
         return normalised.transpose(1, 2)
-
-
-NormBuilder = Callable[[int], nn.Module]  # dim -> norm layer (NORM_LAYERS)
 
 
 def instance_norm(dim: int) -> nn.Module:
@@ -263,10 +259,6 @@ class QRNNAR(ContextNetwork):
 
 
 # --------------------------------------------------------------------------- builders (cpc/registries.py)
-
-EncoderBuilder = Callable[[argparse.Namespace], nn.Module]
-ARBuilder = Callable[[argparse.Namespace, int], ContextNetwork]
-
 
 def _reverse(args: argparse.Namespace) -> bool:
     """``--cpc_mode reverse``; CPC_audio's args files may also hold "none"."""

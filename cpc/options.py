@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from cpc.capture.kinds import CAPTURE_KINDS
 from cpc.collapse_rule import ON_COLLAPSE, CollapseRule
+from cpc.probes.config import ProbeConfig
 from cpc.registries import ARS, CRITERIA, ENCODERS, HEADS, NORM_LAYERS, STATS
 from cpc.utils.cli import DefaultsHelpFormatter, add_bad_audio_flag
 from cpc.utils.constants import PRECISIONS, SAMPLING_TYPES
@@ -139,6 +140,7 @@ def add_cpcctc_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_linsep_args(parser: argparse.ArgumentParser) -> None:
+    probe = ProbeConfig()  # the defaults of the probe settings, shared with the probes' script
     group = parser.add_argument_group(
         "Linear separability", "Speaker and phone probes trained on frozen features, "
         "periodically during training or once on a checkpoint.")
@@ -156,27 +158,29 @@ def add_linsep_args(parser: argparse.ArgumentParser) -> None:
                             "it, <pathCheckpoint>/linsep_logs.")
     group.add_argument("--linsep_checkpoint_dir", type=str, default=None,
                        help="Best probe states: <dir>/<cpc_epoch>/<probe>/best_probe.pt.")
-    group.add_argument("--linsep_task_logging_step", type=int, default=1,
+    group.add_argument("--linsep_task_logging_step", type=int, default=probe.logging_step,
                        help="Write a probe log every this many probe epochs.")
-    group.add_argument("--linsep_n_epoch", type=int, default=10, help="Epochs of each probe.")
-    group.add_argument("--linsepBatchSizeGPU", type=int, default=32,
+    group.add_argument("--linsep_n_epoch", type=int, default=probe.n_epochs,
+                       help="Epochs of each probe.")
+    group.add_argument("--linsepBatchSizeGPU", type=int, default=probe.batch_size,
                        help="Windows per probe batch.")
-    group.add_argument("--linsep_lr", type=float, default=1e-3,
+    group.add_argument("--linsep_lr", type=float, default=probe.lr,
                        help="Learning rate of the probes' Adam.")
-    group.add_argument("--linsep_beta1", type=float, default=0.9,
+    group.add_argument("--linsep_beta1", type=float, default=probe.beta1,
                        help="Beta1 of the probes' Adam (first-moment decay).")
-    group.add_argument("--linsep_beta2", type=float, default=0.999,
+    group.add_argument("--linsep_beta2", type=float, default=probe.beta2,
                        help="Beta2 of the probes' Adam (second-moment decay).")
-    group.add_argument("--linsep_epsilon", type=float, default=1e-8,
+    group.add_argument("--linsep_epsilon", type=float, default=probe.epsilon,
                        help="Epsilon of the probes' Adam (added to the denominator).")
-    group.add_argument("--linsep_net_layers", type=int, default=1,
+    group.add_argument("--linsep_net_layers", type=int, default=probe.n_layers,
                        help="1: linear probe; more: MLP whose hidden width is the class count.")
     group.add_argument("--phone_get_encoded", action="store_true",
                        help="Phone probe on the encoder output z instead of the contexts c.")
     group.add_argument("--CTCphones", action="store_true",
                        help="Phone probe trained with CTC on the window's phone sequence; "
                             "reports the phone error rate.")
-    group.add_argument("--linsep_feature_budget_gb", type=float, default=4.0,
+    group.add_argument("--linsep_feature_budget_gb", type=float,
+                       default=probe.feature_budget_gb,
                        help="Memory for the frozen frame features of the phone probe; beyond "
                             "it a regular subset of the windows is probed.")
 

@@ -7,15 +7,23 @@ prediction head, criterion or stat is its file plus one line here (docs/extendin
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from cpc.registry import Registry
 
-if TYPE_CHECKING:
-    from cpc.criterion.cpc import HeadFactory
-    from cpc.criterion.registry import CriterionBuilder
-    from cpc.model import ARBuilder, EncoderBuilder, NormBuilder
-    from cpc.stats.registry import StatBuilder
+if TYPE_CHECKING:  # third-party types of the builders' signatures; no project module above
+    import argparse
+
+    from torch import nn
+
+# What each registry holds (its items' signatures); defined here, the lowest module that names
+# them, so that no module below the model, the criteria or the stats refers up to them.
+EncoderBuilder = Callable[["argparse.Namespace"], "nn.Module"]  # args -> encoder
+ARBuilder = Callable[["argparse.Namespace", int], "nn.Module"]  # args, dim -> ContextNetwork
+NormBuilder = Callable[[int], "nn.Module"]  # dim -> norm layer
+HeadFactory = Callable[[int, int, int], "nn.Module"]  # dim_context, dim_encoded, max distance
+CriterionBuilder = Callable[..., "nn.Module"]  # see cpc.criterion.registry
+StatBuilder = Callable[[list[str]], Any]  # requested names -> cpc.stats.base.Stat
 
 # builder(args) -> encoder
 ENCODERS: Registry[EncoderBuilder] = Registry("encoder", flag="--encoder_type")

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from cpc.capture.kinds import requested_kinds
+from cpc.criterion.objective import objective_capture_kinds
 from cpc.config_file import load_config
 from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser,
                          complete_with_defaults, explicit_dests, group_dests)
@@ -387,7 +388,9 @@ def criterion_name(args: argparse.Namespace) -> str:
     return "cpcctc" if args.CPCCTC else args.criterion
 
 
-def capture_kinds(args: argparse.Namespace, pase: dict | None) -> list[str]:
-    return requested_kinds(vars(args), args.captureEverything, criterion_name(args) == "cpcctc",
-                           bool(args.path_phone_data),
-                           has_criterion=not (pase or args.supervised))
+def capture_kinds(args: argparse.Namespace, recipe: dict | None) -> list[str]:
+    """The capture kinds the flags ask for, checked against what the run's objective (its
+    criterion, or the PASE workers of ``recipe``) produces."""
+    return requested_kinds(vars(args), args.captureEverything,
+                           objective_capture_kinds(criterion_name(args), recipe),
+                           bool(args.path_phone_data))

@@ -36,22 +36,21 @@ if __name__ == "__main__":  # --help needs none of the imports below (torch...)
 import torch
 
 from cpc.collapse_guard import CollapseGuard, CollapseRule
-from cpc.criterion import build_criterion
-from cpc.criterion.workers import build_workers, check_sampling, estimate_target_stats
+from cpc.criterion.objective import Objective, build_objective
 from cpc.data.corpus import CorpusData, build_capture_dataset, build_corpus_data, select_corpus
 from cpc.data.loader import AudioLoader
 from cpc.data.packs import AudioBatchData
-from cpc.eval.linear_separability import ProbeConfig, check_probe_corpus
 from cpc.health import SATURATING_CONTEXTS, HealthMonitor
 from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook, ProbeHook,
                        ProbeSettings, capture_epoch, probe_model)
 from cpc.model import build_model
-from cpc.objectives import CriterionObjective, TrainStep, WorkerObjective
 from cpc.precision import loss_scaler, set_tf32
+from cpc.probes.config import ProbeConfig
+from cpc.probes.run import check_probe_corpus
 from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags, criterion_name,
                             device_name, output_dirs, parse_args, resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs
-from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, Trainer, Training,
+from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, Trainer, Training, TrainStep,
                          seed_everything)
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import SAMPLE_RATE
@@ -61,7 +60,7 @@ from cpc.utils.distributed import (DistInfo, PeerFailed, init_distributed, launc
 from cpc.utils.errors import CPCError, ConfigError
 from cpc.utils.files import (exclusive_lock, missing_directories, remove_empty_directories,
                              remove_stale_temp_files)
-from cpc.utils.optim import Updater, build_adam, build_optimizer, pase_lr_factor, retune_adam
+from cpc.utils.optim import Updater, build_adam, set_adam_settings
 from cpc.utils.signals import StopRequest
 
 
@@ -102,47 +101,34 @@ def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[st
     return data, speakers
 
 
-def build_training(args: argparse.Namespace, pase: dict | None, device: torch.device,
+def build_training(args: argparse.Namespace, recipe: dict | None, device: torch.device,
                    n_speakers: int, n_phones: int) -> Training:
-    """The model and, for CPC / CPC-CTC, one Adam over model and criterion; for PASE workers
-    (from --config), one Adam for the encoder and one per worker, on PASE's decay schedule;
-    and fp16's loss scaler."""
+    """The model, the objective (a criterion, or the PASE workers of --config), one Adam per
+    rate group of the objective on its per-epoch schedule, and fp16's loss scaler."""
     model = build_model(args).to(device)
-    scaler = loss_scaler(args.precision, device)
-    if not pase:
-        criterion = build_criterion(criterion_name(args), args,
-                                    dim_context=model.dim_context,
-                                    dim_encoded=model.dim_encoded, n_speakers=n_speakers,
-                                    n_phones=n_phones).to(device)
-        optimizer, scheduler = build_optimizer(
-            list(model.parameters()) + list(criterion.parameters()), args.learningRate,
-            args.beta1, args.beta2, args.epsilon, args.schedulerRamp, args.schedulerStep)
-        return Training(model, CriterionObjective(criterion), {"model": optimizer},
-                        {"model": scheduler}, scaler)
-    workers = build_workers(pase["workers_config"], model.dim_encoded).to(device)
-    check_sampling(workers, args.samplingType)
-    groups = {"model": (model.parameters(), pase["encoder_lr_start"])}
-    groups.update({f"worker_{name}": (worker.parameters(), pase["worker_lr_start"])
-                   for name, worker in workers.items()})
-    built = {name: build_adam(params, lr, args.beta1, args.beta2, args.epsilon,
-                              lambda epoch: pase_lr_factor(epoch, pase["lr_update_interval"],
-                                                           pase["decay_factor"]))
-             for name, (params, lr) in groups.items()}
-    return Training(model, WorkerObjective(workers),
-                    {name: pair[0] for name, pair in built.items()},
-                    {name: pair[1] for name, pair in built.items()}, scaler)
+    objective = build_objective(args, criterion_name(args), recipe,
+                                dim_context=model.dim_context, dim_encoded=model.dim_encoded,
+                                n_speakers=n_speakers, n_phones=n_phones)
+    objective.module.to(device)
+    built = {name: build_adam(group.params, group.lr, betas=(args.beta1, args.beta2),
+                              eps=args.epsilon, schedule=group.schedule,
+                              warmup_steps=args.warmup_steps)
+             for name, group in objective.rate_groups(model).items()}
+    return Training(model, objective, {name: pair[0] for name, pair in built.items()},
+                    {name: pair[1] for name, pair in built.items()},
+                    loss_scaler(args.precision, device))
 
 
 def load_initial_weights(paths: list[str], model: torch.nn.Module,
-                         criterion: torch.nn.Module | None = None) -> None:
-    """--load: the model (and, when given, criterion) weights of a checkpoint."""
+                         objective: Objective | None = None) -> None:
+    """--load: the model (and, when given, the objective's) weights of a checkpoint."""
     from cpc.feature_loader import resolve_checkpoint
     path = resolve_checkpoint(paths[0])
     state = ckpt.load_checkpoint(path)
     try:
-        model.load_state_dict(state["gEncoder"])
-        if criterion is not None:
-            criterion.load_state_dict(state["cpcCriterion"])
+        ckpt.load_model_weights(model, state)
+        if objective is not None:
+            objective.load_weights(state)
     except (RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[-1].strip()[:200]
         raise ConfigError(f"--load {path}: its weights do not fit the model these flags build "
@@ -163,17 +149,19 @@ def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None,
                        f"--pathVal {args.pathVal}" if args.pathVal else
                        "the validation files (a seeded 1% of the training files)",
                        ", or drop --speaker_sep")
-    config = ProbeConfig(args.linsep_n_epoch, args.linsepBatchSizeGPU, args.linsep_lr,
-                         args.linsep_beta1, args.linsep_beta2, args.linsep_epsilon,
-                         args.linsep_net_layers, args.linsep_task_logging_step,
-                         args.linsep_feature_budget_gb, seed)
-    return ProbeSettings(probes, config, args.batchSizeGPU, args.phone_get_encoded, log_root,
-                         args.linsep_checkpoint_dir)
+    config = ProbeConfig(n_epochs=args.linsep_n_epoch, batch_size=args.linsepBatchSizeGPU,
+                         lr=args.linsep_lr, beta1=args.linsep_beta1, beta2=args.linsep_beta2,
+                         epsilon=args.linsep_epsilon, n_layers=args.linsep_net_layers,
+                         logging_step=args.linsep_task_logging_step,
+                         feature_budget_gb=args.linsep_feature_budget_gb, seed=seed)
+    return ProbeSettings(probes=probes, config=config, extract_batch_size=args.batchSizeGPU,
+                         on_encoded=args.phone_get_encoded, log_root=log_root,
+                         probe_root=args.linsep_checkpoint_dir)
 
 
-def capture_settings(args: argparse.Namespace, pase: dict | None) -> CaptureSettings:
-    return CaptureSettings(capture_kinds(args, pase), args.captureSetStats, args.pathCaptureSave,
-                           args.batchSizeGPU)
+def capture_settings(args: argparse.Namespace, recipe: dict | None) -> CaptureSettings:
+    return CaptureSettings(capture_kinds(args, recipe), args.captureSetStats,
+                           args.pathCaptureSave, args.batchSizeGPU)
 
 
 def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
@@ -181,14 +169,12 @@ def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
     training = run.training
     monitor = HealthMonitor(list(updater.parts), args.arMode in SATURATING_CONTEXTS, run.info,
                             seed=run.seed, device=device)
-    chance = getattr(training.criterion, "chance_loss", lambda: None)()  # PASE: no chance level
-    guard = CollapseGuard(
-        args.on_collapse, CollapseRule(args.collapse_cosine, args.collapse_context_cosine,
-                                       args.collapse_saturated,
-                                       patience=args.collapse_patience),
-        chance, training, lambda n: setattr(run, "data_generation", n), args.rollback_lr_factor,
-        args.max_rollbacks, rollbacks=sum(e["action"] == "rollback"
-                                          for e in run.logs.get("collapse_events", [])))
+    chance = training.objective.chance_loss()
+    rule = CollapseRule(args.collapse_cosine, args.collapse_context_cosine,
+                        args.collapse_saturated, patience=args.collapse_patience)
+    guard = CollapseGuard(args.on_collapse, rule, chance_loss=chance, training=training,
+                          reseed_data=lambda n: setattr(run, "data_generation", n),
+                          lr_factor=args.rollback_lr_factor, max_rollbacks=args.max_rollbacks)
     guard.keep_healthy_state()
     return HealthHook(monitor, guard)
 
@@ -260,7 +246,7 @@ def start_state(config: RunConfig, training: Training, train_loader: AudioLoader
     if resume is None:
         if args.load and info.is_main:  # under torchrun DDP copies rank 0's weights to the rest
             load_initial_weights(args.load, training.model,
-                                 training.criterion if args.loadCriterion else None)
+                                 training.objective if args.loadCriterion else None)
         return empty_logs(), Resumption(), 0
     training.load(resume)
     cut = resume.get("interrupted")  # epoch N in progress, else N done
@@ -276,7 +262,9 @@ def start_state(config: RunConfig, training: Training, train_loader: AudioLoader
     logs = truncate_logs(ckpt.read_json(logs_path), start_epoch - 1) if logs_path.is_file() \
         else empty_logs()
     global_step = resume.get("global_step", start_epoch * len(train_loader))
-    resumption = Resumption(start_epoch, cut, global_step)
+    # (a checkpoint older than the hooks' states: its data orders drawn anew are its rollbacks)
+    hook_states = resume.get("hooks", {"health": {"rollbacks": resume.get("data_generation", 0)}})
+    resumption = Resumption(start_epoch, cut, global_step, hook_states)
     if start_epoch >= args.nEpoch:
         if info.is_main:
             print(f"nothing to train: the run in {args.pathCheckpoint} has done its "
@@ -286,8 +274,10 @@ def start_state(config: RunConfig, training: Training, train_loader: AudioLoader
     where = f" (after its batch {cut['batches_done']})" if cut else ""
     if info.is_main:
         print(f"resuming {args.pathCheckpoint} at epoch {start_epoch}{where}", flush=True)
-    apply_changed_options(config.saved or {}, args, training, logs, start_epoch,
-                          (resume.get("world_size", 1), info.world_size), info.is_main)
+    apply_changed_options(config.saved or {}, args, training, logs=logs,
+                          start_epoch=start_epoch,
+                          processes=(resume.get("world_size", 1), info.world_size),
+                          report=info.is_main)
     return logs, resumption, resume.get("data_generation", 0)
 
 
@@ -318,7 +308,7 @@ def validation_flags(changed: dict, args: argparse.Namespace) -> list[str]:
             and not (flag == "pathTrain" and args.pathVal and "pathVal" not in changed)]
 
 
-def apply_changed_options(saved: dict, args: argparse.Namespace, training: Training,
+def apply_changed_options(saved: dict, args: argparse.Namespace, training: Training, *,
                           logs: dict, start_epoch: int, processes: tuple[int, int],
                           report: bool = True) -> None:
     """Optimiser, schedule, training and data flags changed since the run was saved, and the
@@ -329,13 +319,13 @@ def apply_changed_options(saved: dict, args: argparse.Namespace, training: Train
                for flag in RESUMABLE_OPTIMISER_FLAGS + RESUMABLE_TRAINING_FLAGS +
                RESUMABLE_DATA_FLAGS
                if flag in saved and changed_flag(flag, saved[flag], getattr(args, flag))}
-    if training.workers is not None:  # PASE: the recipe's rates, refused above
+    if not training.objective.uses_rate_flags:  # PASE: the recipe's rates, refused above
         changed = {f: v for f, v in changed.items() if f not in RESUMABLE_OPTIMISER_FLAGS}
     if any(flag in RESUMABLE_OPTIMISER_FLAGS for flag in changed):
         lr_scale = args.learningRate / saved["learningRate"] if "learningRate" in changed \
             else 1.0
-        retune_adam(training.optimizers["model"], training.schedulers["model"], lr_scale,
-                    (args.beta1, args.beta2), args.epsilon)
+        training.rates["model"].scale(lr_scale)
+        set_adam_settings(training.optimizers["model"], (args.beta1, args.beta2), args.epsilon)
     if processes[0] != processes[1]:
         changed["processes"] = processes
     for flag, (was, now) in changed.items():
@@ -411,15 +401,14 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType,
                                             randomOffset=True)
     logs, resumption, generation = start_state(config, training, train_loader, info)
-    if training.workers is not None and config.resume is None and info.is_main:
-        print(f"estimating the workers' target statistics on {args.pase_stats_batches} "
-              f"batches", flush=True)  # (DDP copies rank 0's to the other ranks)
-        estimate_target_stats(training.workers, data.train.getDataLoader(
-            args.batchSizeGPU, args.samplingType, randomOffset=False), args.pase_stats_batches)
-    updater = Updater(training.optimizers, training.schedulers, training.parameter_parts(),
-                      args.clip_grad_norm, args.warmup_steps, args.update_freq, training.scaler)
-    run = Run(training, data, logs, TensorBoard(run_dir), info, run_dir, config.seed,
-              data_generation=generation)
+    if config.resume is None and info.is_main:  # (DDP copies rank 0's to the other ranks)
+        training.objective.prepare(lambda: data.train.getDataLoader(
+            args.batchSizeGPU, args.samplingType, randomOffset=False))
+    updater = Updater(training.optimizers, training.rates, training.parameter_parts(),
+                      clip_grad_norm=args.clip_grad_norm, update_freq=args.update_freq,
+                      scaler=training.scaler)
+    run = Run(training, data, logs, board=TensorBoard(run_dir), info=info, run_dir=run_dir,
+              seed=config.seed, data_generation=generation)
     log_effective_batch(args, info, logs, info.is_main and resumption.start_epoch < args.nEpoch)
     hooks: list[Hook] = []
     try:
@@ -428,10 +417,10 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
         hooks = epoch_hooks(config, run, updater, device)  # (the guard copies them)
         if run_dir:  # every check passed: the run directory is written from here on
             prepare_run_dir(config)
-        trainer = Trainer(run, module, updater, train_loader,
-                          validation_loader(args, training, data), device, hooks,
-                          NonFiniteWatch(args.allow_nan_steps, device), args.logging_step,
-                          signals)
+        trainer = Trainer(run, module, updater, train_loader=train_loader,
+                          val_loader=validation_loader(args, training, data), device=device,
+                          hooks=hooks, nonfinite=NonFiniteWatch(args.allow_nan_steps, device),
+                          logging_step=args.logging_step, signals=signals)
         logs = trainer.fit(args.nEpoch, resumption)
     finally:
         close_run(run, hooks)
@@ -444,29 +433,28 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
 def step_module(training: Training, info: DistInfo, device: torch.device,
                 precision: str, context_unused: bool = False) -> torch.nn.Module:
     """Model and objective as one module; wrapped in DDP under torchrun, told of parameters
-    without gradients: the unused workers of a batch, or the context network when the loss
-    reads the encoder only (``context_unused``: --supervised --onEncoder)."""
+    without gradients: the objective's (e.g. the workers a batch leaves out), or the context
+    network when the loss reads the encoder only (``context_unused``: --supervised
+    --onEncoder)."""
     module: torch.nn.Module = TrainStep(training.model, training.objective, precision)
     if info.active:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=training.workers is not None or context_unused)
+            find_unused_parameters=training.objective.has_unused_parameters or context_unused)
     return module
 
 
 def validation_loader(args: argparse.Namespace, training: Training,
                       data: CorpusData) -> AudioLoader:
-    # PASE classifiers need several speakers per batch, which sequential windows rarely have
-    sampling = "uniform" if training.workers is not None else "sequential"
-    return data.val.getDataLoader(args.batchSizeGPU, sampling, randomOffset=False)
+    return data.val.getDataLoader(args.batchSizeGPU, training.objective.validation_sampling,
+                                  randomOffset=False)
 
 
 def close_run(run: Run, hooks: list[Hook]) -> None:
     run.board.close()
     run.data.close()
     for hook in hooks:
-        if isinstance(hook, CaptureHook):
-            hook.data.close()
+        hook.close()
 
 
 def single_process(flag: str) -> None:
@@ -482,7 +470,7 @@ def only_classif_metric(config: RunConfig) -> dict[str, float]:
     data = load_data(args, config.seed)
     model = build_model(args).to(device)
     if config.resume is not None:
-        model.load_state_dict(config.resume["gEncoder"])
+        ckpt.load_model_weights(model, config.resume)
         epoch = config.resume["epoch"]
     else:
         load_initial_weights(args.load, model)
@@ -502,14 +490,15 @@ def only_capture(config: RunConfig) -> dict[str, float]:
     data, speakers = load_capture_data(args)
     if args.supervised:  # its kinds need no criterion (capture_kinds), whose classes may differ
         model, criterion = build_model(args).to(device), None
-        model.load_state_dict(config.resume["gEncoder"])
+        ckpt.load_model_weights(model, config.resume)
     else:
         training = build_training(args, config.pase, device, len(speakers), 0)
         training.load(config.resume, with_optimizers=False)
-        model, criterion = training.model, training.criterion
+        model, criterion = training.model, training.objective.capture_module
     try:
-        return capture_epoch(capture_settings(args, config.pase), model, criterion, data,
-                             speakers, config.resume["epoch"], device)
+        return capture_epoch(capture_settings(args, config.pase), model, criterion=criterion,
+                             data=data, speakers=speakers, epoch=config.resume["epoch"],
+                             device=device)
     finally:
         data.close()
 

@@ -1,7 +1,7 @@
 """The training engine: the state a run trains and saves, one evaluation pass, and the epoch
 loop with its hooks.
 
-:class:`Trainer.fit` runs the epochs: training pass, validation pass, schedulers, the run log,
+:class:`Trainer.fit` runs the epochs: training pass, validation pass, the run log,
 then every :class:`Hook` in order (health, checkpoint, probes, capture + stats...). A new job
 is a new hook in the list that ``cpc/train.py`` builds; the loop does not change.
 
@@ -41,18 +41,20 @@ from tqdm import tqdm
 
 from cpc.audio_check import name_some, suspect_audio
 from cpc.criterion.base import CriterionOutput
+from cpc.criterion.objective import Objective
+from cpc.data.batch import Batch
 from cpc.data.corpus import CorpusData
 from cpc.data.loader import AudioLoader
 from cpc.data.plan import mix_seed
 from cpc.data.prefetch import Prefetcher
-from cpc.objectives import CriterionObjective, WorkerObjective
+from cpc.precision import autocast
 from cpc.run_log import TensorBoard, append_logs, epoch_scalars, record_epoch_time
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import SAMPLE_RATE
 from cpc.utils.distributed import (DistInfo, FlagVote, barrier, gather_objects, mean_over_ranks,
                                    min_over_ranks, sum_over_ranks)
 from cpc.utils.errors import CPCError
-from cpc.utils.optim import Updater
+from cpc.utils.optim import LearningRate, Updater
 from cpc.utils.signals import StopRequest
 
 
@@ -196,14 +198,16 @@ class EpochTotals:
                 "n_windows": self.n_windows, "n_samples": self.n_samples,
                 "seconds": self.seconds, "nonfinite": float(self.nonfinite)}
 
-    def stats(self, batches_done: int, interrupted: bool) -> EpochStats:
+    def stats(self, batches_done: int, *, interrupted: bool) -> EpochStats:
         if self.n_windows == 0:
             return EpochStats(seconds=self.seconds, batches_done=batches_done,
                               interrupted=interrupted, totals=self.state())
         mean = {name: (self.sums[name] / self.counts[name]).tolist() for name in self.sums}
-        return EpochStats(mean["loss"][0], mean["steps"], mean["accs"], self.n_windows,
-                          self.seconds, batches_done, interrupted,
-                          self.n_samples / SAMPLE_RATE, self.state(), int(self.nonfinite))
+        return EpochStats(loss=mean["loss"][0], step_losses=mean["steps"],
+                          step_accuracies=mean["accs"], n_windows=self.n_windows,
+                          seconds=self.seconds, batches_done=batches_done,
+                          interrupted=interrupted, audio_seconds=self.n_samples / SAMPLE_RATE,
+                          totals=self.state(), nonfinite_batches=int(self.nonfinite))
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +323,7 @@ def evaluate(module: torch.nn.Module, loader: AudioLoader, device: torch.device,
             totals.add_batch(out, len(batch), batch.audio.shape[0] * batch.audio.shape[-1])
             bad.append(~torch.isfinite(out.loss.detach()).all())
     totals.seconds = time.time() - start
-    stats = totals.reduced(info).stats(len(loader), False)
+    stats = totals.reduced(info).stats(len(loader), interrupted=False)
     if stats.nonfinite_batches:  # (every rank knows the sum): name the files of those batches
         local = torch.stack(bad).nonzero().flatten().tolist() if bad else []
         stats.nonfinite_files = files_union(gather_objects(loader.files_of_batches(local),
@@ -337,18 +341,10 @@ class Training:
     ``--precision fp16``, the loss scaler."""
 
     model: torch.nn.Module
-    objective: CriterionObjective | WorkerObjective
+    objective: Objective
     optimizers: dict[str, torch.optim.Optimizer]  # "model", and "worker_<name>" for PASE
-    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
+    rates: dict[str, LearningRate]  # the owner of each optimiser's learning rate
     scaler: torch.amp.GradScaler | None = None
-
-    @property
-    def criterion(self) -> torch.nn.Module | None:
-        return getattr(self.objective, "criterion", None)
-
-    @property
-    def workers(self) -> torch.nn.ModuleDict | None:
-        return getattr(self.objective, "workers", None)
 
     @property
     def lr(self) -> float:
@@ -356,53 +352,74 @@ class Training:
         return self.optimizers["model"].param_groups[0]["lr"]
 
     def lrs(self) -> dict[str, float]:
-        """The current learning rate of every optimiser: the model's and each PASE worker's."""
-        return {name: optimizer.param_groups[0]["lr"]
-                for name, optimizer in self.optimizers.items()}
+        """The epoch's learning rate of every optimiser, the warm-up aside: the model's and
+        each PASE worker's."""
+        return {name: rate.scheduled() for name, rate in self.rates.items()}
+
+    def start_epoch(self, epoch: int) -> None:
+        """Every learning rate follows its schedule into ``epoch``."""
+        for rate in self.rates.values():
+            rate.set_epoch(epoch)
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply every base learning rate (a collapse rollback)."""
+        for rate in self.rates.values():
+            rate.scale(factor)
 
     def parameter_parts(self) -> dict[str, list[torch.nn.Parameter]]:
         """The trained parameters by part, for gradient norms and clipping."""
-        parts = {"encoder": list(self.model.gEncoder.parameters()),
-                 "context": list(self.model.gAR.parameters())}
-        if self.criterion is not None:
-            parts["criterion"] = list(self.criterion.parameters())
-        if self.workers is not None:
-            parts["workers"] = list(self.workers.parameters())
-        return parts
+        return {"encoder": list(self.model.gEncoder.parameters()),
+                "context": list(self.model.gAR.parameters()),
+                **self.objective.parameter_parts()}
 
     def state(self, epoch: int) -> dict:
-        """Checkpoint content (CPC_audio's keys, plus the workers and their optimisers)."""
-        state = {"gEncoder": self.model.state_dict(), "epoch": epoch,
+        """Checkpoint content: CPC_audio's keys (the objective's weights under its
+        ``state_key``), plus the PASE workers' optimisers."""
+        state = {ckpt.MODEL_KEY: self.model.state_dict(), "epoch": epoch,
+                 self.objective.state_key: self.objective.module.state_dict(),
                  "optimizer": self.optimizers["model"].state_dict(),
-                 "scheduler": self.schedulers["model"].state_dict(),
+                 "scheduler": self.rates["model"].state_dict(),
                  "worker_optimizers": {name: opt.state_dict()
                                        for name, opt in self.optimizers.items() if name != "model"},
-                 "worker_schedulers": {name: sched.state_dict()
-                                       for name, sched in self.schedulers.items()
-                                       if name != "model"}}
-        if self.criterion is not None:
-            state["cpcCriterion"] = self.criterion.state_dict()
-        if self.workers is not None:
-            state["workers"] = self.workers.state_dict()
+                 "worker_schedulers": {name: rate.state_dict()
+                                       for name, rate in self.rates.items() if name != "model"}}
         if self.scaler is not None:
             state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def load(self, state: dict, with_optimizers: bool = True) -> None:
-        self.model.load_state_dict(state["gEncoder"])
-        if self.criterion is not None:
-            self.criterion.load_state_dict(state["cpcCriterion"])
-        if self.workers is not None:
-            self.workers.load_state_dict(state["workers"])
+        ckpt.load_model_weights(self.model, state)
+        self.objective.load_weights(state)
         if with_optimizers:
             self.optimizers["model"].load_state_dict(state["optimizer"])
-            self.schedulers["model"].load_state_dict(state["scheduler"])
+            self.rates["model"].load_state_dict(state["scheduler"])
             for name, opt_state in state.get("worker_optimizers", {}).items():
                 self.optimizers[name].load_state_dict(opt_state)
-            for name, sched_state in state.get("worker_schedulers", {}).items():
-                self.schedulers[name].load_state_dict(sched_state)
+            for name, rate_state in state.get("worker_schedulers", {}).items():
+                self.rates[name].load_state_dict(rate_state)
             if self.scaler is not None and "grad_scaler" in state:  # fp16 before and now
                 self.scaler.load_state_dict(state["grad_scaler"])
+
+
+class TrainStep(torch.nn.Module):
+    """The model and its objective as one module, ``batch -> CriterionOutput``: the unit that
+    DistributedDataParallel wraps (gradients of the criterion or workers are averaged too).
+    The forward runs under ``precision``'s autocast (see :mod:`cpc.precision`)."""
+
+    def __init__(self, model: torch.nn.Module, objective: Objective,
+                 precision: str = "fp32") -> None:
+        super().__init__()
+        self.model = model
+        self.objective_module = objective.module
+        self.objective = objective
+        self.precision = precision
+
+    def forward(self, batch: Batch) -> CriterionOutput:
+        with autocast(self.precision, batch.audio.device):
+            c_feature, encoded, _ = self.model(batch.audio, batch.speaker)
+            out = self.objective(batch, c_feature, encoded)
+        out.context, out.encoded = c_feature.detach(), encoded.detach()
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,6 +440,16 @@ class Run:
     epoch: int = 0
     global_step: int = 0  # optimiser updates so far
     data_generation: int = 0  # data orders drawn anew (collapse rollbacks)
+    hooks: list[Hook] = field(default_factory=list)  # set by the Trainer
+
+    def state(self, epoch: int) -> dict:
+        """A checkpoint of the run at ``epoch``: the trained state, the update count, the data
+        order (collapse rollbacks draw it anew), the number of processes that trained it and
+        the state of every hook that has one (under its ``name``)."""
+        hooks = {hook.name: hook.state_dict() for hook in self.hooks}
+        return {**self.training.state(epoch), "global_step": self.global_step,
+                "data_generation": self.data_generation, "world_size": self.info.world_size,
+                "hooks": {name: state for name, state in hooks.items() if state}}
 
 
 @dataclass
@@ -471,7 +498,24 @@ def same_plan(cut: dict, digest: str, n_batches: int, info: DistInfo) -> bool:
 
 
 class Hook:
-    """A per-run extra of the loop; override what it needs. Hooks run in list order."""
+    """A per-run extra of the loop; override what it needs. Hooks run in list order.
+
+    The contract, in the order of a run: ``load_state_dict`` (on resume, with what
+    ``state_dict`` saved in the checkpoint under the hook's ``name``); per update
+    ``on_train_step``, per sync point ``sync_values`` / ``on_sync``; per epoch ``after_train``
+    and ``on_epoch_end``; ``on_progress`` when the epoch's progress is recorded (a step
+    checkpoint) and ``on_stop`` when the run stops in an epoch; ``on_exception`` when the loop
+    raises; ``close`` at the very end, whatever happened.
+    """
+
+    name: str = "hook"  # its key in a checkpoint's "hooks"
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs of this hook, saved with every checkpoint (empty: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s content, before the first epoch of a resumed run."""
 
     def on_train_step(self, run: Run, out: CriterionOutput, grad_norms: torch.Tensor) -> None:
         """After every optimiser update (``run.global_step`` already counts it); ``out`` is
@@ -503,37 +547,51 @@ class Hook:
         return False
 
     def on_progress(self, run: Run, progress: EpochProgress) -> None:
-        """The epoch's progress, recorded at a stop or when due (on every rank)."""
+        """The epoch's progress, recorded when due (on every rank)."""
 
     def stop_reason(self) -> str | None:
         """Why the run must stop after the current update, the same on every rank (None: go
         on)."""
         return None
 
-    def on_stop(self, run: Run) -> None:
-        """After the interrupted epoch is recorded and the log written (may raise)."""
+    def on_stop(self, run: Run, progress: EpochProgress) -> None:
+        """The run stops in an epoch: ``progress`` is all a rerun needs to continue it
+        (on every rank; ``progress.reason`` says why). A hook may raise to end the run with
+        an error: every hook's ``on_stop`` still runs, the log is written, then the first
+        error is raised."""
+
+    def on_exception(self, run: Run, exc: BaseException) -> BaseException | None:
+        """The loop raised ``exc``; return a more telling error to raise in its place (the
+        next hooks see that one), or None."""
+        return None
+
+    def close(self) -> None:
+        """Release what the hook holds (data, files), at the end of the run in any case."""
 
 
 @dataclass
 class Resumption:
-    """Where a run starts: its first epoch, its update count and, when it resumes in the
-    middle of an epoch, that epoch's progress record (:meth:`EpochProgress.record`)."""
+    """Where a run starts: its first epoch, its update count, its hooks' saved states and,
+    when it resumes in the middle of an epoch, that epoch's progress record
+    (:meth:`EpochProgress.record`)."""
 
     start_epoch: int = 0
     cut: dict | None = None
     global_step: int = 0
+    hook_states: dict[str, dict] = field(default_factory=dict)  # a checkpoint's "hooks"
 
 
 class Trainer:
     """The epoch loop over a :class:`Run`, calling its hooks (see the module docstring)."""
 
-    def __init__(self, run: Run, step_module: torch.nn.Module, updater: Updater,
+    def __init__(self, run: Run, step_module: torch.nn.Module, updater: Updater, *,
                  train_loader: AudioLoader, val_loader: AudioLoader, device: torch.device,
                  hooks: list[Hook], nonfinite: NonFiniteWatch, logging_step: int,
                  signals: StopRequest) -> None:
         self.run, self.step_module, self.updater = run, step_module, updater
         self.train_loader, self.val_loader, self.device = train_loader, val_loader, device
         self.hooks, self.nonfinite, self.logging_step = hooks, nonfinite, logging_step
+        run.hooks = hooks  # their states go into the run's checkpoints
         nonfinite.batch_files = train_loader.files_of_batches  # to name a bad batch's files
         self._signals = signals  # installed for the whole process: a signal during setup
         #                          stops the run after its first update, checkpointed
@@ -548,25 +606,25 @@ class Trainer:
         return getattr(self.step_module, "module", self.step_module)
 
     def fit(self, n_epochs: int, resumption: Resumption) -> dict:
-        """Train epochs ``resumption.start_epoch .. n_epochs - 1``; returns the run log."""
+        """Train epochs ``resumption.start_epoch .. n_epochs - 1``; returns the run log. An
+        error of the loop goes through every hook's ``on_exception`` before it is raised."""
         run = self.run
         run.global_step = resumption.global_step
+        for hook in self.hooks:
+            if hook.name in resumption.hook_states:
+                hook.load_state_dict(resumption.hook_states[hook.name])
         try:
             for epoch in range(resumption.start_epoch, n_epochs):
                 cut = resumption.cut if epoch == resumption.start_epoch else None
                 if not self._epoch(epoch, cut):
                     break
-        except NonFiniteLoss as exc:
-            last = ckpt.list_checkpoints(run.run_dir) if run.run_dir else []
-            retry = "a lower --learningRate or --clip_grad_norm, or --allow_nan_steps K to " \
-                    "skip such batches"
-            audio = f". {exc.suspect}" if exc.suspect else ""
-            if last:
-                raise NonFiniteLoss(f"{exc}; last good checkpoint: {last[-1][1]}. Rerun the "
-                                    f"command to resume from it, perhaps with {retry}{audio}"
-                                    ) from None
-            raise NonFiniteLoss(f"{exc}, before any checkpoint was written: start again with "
-                                f"{retry}{audio}") from None
+        except Exception as exc:  # noqa: BLE001 (the hooks' say, then raised again)
+            told: BaseException = exc
+            for hook in self.hooks:
+                told = hook.on_exception(run, told) or told
+            if told is exc:
+                raise
+            raise told from None
         self._warn_if_never_finite()
         return run.logs
 
@@ -602,6 +660,7 @@ class Trainer:
             restore_rng_state(cut["rngs"][run.info.rank], self.device)
         else:
             seed_epoch(run.seed, epoch, self._generation, run.info.rank)
+        run.training.start_epoch(epoch)
         started, lrs = time.time(), run.training.lrs()
         totals = EpochTotals(cut["totals"] if cut and run.info.is_main else None,  # summed once
                              self.device)
@@ -613,8 +672,6 @@ class Trainer:
             return False
         val = evaluate(self.eval_module, self.val_loader, self.device, run.info,
                        desc=f"epoch {epoch} val")
-        for scheduler in run.training.schedulers.values():
-            scheduler.step()
         self._log_epoch(EpochEnd(epoch, train, val, lrs, started))
         return True
 
@@ -660,13 +717,13 @@ class Trainer:
                     interrupted = True
                     break
                 if save:
-                    self._record_progress(done, totals, None)
+                    self._record_progress(done, totals)
         if not interrupted:  # a signal that came in the last updates, before validation
             interrupted = self._vote.settle([self._signals.requested, False])[0]
         self._bar.close()
         totals.seconds += time.time() - start
         self._sync_point()  # the epoch's last figures; a non-finite loss stops here at latest
-        return totals.reduced(run.info).stats(done, interrupted)
+        return totals.reduced(run.info).stats(done, interrupted=interrupted)
 
     def _gradient_sync(self, closes_update: bool) -> contextlib.AbstractContextManager:
         """DDP's gradient all-reduce only on the micro-batch that closes an update."""
@@ -709,26 +766,38 @@ class Trainer:
                 if "loss" in values and self._bar is not None:
                     self._bar.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
 
-    def _record_progress(self, batches_done: int, totals: EpochTotals,
-                         reason: str | None) -> None:
-        """The epoch's progress for the hooks (its checkpoint); every rank takes part."""
+    def _progress(self, batches_done: int, totals: EpochTotals,
+                  reason: str | None) -> EpochProgress:
+        """The epoch's progress; every rank takes part."""
         run = self.run
         self.nonfinite.resolve(run.info)  # nothing computed from a NaN is ever saved
-        progress = EpochProgress(run.epoch, self._generation, batches_done,
-                                 totals.reduced(run.info).state(), run.info.world_size,
-                                 gather_objects(rng_state(self.device), run.info),
-                                 gather_objects(self._plan, run.info), reason)
+        return EpochProgress(epoch=run.epoch, generation=self._generation,
+                             batches_done=batches_done,
+                             totals=totals.reduced(run.info).state(),
+                             world_size=run.info.world_size,
+                             rngs=gather_objects(rng_state(self.device), run.info),
+                             plans=gather_objects(self._plan, run.info), reason=reason)
+
+    def _record_progress(self, batches_done: int, totals: EpochTotals) -> None:
+        """A step checkpoint's progress, for the hooks."""
+        progress = self._progress(batches_done, totals, None)
         for hook in self.hooks:
-            hook.on_progress(run, progress)
+            hook.on_progress(self.run, progress)
 
     def _stop(self, batches_done: int, totals: EpochTotals) -> None:
-        """Record the cut epoch so that rerunning the command replays its plan, passes over
-        its done batches and continues exactly (its logged means included); then let the
-        hooks react."""
-        self._record_progress(batches_done, totals, self._stop_reason())
+        """Give the hooks the cut epoch's progress, so that rerunning the command replays its
+        plan, passes over its done batches and continues exactly (its logged means
+        included); then write the log."""
+        progress = self._progress(batches_done, totals, self._stop_reason())
+        errors = []
+        for hook in self.hooks:  # every hook, even after one raised (the checkpoint is saved)
+            try:
+                hook.on_stop(self.run, progress)
+            except Exception as exc:  # noqa: BLE001 (raised below)
+                errors.append(exc)
         self._write_logs()
-        for hook in self.hooks:
-            hook.on_stop(self.run)
+        if errors:
+            raise errors[0]
 
     # -- logs ----------------------------------------------------------------------------------
     def _log_epoch(self, end: EpochEnd) -> None:

@@ -13,24 +13,28 @@ COLLAPSED = {"loss": 9.9, "z_cos_across": 0.996, "dead_units": 0.5}
 
 
 class TinyTraining:
-    """What the guard uses of a Training: state/load, optimizers, schedulers."""
+    """What the guard uses of a Training: state/load, scale_lr, lr."""
 
     def __init__(self) -> None:
         self.model = torch.nn.Linear(2, 2)
-        optimizer, scheduler = build_optimizer(self.model.parameters(), 0.1, 0.9, 0.999, 1e-8,
-                                               None, -1)
-        self.optimizers, self.schedulers = {"model": optimizer}, {"model": scheduler}
+        optimizer, rate = build_optimizer(self.model.parameters(), 0.1, 0.9, 0.999, 1e-8,
+                                          None, -1)
+        self.optimizers, self.rates = {"model": optimizer}, {"model": rate}
 
     def state(self, epoch: int) -> dict:
         return {"gEncoder": self.model.state_dict(), "epoch": epoch,
                 "optimizer": self.optimizers["model"].state_dict(),
-                "scheduler": self.schedulers["model"].state_dict()}
+                "scheduler": self.rates["model"].state_dict()}
 
     def load(self, state: dict) -> None:
         self.model.load_state_dict(state["gEncoder"])
         self.optimizers["model"].load_state_dict(state["optimizer"])
-        self.schedulers["model"].load_state_dict(state["scheduler"])
+        self.rates["model"].load_state_dict(state["scheduler"])
 
+    def scale_lr(self, factor: float) -> None:
+        self.rates["model"].scale(factor)
+
+    @property
     def lr(self) -> float:
         return self.optimizers["model"].param_groups[0]["lr"]
 
@@ -90,7 +94,7 @@ def test_warn_reports_once_after_patience_and_again_on_recovery():
     assert "loss 9.9 (chance 10)" in event["message"]
     assert guard.after_check(COLLAPSED, 30, 0) is None  # already reported
     assert guard.after_check(HEALTHY, 40, 1)["action"] == "recovered"
-    assert not guard.stop_requested and training.lr() == 0.1
+    assert not guard.stop_requested and training.lr == 0.1
 
 
 def test_a_brief_collapse_is_left_alone():
@@ -119,16 +123,16 @@ def test_rollback_restores_the_last_healthy_state_with_a_lower_rate():
     event = guard.after_check(COLLAPSED, 20, 0)
     assert event["action"] == "rollback" and event["rollback"] == 1
     assert torch.equal(training.model.weight, healthy_weight)
-    assert training.lr() == pytest.approx(0.05) and event["lr"] == pytest.approx(0.05)
+    assert training.lr == pytest.approx(0.05) and event["lr"] == pytest.approx(0.05)
     assert reseeds == [1]
     # collapsing again before a new healthy check: back to the same state, rate halved again
     guard.after_check(COLLAPSED, 30, 0)
-    assert training.lr() == pytest.approx(0.025) and reseeds == [1, 2]
+    assert training.lr == pytest.approx(0.025) and reseeds == [1, 2]
     # a healthy check after the rollback: its state already has the lower rate
     guard.after_check(HEALTHY, 40, 0)
     guard.after_check(COLLAPSED, 50, 0)
-    assert training.lr() == pytest.approx(0.0125)
-    assert training.schedulers["model"].base_lrs == pytest.approx([0.0125])
+    assert training.lr == pytest.approx(0.0125)
+    assert training.rates["model"].state_dict()["base_lrs"] == pytest.approx([0.0125])
 
 
 def test_rollbacks_run_out_then_the_run_stops():

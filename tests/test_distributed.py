@@ -70,7 +70,8 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
     from cpc.criterion import build_criterion
     from cpc.data.batch import Batch
     from cpc.model import build_model
-    from cpc.objectives import CriterionObjective, TrainStep
+    from cpc.criterion.objective import CriterionObjective
+    from cpc.trainer import TrainStep
     from cpc.options import build_parser
     from cpc.utils.distributed import shutdown_distributed
 

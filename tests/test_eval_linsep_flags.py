@@ -10,8 +10,10 @@ import torch
 
 from cpc.data.corpus import build_datasets
 from cpc.eval import linear_separability as linsep
-from cpc.eval.linear_separability import ProbeConfig
 from cpc.feature_loader import loadModel
+from cpc.probes.config import ProbeConfig
+from cpc.probes.run import run_probes
+from cpc.probes.training import finetune_probe
 from tests.test_feature_loader import save_random_run
 
 
@@ -40,9 +42,9 @@ def test_unfrozen_updates_the_model_and_the_probe_loss_falls(tiny_run, tiny_data
     before = _state(model)
     config = ProbeConfig(n_epochs=3, batch_size=8, lr=1e-2, save_step=2, unfrozen=True,
                          model_lr=1e-3)
-    result = linsep.finetune_probe("speaker", model, tiny_data.train, tiny_data.val,
-                                   len(tiny_data.speakers), config, torch.device("cpu"),
-                                   checkpoint_dir=tmp_path)
+    result = finetune_probe("speaker", model, tiny_data.train, tiny_data.val,
+                            n_classes=len(tiny_data.speakers), config=config,
+                            device=torch.device("cpu"), checkpoint_dir=tmp_path)
     losses = [record["train_loss"] for record in result.history]
     assert losses[-1] < losses[0]
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
@@ -57,9 +59,10 @@ def test_unfrozen_updates_the_model_and_the_probe_loss_falls(tiny_run, tiny_data
 def test_frozen_probes_leave_the_model_untouched(tiny_run, tiny_data, tmp_path):
     model = loadModel([str(tiny_run)])[0]
     before = _state(model)
-    linsep.run_probes(model, tiny_data.train, tiny_data.val, ["speaker", "phone"],
-                      len(tiny_data.speakers), tiny_data.n_phones, ProbeConfig(n_epochs=2),
-                      torch.device("cpu"), 8, checkpoint_dir=tmp_path)
+    run_probes(model, tiny_data.train, tiny_data.val, probes=["speaker", "phone"],
+               n_speakers=len(tiny_data.speakers), n_phones=tiny_data.n_phones,
+               config=ProbeConfig(n_epochs=2), device=torch.device("cpu"), extract_batch_size=8,
+               checkpoint_dir=tmp_path)
     assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
     assert "model" not in torch.load(tmp_path / "phone" / "best_probe.pt", weights_only=True)
 

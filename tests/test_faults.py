@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from cpc import train
-from cpc.objectives import CriterionObjective
+from cpc.criterion.objective import CriterionObjective
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.signals import StopRequest
 from tests.test_train import SMALL, corpus_args

@@ -10,7 +10,10 @@ import torch.nn.functional as F
 
 from cpc import train
 from cpc.eval import linear_separability as linsep
-from cpc.eval.linear_separability import FeatureSet, ProbeConfig, train_probe
+from cpc.probes.config import ProbeConfig
+from cpc.probes.features import FeatureSet
+from cpc.probes.run import run_probes
+from cpc.probes.training import train_probe
 from tests.test_train import SMALL, corpus_args
 
 N_SPK, N_PH, T = 4, 6, 12
@@ -39,17 +42,17 @@ CONFIG = ProbeConfig(n_epochs=15, batch_size=16, lr=1e-2)
 def test_probes_separate_informative_features_and_not_noise(probe):
     n_classes = N_SPK if probe.startswith("speaker") else N_PH
     good = train_probe(probe, labelled_features(200, True), labelled_features(80, True, 1),
-                       n_classes, CONFIG, torch.device("cpu"))
+                       n_classes=n_classes, config=CONFIG, device=torch.device("cpu"))
     assert good.best_val_acc > 0.97
     bad = train_probe(probe, labelled_features(200, False), labelled_features(400, False, 1),
-                      n_classes, CONFIG, torch.device("cpu"))
+                      n_classes=n_classes, config=CONFIG, device=torch.device("cpu"))
     assert bad.best_val_acc < 1.0 / n_classes + 0.12
 
 
 def test_ctc_probe_decodes_phone_sequences():
     config = ProbeConfig(n_epochs=40, batch_size=16, lr=2e-2)
     result = train_probe("phone_ctc", labelled_features(200, True), labelled_features(40, True, 1),
-                         N_PH, config, torch.device("cpu"))
+                         n_classes=N_PH, config=config, device=torch.device("cpu"))
     assert result.best_val_per < 0.05
     assert result.best_val_acc == pytest.approx(1 - result.best_val_per)
 
@@ -57,7 +60,8 @@ def test_ctc_probe_decodes_phone_sequences():
 def test_probe_logs_and_best_state(tmp_path):
     config = ProbeConfig(n_epochs=4, batch_size=16, lr=1e-2, logging_step=2)
     result = train_probe("speaker", labelled_features(64, True), labelled_features(32, True, 1),
-                         N_SPK, config, torch.device("cpu"), tmp_path / "logs", tmp_path / "ckpt")
+                         n_classes=N_SPK, config=config, device=torch.device("cpu"),
+                         log_dir=tmp_path / "logs", checkpoint_dir=tmp_path / "ckpt")
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == \
         ["best.json", "epoch_1.json", "epoch_3.json"]
     record = json.loads((tmp_path / "logs" / "epoch_3.json").read_text())
@@ -77,9 +81,10 @@ def test_probes_leave_the_callers_random_stream_alone(tiny_corpus):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    metrics = linsep.run_probes(CPCModel(MFCCEncoder(13), NoAR(13)), data.train, data.val,
-                                ["speaker", "phone"], len(data.speakers), data.n_phones,
-                                ProbeConfig(n_epochs=2), torch.device("cpu"), 8)
+    metrics = run_probes(CPCModel(MFCCEncoder(13), NoAR(13)), data.train, data.val,
+                         probes=["speaker", "phone"], n_speakers=len(data.speakers),
+                         n_phones=data.n_phones, config=ProbeConfig(n_epochs=2),
+                         device=torch.device("cpu"), extract_batch_size=8)
     assert torch.equal(torch.rand(3), expected)
     assert {"speaker_best_val_acc", "phone_best_val_acc"} <= set(metrics)
     data.close()

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cpc.utils.optim import (Updater, build_optimizer, lr_factor, scale_base_lr, scheduled_lrs,
-                             steps_taken, warmup_factor)
+from cpc.utils.optim import Updater, build_optimizer, lr_factor, steps_taken, warmup_factor
 
 
 def test_warmup_factor_is_linear_then_one():
@@ -24,10 +23,10 @@ def backward(a: torch.nn.Module, b: torch.nn.Module, scale: float = 1.0) -> None
 
 
 def make_updater(a, b, clip=0.0, warmup=0, ramp=None, step_epochs=-1) -> Updater:
-    optimizer, scheduler = build_optimizer(list(a.parameters()) + list(b.parameters()), 0.1,
-                                           0.9, 0.999, 1e-8, ramp, step_epochs)
-    return Updater({"model": optimizer}, {"model": scheduler},
-                   {"a": list(a.parameters()), "b": list(b.parameters())}, clip, warmup)
+    optimizer, rate = build_optimizer(list(a.parameters()) + list(b.parameters()), 0.1,
+                                      0.9, 0.999, 1e-8, ramp, step_epochs, warmup)
+    return Updater({"model": optimizer}, {"model": rate},
+                   {"a": list(a.parameters()), "b": list(b.parameters())}, clip)
 
 
 def test_part_norms_match_a_direct_computation():
@@ -69,7 +68,7 @@ def test_small_gradients_are_not_clipped():
 def test_warmup_ramps_each_step_on_top_of_the_epoch_schedule():
     a, b = two_parts()
     updater = make_updater(a, b, warmup=4, ramp=2)
-    optimizer, scheduler = updater.optimizers["model"], updater.schedulers["model"]
+    optimizer, rate = updater.optimizers["model"], updater.rates["model"]
     seen = []
     for _ in range(3):
         backward(a, b)
@@ -79,11 +78,12 @@ def test_warmup_ramps_each_step_on_top_of_the_epoch_schedule():
     assert steps_taken(optimizer) == 3
     # epoch 0 of a 2-epoch ramp: 0.1 * 1/2, times (n + 1) / 4
     assert seen == pytest.approx([0.05 * 0.25, 0.05 * 0.5, 0.05 * 0.75])
-    scheduler.step()  # epoch 1: ramp done
+    rate.set_epoch(1)  # epoch 1: ramp done
     backward(a, b)
     updater.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(1, 2, -1))
-    assert scheduled_lrs(scheduler) == pytest.approx([0.1])
+    assert rate.scheduled() == pytest.approx(0.1)
+    assert rate.lr_at(2, 0) == pytest.approx(0.05 * 0.75)  # one formula of step and epoch
 
 
 def test_warmup_resumes_from_the_optimizer_state():
@@ -105,14 +105,14 @@ def test_warmup_resumes_from_the_optimizer_state():
 def test_scaled_base_rate_holds_through_the_schedule():
     a, b = two_parts()
     updater = make_updater(a, b, step_epochs=1)
-    optimizer, scheduler = updater.optimizers["model"], updater.schedulers["model"]
-    scale_base_lr(optimizer, scheduler, 0.5)
+    optimizer, rate = updater.optimizers["model"], updater.rates["model"]
+    rate.scale(0.5)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
     backward(a, b)
     updater.step()
-    scheduler.step()  # halved after one epoch
+    rate.set_epoch(1)  # halved after one epoch
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
-    assert scheduler.state_dict()["base_lrs"] == pytest.approx([0.05])
+    assert rate.state_dict()["base_lrs"] == pytest.approx([0.05])
 
 
 @pytest.mark.parametrize("clip", [0.0, 0.05])
@@ -124,7 +124,8 @@ def test_accumulated_micro_batches_update_like_one_larger_batch(monkeypatch, cli
     from cpc.criterion import build_criterion
     from cpc.data.batch import Batch
     from cpc.model import build_model
-    from cpc.objectives import CriterionObjective, TrainStep
+    from cpc.criterion.objective import CriterionObjective
+    from cpc.trainer import TrainStep
     from cpc.options import build_parser
     from tests.test_distributed import fixed_negatives
     from tests.test_train import SMALL
@@ -144,11 +145,10 @@ def test_accumulated_micro_batches_update_like_one_larger_batch(monkeypatch, cli
         criterion = build_criterion("cpc", args, dim_context=model.dim_context,
                                     dim_encoded=model.dim_encoded)
         step = TrainStep(model, CriterionObjective(criterion))
-        optimizer, scheduler = build_optimizer(list(step.parameters()), 1e-3, 0.9, 0.999, 1e-8,
-                                               None, -1)
-        updater = Updater({"model": optimizer}, {"model": scheduler},
-                          {"all": list(step.parameters())}, clip, warmup_steps=3,
-                          update_freq=update_freq)
+        optimizer, rate = build_optimizer(list(step.parameters()), 1e-3, 0.9, 0.999, 1e-8,
+                                          None, -1, warmup_steps=3)
+        updater = Updater({"model": optimizer}, {"model": rate},
+                          {"all": list(step.parameters())}, clip, update_freq=update_freq)
         for update in range(2):
             for micro in range(update_freq):
                 size = 8 // update_freq

@@ -9,7 +9,8 @@ import torch
 from cpc.criterion import build_criterion
 from cpc.data.batch import Batch
 from cpc.model import build_model
-from cpc.objectives import CriterionObjective, TrainStep
+from cpc.criterion.objective import CriterionObjective
+from cpc.trainer import TrainStep
 from cpc.options import build_parser
 from cpc.precision import autocast, loss_scaler
 from cpc.utils.optim import Updater, build_optimizer
@@ -33,10 +34,10 @@ def train_losses(precision: str, seed: int, steps: int, flags: list[str] = ()) -
     criterion = build_criterion("cpcctc" if args.CPCCTC else "cpc", args,
                                 dim_context=model.dim_context, dim_encoded=model.dim_encoded)
     step = TrainStep(model, CriterionObjective(criterion), precision)
-    optimizer, scheduler = build_optimizer(list(step.parameters()), 2e-3, 0.9, 0.999, 1e-8,
-                                           None, -1)
-    updater = Updater({"model": optimizer}, {"model": scheduler},
-                      {"all": list(step.parameters())}, 1.0, 0,
+    optimizer, rate = build_optimizer(list(step.parameters()), 2e-3, 0.9, 0.999, 1e-8,
+                                      None, -1)
+    updater = Updater({"model": optimizer}, {"model": rate},
+                      {"all": list(step.parameters())}, clip_grad_norm=1.0,
                       scaler=loss_scaler(precision, torch.device("cpu")))
     audio, losses = tones(), []
     torch.manual_seed(seed + 1)  # the same negatives in both precisions

@@ -215,7 +215,7 @@ def test_bad_numbers_and_combinations_are_one_line(tiny_corpus, tmp_path, capsys
 
 def test_nan_before_the_first_checkpoint_does_not_promise_a_resume(tiny_corpus, tmp_path,
                                                                     capsys, monkeypatch):
-    from cpc.objectives import CriterionObjective
+    from cpc.criterion.objective import CriterionObjective
     original = CriterionObjective.__call__
 
     def nan_loss(self, *args):

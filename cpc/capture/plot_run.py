@@ -187,20 +187,15 @@ def chance_loss(run_dir: Path) -> float | None:
     build a criterion, with a note)."""
     if not (run_dir / ckpt.ARGS_FILE).is_file():
         return None
-    from cpc.criterion import build_criterion
+    from cpc.criterion.objective import chance_loss_of
     from cpc.feature_loader import loadArgs
     from cpc.run_config import criterion_name
     try:
         args = loadArgs(run_dir / ckpt.ARGS_FILE)
-        name = criterion_name(args)
-        if getattr(args, "pase_settings", None) or name not in ("cpc", "cpcctc"):
-            return None
-        criterion = build_criterion(name, args, dim_context=args.hiddenGar,
-                                    dim_encoded=args.hiddenEncoder)
+        return chance_loss_of(args, criterion_name(args))
     except CPCError as exc:
         print(f"note: no chance level on the loss plots: {exc}", file=sys.stderr)
         return None
-    return float(criterion.chance_loss())
 
 
 # --------------------------------------------------------------------------- figures

@@ -3,7 +3,7 @@
 The training criteria are registered by name in ``CRITERIA`` (a line each in
 :mod:`cpc.registries`): "cpc", "cpcctc", and the supervised "speaker", "phone", "phone_ctc" of
 ``--supervised``; build one with ``build_criterion(name, args, ...)``. The probes of
-:mod:`cpc.eval.linear_separability` build the supervised classes directly.
+:mod:`cpc.probes` build the supervised classes directly.
 """
 from .base import CriterionOutput
 from .cpc import CPCCriterion, PredictionHeads, info_nce_logits, sample_negative_indices

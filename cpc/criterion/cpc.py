@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -254,8 +254,6 @@ class TransformerHead(PredictionHead):
 
 
 # The head factories that HEADS (cpc/registries.py) refers to, by --rnnMode; TransformerHead is one.
-HeadFactory = Callable[[int, int, int], PredictionHead]  # (dim_context, dim_encoded, max_rel_distance)
-
 
 def linear_head(din: int, dout: int, max_rel: int) -> PredictionHead:
     return LinearHead(din, dout)

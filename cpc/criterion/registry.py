@@ -7,13 +7,10 @@ registers it. ``build_criterion("name", args, ...)`` then builds it.
 from __future__ import annotations
 
 import argparse
-from typing import Callable
 
 import torch.nn as nn
 
 from cpc.registries import CRITERIA
-
-CriterionBuilder = Callable[..., nn.Module]
 
 
 def build_criterion(name: str, args: argparse.Namespace, *, dim_context: int, dim_encoded: int,

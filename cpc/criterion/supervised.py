@@ -1,5 +1,5 @@
 """Supervised criteria on CPC features: the linear-separability probes of
-:mod:`cpc.eval.linear_separability` (built there directly), and CPC_audio's supervised training
+:mod:`cpc.probes.training` (built there directly), and CPC_audio's supervised training
 (``--supervised``), which trains encoder and context network through them: registered as the
 criteria "speaker", "phone" and "phone_ctc" (see :func:`build_speaker` and its siblings).
 

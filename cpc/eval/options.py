@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from cpc.probes.config import ProbeConfig
 from cpc.utils.cli import DeprecatedAlias, DocstringHelpFormatter, add_bad_audio_flag
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -147,7 +148,9 @@ def speaker_parser(description: str) -> argparse.ArgumentParser:
 
 
 def linsep_parser(description: str) -> argparse.ArgumentParser:
-    """``python -m cpc.eval.linear_separability``."""
+    """``python -m cpc.eval.linear_separability``; the probe settings' defaults are
+    :class:`ProbeConfig`'s, as those of training's --linsep_* flags."""
+    probe = ProbeConfig()
     parser = _parser(description)
     parser.add_argument("pathDB", help="corpus root: <pathDB>/<speaker>/.../<file><ext>")
     parser.add_argument("pathTrain", help="training files, one stem per line")
@@ -165,41 +168,43 @@ def linsep_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=str, default=None,
                         help="output directory: probe logs, best probe states, results.json")
     parser.add_argument("--pathCheckpoint", action=DeprecatedAlias, dest="out", replacement="--out")
-    parser.add_argument("--nEpoch", type=int, default=10, help="epochs of each probe")
-    parser.add_argument("--batchSizeGPU", type=int, default=32, help="windows per probe batch")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate of the probes' Adam")
-    parser.add_argument("--beta1", type=float, default=0.9,
+    parser.add_argument("--nEpoch", type=int, default=probe.n_epochs, help="epochs of each probe")
+    parser.add_argument("--batchSizeGPU", type=int, default=probe.batch_size,
+                        help="windows per probe batch")
+    parser.add_argument("--lr", type=float, default=probe.lr,
+                        help="learning rate of the probes' Adam")
+    parser.add_argument("--beta1", type=float, default=probe.beta1,
                         help="beta1 of the probes' Adam (first-moment decay)")
-    parser.add_argument("--beta2", type=float, default=0.999,
+    parser.add_argument("--beta2", type=float, default=probe.beta2,
                         help="beta2 of the probes' Adam (second-moment decay)")
-    parser.add_argument("--epsilon", type=float, default=1e-8,
+    parser.add_argument("--epsilon", type=float, default=probe.epsilon,
                         help="epsilon of the probes' Adam (added to the denominator)")
-    parser.add_argument("--nLevels", type=int, default=1,
+    parser.add_argument("--nLevels", type=int, default=probe.n_layers,
                         help="1: linear probe; more: MLP whose hidden width is the class count")
     parser.add_argument("--sizeWindow", type=int, default=20480,
                         help="samples per window (multiple of 160)")
     parser.add_argument("--mfcc_dim", type=int, default=40, help="coefficients of --features mfcc")
-    parser.add_argument("--feature_budget_gb", type=float, default=4.0,
+    parser.add_argument("--feature_budget_gb", type=float, default=probe.feature_budget_gb,
                         help="memory for the frame features of the phone probe; beyond it a "
                              "regular subset of the windows is probed")
     parser.add_argument("--n_process_loader", type=int, default=8,
                         help="threads reading audio files")
     parser.add_argument("--max_size_loaded", type=int, default=4_000_000_000,
                         help="samples held per pack; the next pack loads in the background")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=int, default=probe.seed,
                         help="seed of the probes, the data order and --features random_init")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when available, else CPU")
-    parser.add_argument("--unfrozen", action="store_true",
+    parser.add_argument("--unfrozen", action="store_true", default=probe.unfrozen,
                         help="fine-tune the encoder and context network with each probe (each "
                              "probe starts from the checkpoint's weights)")
-    parser.add_argument("--lr_model", type=float, default=None,
+    parser.add_argument("--lr_model", type=float, default=probe.model_lr,
                         help="learning rate of the model's parameters under --unfrozen "
                              "(unset: --lr, as in CPC_audio)")
     parser.add_argument("--no_pretraining", action="store_true",
                         help="probe a seeded random initialisation of the checkpoint's "
                              "architecture (the same as --features random_init)")
-    parser.add_argument("--save_step", type=int, default=0,
+    parser.add_argument("--save_step", type=int, default=probe.save_step,
                         help="also save each probe (and its model under --unfrozen) every N "
                              "epochs, OUT/probes/<probe>/probe_epoch_<k>.pt; 0: only the best")
     parser.add_argument("--debug", action="store_true",

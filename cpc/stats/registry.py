@@ -7,13 +7,10 @@ arguments and raises :class:`StatError` on bad ones), plus its line in :mod:`cpc
 from __future__ import annotations
 
 import re
-from typing import Callable
 
 from cpc.registries import STATS
 
 from .base import Stat, StatError
-
-StatBuilder = Callable[[list[str]], Stat]
 
 
 def parse_stats_spec(spec: str) -> list[Stat]:

@@ -24,6 +24,7 @@ INTERRUPTED_RE = re.compile(r"^interrupted_checkpoint_(\d+)\.pt$")
 ARGS_FILE = "checkpoint_args.json"
 LOGS_FILE = "checkpoint_logs.json"
 FORMAT_VERSION = 1  # of the checkpoint content; CPC_audio's files (no version) read as 1
+MODEL_KEY = "gEncoder"  # CPC_audio's key of the model's weights (encoder and context network)
 
 
 def write_json(path: str | Path, content: Any) -> None:
@@ -66,8 +67,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """A training state (ours or CPC_audio's); a file that is not one, or is from a newer
     format, is a :class:`CheckpointError` naming it."""
     state = load_torch(path, map_location)
-    if not isinstance(state, dict) or "gEncoder" not in state:
-        raise CheckpointError(f"{path} is not a CPC checkpoint (no 'gEncoder' model weights)")
+    if not isinstance(state, dict) or MODEL_KEY not in state:
+        raise CheckpointError(f"{path} is not a CPC checkpoint (no '{MODEL_KEY}' model weights)")
     version = state.get("format_version", 1)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {version}, newer than the "
@@ -149,3 +150,8 @@ def remove_old_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
         path.unlink()
         removed.append(path)
     return removed
+
+
+def load_model_weights(model: torch.nn.Module, state: dict) -> None:
+    """The model's weights from a checkpoint's content (:data:`MODEL_KEY`)."""
+    model.load_state_dict(state[MODEL_KEY])

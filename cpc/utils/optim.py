@@ -1,26 +1,28 @@
-"""Optimiser, learning-rate schedules and the update step of CPC training.
+"""Optimiser, learning rate and the update step of CPC training.
 
-Two schedules multiply the base learning rate:
+An optimiser's learning rate has one owner, :class:`LearningRate`, and one formula,
+:meth:`LearningRate.lr_at` ``(step, epoch)``: the base rate times
 
-* per epoch (CPC_audio semantics): ``--schedulerRamp`` and ``--schedulerStep``, a LambdaLR
-  stepped once per epoch;
-* per optimiser step: ``--warmup_steps W``, a linear warm-up ``(n + 1) / W`` over the first W
-  steps, where n is the optimiser's own step count (Adam's ``step`` state), so it resumes exactly
-  from a checkpoint and restarts nowhere else.
+* the per-epoch schedule (CPC_audio semantics: ``--schedulerRamp``, ``--schedulerStep``; the
+  PASE recipe's decay), a function of the epoch the trainer is in;
+* a linear warm-up ``(n + 1) / W`` over the first ``--warmup_steps W`` steps, where n is the
+  optimiser's own step count (Adam's ``step`` state), so it resumes exactly from a checkpoint
+  and restarts nowhere else.
 
-:class:`Updater` applies them, accumulates the gradients of ``--update_freq`` micro-batches
-into one update, scales the loss under fp16 (``--precision fp16``), clips the global gradient
-norm (``--clip_grad_norm``) and returns the gradient norm of each named part of the model
-(encoder, context network, criterion) for the health monitor.
+The collapse guard's rollbacks and a resume with a new ``--learningRate`` rescale the base rate
+(:meth:`LearningRate.scale`); the base is saved with the checkpoint (CPC_audio's ``scheduler``
+key, ``{"base_lrs": [...]}``), so a rescaled rate persists on resume.
+
+:class:`Updater` sets each rate before its optimiser steps, accumulates the gradients of
+``--update_freq`` micro-batches into one update, scales the loss under fp16 (``--precision
+fp16``), clips the global gradient norm (``--clip_grad_norm``) and returns the gradient norm of
+each named part of the model (encoder, context network, criterion) for the health monitor.
 """
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
 import torch
-
-Scheduler = torch.optim.lr_scheduler.LambdaLR
-
 
 def lr_factor(epoch: int, ramp_epochs: int | None, step_epochs: int) -> float:
     """Multiplier of the base learning rate at ``epoch`` (0-based, stepped once per epoch).
@@ -51,22 +53,6 @@ def pase_lr_factor(epoch: int, interval: int, decay: float) -> float:
     return decay ** (epoch // interval)
 
 
-def build_adam(params: Iterable[torch.nn.Parameter], lr: float, beta1: float, beta2: float,
-               epsilon: float, schedule: Callable[[int], float]) -> tuple[torch.optim.Optimizer,
-                                                                        Scheduler]:
-    """Adam and a LambdaLR multiplying its rate by ``schedule(epoch)``, stepped once per epoch."""
-    optimizer = torch.optim.Adam(list(params), lr=lr, betas=(beta1, beta2), eps=epsilon)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-
-
-def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float, beta1: float, beta2: float,
-                    epsilon: float, ramp_epochs: int | None, step_epochs: int
-                    ) -> tuple[torch.optim.Optimizer, Scheduler]:
-    """Adam on CPC_audio's per-epoch schedule (``--schedulerRamp``, ``--schedulerStep``)."""
-    return build_adam(params, lr, beta1, beta2, epsilon,
-                      lambda epoch: lr_factor(epoch, ramp_epochs, step_epochs))
-
-
 def steps_taken(optimizer: torch.optim.Optimizer) -> int:
     """Optimiser steps taken so far (Adam's per-parameter ``step`` counter; 0 before the first)."""
     for state in optimizer.state.values():
@@ -75,26 +61,73 @@ def steps_taken(optimizer: torch.optim.Optimizer) -> int:
     return 0
 
 
-def scheduled_lrs(scheduler: Scheduler) -> list[float]:
-    """The per-epoch schedule's learning rate of each parameter group, without warm-up."""
-    return [base * factor(scheduler.last_epoch)
-            for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+class LearningRate:
+    """The one writer of ``optimizer``'s learning rate: ``base`` x ``schedule(epoch)`` x the
+    warm-up factor of its step count (see the module docstring)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base: float,
+                 schedule: Callable[[int], float], warmup_steps: int = 0) -> None:
+        self.optimizer, self.base, self.schedule = optimizer, base, schedule
+        self.warmup_steps = warmup_steps
+        self.epoch = 0
+        self.apply()
+
+    def lr_at(self, step: int, epoch: int) -> float:
+        """The rate of the optimiser step after ``step`` steps, in ``epoch``."""
+        return self.base * self.schedule(epoch) * warmup_factor(step, self.warmup_steps)
+
+    def scheduled(self) -> float:
+        """The current epoch's rate, the warm-up aside (the rate logged for the epoch)."""
+        return self.base * self.schedule(self.epoch)
+
+    def apply(self) -> float:
+        """Set the rate of the optimiser's next step; returns it."""
+        lr = self.lr_at(steps_taken(self.optimizer), self.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.apply()
+
+    def scale(self, factor: float) -> None:
+        """Multiply the base rate (a rollback's factor, or a resume's new --learningRate over
+        the saved one); it is saved with the checkpoint, so it persists on resume."""
+        self.base *= factor
+        self.apply()
+
+    def state_dict(self) -> dict:
+        return {"base_lrs": [self.base]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A state of :meth:`state_dict`, or of the LambdaLR that older checkpoints saved."""
+        self.base = float(state["base_lrs"][0])
+        self.apply()
 
 
-def scale_base_lr(optimizer: torch.optim.Optimizer, scheduler: Scheduler, factor: float) -> None:
-    """Multiply the base learning rate (saved with the scheduler, so it persists on resume)."""
-    scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+def set_adam_settings(optimizer: torch.optim.Optimizer, betas: tuple[float, float],
+                      eps: float) -> None:
+    """Changed Adam settings for a resumed optimiser (its moments are kept)."""
     for group in optimizer.param_groups:
-        group["lr"] *= factor
+        group["betas"], group["eps"] = betas, eps
 
 
-def retune_adam(optimizer: torch.optim.Optimizer, scheduler: Scheduler, lr_scale: float,
-                betas: tuple[float, float], eps: float) -> None:
-    """Apply changed Adam settings to a resumed optimiser: scale its base rate, recompute the
-    rate from the (possibly new) schedule at the current epoch, set betas and eps."""
-    scheduler.base_lrs = [lr * lr_scale for lr in scheduler.base_lrs]
-    for group, lr in zip(optimizer.param_groups, scheduled_lrs(scheduler)):
-        group["lr"], group["betas"], group["eps"] = lr, betas, eps
+def build_adam(params: Iterable[torch.nn.Parameter], lr: float, *, betas: tuple[float, float],
+               eps: float, schedule: Callable[[int], float], warmup_steps: int = 0
+               ) -> tuple[torch.optim.Optimizer, LearningRate]:
+    """Adam and the owner of its rate: ``lr`` x ``schedule(epoch)`` x warm-up."""
+    optimizer = torch.optim.Adam(list(params), lr=lr, betas=betas, eps=eps)
+    return optimizer, LearningRate(optimizer, lr, schedule, warmup_steps)
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float, beta1: float, beta2: float,
+                    epsilon: float, ramp_epochs: int | None, step_epochs: int,
+                    warmup_steps: int = 0) -> tuple[torch.optim.Optimizer, LearningRate]:
+    """Adam on CPC_audio's per-epoch schedule (``--schedulerRamp``, ``--schedulerStep``)."""
+    return build_adam(params, lr, betas=(beta1, beta2), eps=epsilon,
+                      schedule=lambda epoch: lr_factor(epoch, ramp_epochs, step_epochs),
+                      warmup_steps=warmup_steps)
 
 
 class Updater:
@@ -106,19 +139,18 @@ class Updater:
     then updates. ``parts`` names disjoint parameter lists (e.g. encoder, context, criterion);
     their gradient norms are measured at every update (one fused norm per part, no device
     synchronisation) and, with ``clip_grad_norm > 0``, all gradients are scaled so that the
-    global norm is at most that value. The warm-up factor is applied on top of each
-    scheduler's per-epoch rate.
+    global norm is at most that value. Each optimiser steps at the rate its
+    :class:`LearningRate` gives.
     """
 
     def __init__(self, optimizers: dict[str, torch.optim.Optimizer],
-                 schedulers: dict[str, Scheduler], parts: dict[str, list[torch.nn.Parameter]],
-                 clip_grad_norm: float = 0.0, warmup_steps: int = 0, update_freq: int = 1,
+                 rates: dict[str, LearningRate], parts: dict[str, list[torch.nn.Parameter]],
+                 clip_grad_norm: float = 0.0, update_freq: int = 1,
                  scaler: torch.amp.GradScaler | None = None) -> None:
         self.optimizers = optimizers
-        self.schedulers = schedulers
+        self.rates = rates
         self.parts = parts
         self.clip_grad_norm = clip_grad_norm
-        self.warmup_steps = warmup_steps
         self.update_freq = update_freq
         self.scaler = scaler
 
@@ -142,7 +174,8 @@ class Updater:
                             for n in norms])
 
     def step(self, micro_batches: int | None = None) -> torch.Tensor:
-        """Unscale, clip, warm up, step; returns the per-part gradient norms before clipping.
+        """Unscale, clip, set the rates, step; returns the per-part gradient norms before
+        clipping.
 
         ``micro_batches`` (default ``update_freq``) is how many micro-batches the gradients
         hold: fewer at the end of an epoch, or when some were skipped, and the gradients are
@@ -163,10 +196,7 @@ class Updater:
             params = [p for part in self.parts.values() for p in part]
             torch.nn.utils.clip_grads_with_norm_(params, self.clip_grad_norm, total)
         for name, optimizer in self.optimizers.items():
-            if self.warmup_steps > 0:
-                factor = warmup_factor(steps_taken(optimizer), self.warmup_steps)
-                for group, lr in zip(optimizer.param_groups, scheduled_lrs(self.schedulers[name])):
-                    group["lr"] = lr * factor
+            self.rates[name].apply()
             if self.scaler is not None:
                 self.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
             else:
