@@ -32,7 +32,7 @@ from cpc.health import HealthMonitor  # noqa: E402
 from cpc.model import build_model  # noqa: E402
 from cpc.criterion.objective import CriterionObjective  # noqa: E402
 from cpc.options import build_parser
-from cpc.trainer import Training, TrainStep  # noqa: E402
+from cpc.trainer import TrainedState, StepModule  # noqa: E402
 from cpc.utils.optim import Updater, build_optimizer  # noqa: E402
 
 CONFIGS = {"CPC 256, linear heads": ["--rnnMode", "linear"],
@@ -58,9 +58,9 @@ def measure(flags: list[str], steps: int, device: torch.device) -> dict[str, flo
     optimizer, rate = build_optimizer(list(model.parameters()) + list(criterion.parameters()),
                                            args.learningRate, args.beta1, args.beta2,
                                            args.epsilon, None, -1)
-    training = Training(model, CriterionObjective(criterion), {"model": optimizer},
+    training = TrainedState(model, CriterionObjective(criterion), {"model": optimizer},
                         {"model": rate})
-    step_module = TrainStep(model, training.objective)
+    step_module = StepModule(model, training.objective)
     updater = Updater(training.optimizers, training.rates, training.parameter_parts(),
                       clip_grad_norm=1.0)
     monitor = HealthMonitor(list(updater.parts), True, device=device)

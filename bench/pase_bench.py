@@ -42,9 +42,9 @@ def step_times(training, audio, speaker, steps: int) -> list[float]:
     import torch
 
     from cpc.data.batch import Batch
-    from cpc.trainer import TrainStep
+    from cpc.trainer import StepModule
     from cpc.utils.optim import Updater
-    module = TrainStep(training.model, training.objective)
+    module = StepModule(training.model, training.objective)
     updater = Updater(training.optimizers, training.rates, training.parameter_parts())
     index = torch.arange(len(audio))
     batch = Batch(audio=audio, speaker=speaker, phones=None, seq_index=index,

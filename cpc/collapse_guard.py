@@ -64,7 +64,7 @@ def snapshot(tree: Any) -> Any:
 class CollapseGuard:
     """Decides after each health check; keeps the last healthy state for ``rollback``.
 
-    ``training`` is the run's :class:`~cpc.trainer.Training` (``state``/``load``, ``scale_lr``,
+    ``training`` is the run's :class:`~cpc.trainer.TrainedState` (``state``/``load``, ``scale_lr``,
     ``lr``); ``reseed_data`` draws a new data order from an integer.
     """
 

@@ -182,7 +182,7 @@ class ProbeSettings:
     probes: list[str]  # speaker, speaker_mean, phone or phone_ctc
     config: ProbeConfig
     extract_batch_size: int
-    on_encoded: bool  # the phone probe reads z instead of c
+    get_encoded: bool  # the phone probe reads z instead of c
     log_root: str | None  # <root>/<cpc_epoch>/<probe>/
     probe_root: str | None  # best probe states: <root>/<cpc_epoch>/<probe>/best_probe.pt
 
@@ -196,7 +196,7 @@ def probe_model(settings: ProbeSettings, model: torch.nn.Module, data: CorpusDat
                          n_speakers=len(data.speakers), n_phones=data.n_phones,
                          config=settings.config, device=device,
                          extract_batch_size=settings.extract_batch_size,
-                         get_encoded=settings.on_encoded, log_dir=log_dir,
+                         get_encoded=settings.get_encoded, log_dir=log_dir,
                          checkpoint_dir=probe_dir)
     print(f"linear separability after epoch {cpc_epoch}: {format_metrics(metrics)}", flush=True)
     return metrics

@@ -50,8 +50,8 @@ from cpc.probes.run import check_probe_corpus
 from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags, criterion_name,
                             device_name, output_dirs, parse_args, resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs
-from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, Trainer, Training, TrainStep,
-                         seed_everything)
+from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, StepModule, TrainedState,
+                         Trainer, seed_everything)
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import SAMPLE_RATE
 from cpc.utils.devices import select_device
@@ -102,7 +102,7 @@ def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[st
 
 
 def build_training(args: argparse.Namespace, recipe: dict | None, device: torch.device,
-                   n_speakers: int, n_phones: int) -> Training:
+                   n_speakers: int, n_phones: int) -> TrainedState:
     """The model, the objective (a criterion, or the PASE workers of --config), one Adam per
     rate group of the objective on its per-epoch schedule, and fp16's loss scaler."""
     model = build_model(args).to(device)
@@ -114,7 +114,7 @@ def build_training(args: argparse.Namespace, recipe: dict | None, device: torch.
                               eps=args.epsilon, schedule=group.schedule,
                               warmup_steps=args.warmup_steps)
              for name, group in objective.rate_groups(model).items()}
-    return Training(model, objective, {name: pair[0] for name, pair in built.items()},
+    return TrainedState(model, objective, {name: pair[0] for name, pair in built.items()},
                     {name: pair[1] for name, pair in built.items()},
                     loss_scaler(args.precision, device))
 
@@ -155,7 +155,7 @@ def probe_settings(args: argparse.Namespace, seed: int, log_root: str | None,
                          logging_step=args.linsep_task_logging_step,
                          feature_budget_gb=args.linsep_feature_budget_gb, seed=seed)
     return ProbeSettings(probes=probes, config=config, extract_batch_size=args.batchSizeGPU,
-                         on_encoded=args.phone_get_encoded, log_root=log_root,
+                         get_encoded=args.phone_get_encoded, log_root=log_root,
                          probe_root=args.linsep_checkpoint_dir)
 
 
@@ -238,7 +238,7 @@ def prepare_device(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def start_state(config: RunConfig, training: Training, train_loader: AudioLoader,
+def start_state(config: RunConfig, training: TrainedState, train_loader: AudioLoader,
                 info: DistInfo) -> tuple[dict, Resumption, int]:
     """The run log, where training starts, and the data order (collapse rollbacks so far):
     from the newest checkpoint, or from --load, or fresh."""
@@ -308,7 +308,7 @@ def validation_flags(changed: dict, args: argparse.Namespace) -> list[str]:
             and not (flag == "pathTrain" and args.pathVal and "pathVal" not in changed)]
 
 
-def apply_changed_options(saved: dict, args: argparse.Namespace, training: Training, *,
+def apply_changed_options(saved: dict, args: argparse.Namespace, training: TrainedState, *,
                           logs: dict, start_epoch: int, processes: tuple[int, int],
                           report: bool = True) -> None:
     """Optimiser, schedule, training and data flags changed since the run was saved, and the
@@ -430,13 +430,13 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     return logs
 
 
-def step_module(training: Training, info: DistInfo, device: torch.device,
+def step_module(training: TrainedState, info: DistInfo, device: torch.device,
                 precision: str, context_unused: bool = False) -> torch.nn.Module:
     """Model and objective as one module; wrapped in DDP under torchrun, told of parameters
     without gradients: the objective's (e.g. the workers a batch leaves out), or the context
     network when the loss reads the encoder only (``context_unused``: --supervised
     --onEncoder)."""
-    module: torch.nn.Module = TrainStep(training.model, training.objective, precision)
+    module: torch.nn.Module = StepModule(training.model, training.objective, precision)
     if info.active:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None,
@@ -444,7 +444,7 @@ def step_module(training: Training, info: DistInfo, device: torch.device,
     return module
 
 
-def validation_loader(args: argparse.Namespace, training: Training,
+def validation_loader(args: argparse.Namespace, training: TrainedState,
                       data: CorpusData) -> AudioLoader:
     return data.val.getDataLoader(args.batchSizeGPU, training.objective.validation_sampling,
                                   randomOffset=False)

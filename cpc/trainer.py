@@ -117,7 +117,7 @@ class EpochStats:
     n_windows: int = 0
     seconds: float = 0.0
     batches_done: int = 0  # batches of the epoch done, counting skipped and resumed-over ones
-    interrupted: bool = False  # stopped by a signal before the end of the epoch
+    cut: bool = False  # the run stopped in this epoch (a signal or a hook), before its end
     audio_seconds: float = 0.0  # audio of the windows passed over
     totals: dict = field(default_factory=dict)  # EpochTotals state, all ranks summed
     nonfinite_batches: int = 0  # batches whose loss is NaN or infinite (then ``loss`` is too)
@@ -136,7 +136,7 @@ class EpochTotals:
     """Window-weighted sums of an epoch's per-step values (NaN entries, undefined for a batch,
     left out), windows and samples, kept on ``device`` (adding one reads nothing back). A
     batch's loss is never left out: one non-finite loss makes the epoch's loss non-finite, and
-    such batches are counted. A cut epoch's totals are saved with its checkpoint and carried on
+    such batches are counted. A cut epoch's totals are saved with its checkpoint and taken up
     when it resumes, so its logged means equal an uninterrupted epoch's."""
 
     def __init__(self, state: dict | None = None, device: torch.device | str = "cpu") -> None:
@@ -198,15 +198,15 @@ class EpochTotals:
                 "n_windows": self.n_windows, "n_samples": self.n_samples,
                 "seconds": self.seconds, "nonfinite": float(self.nonfinite)}
 
-    def stats(self, batches_done: int, *, interrupted: bool) -> EpochStats:
+    def stats(self, batches_done: int, *, cut: bool) -> EpochStats:
         if self.n_windows == 0:
             return EpochStats(seconds=self.seconds, batches_done=batches_done,
-                              interrupted=interrupted, totals=self.state())
+                              cut=cut, totals=self.state())
         mean = {name: (self.sums[name] / self.counts[name]).tolist() for name in self.sums}
         return EpochStats(loss=mean["loss"][0], step_losses=mean["steps"],
                           step_accuracies=mean["accs"], n_windows=self.n_windows,
                           seconds=self.seconds, batches_done=batches_done,
-                          interrupted=interrupted, audio_seconds=self.n_samples / SAMPLE_RATE,
+                          cut=cut, audio_seconds=self.n_samples / SAMPLE_RATE,
                           totals=self.state(), nonfinite_batches=int(self.nonfinite))
 
 
@@ -323,7 +323,7 @@ def evaluate(module: torch.nn.Module, loader: AudioLoader, device: torch.device,
             totals.add_batch(out, len(batch), batch.audio.shape[0] * batch.audio.shape[-1])
             bad.append(~torch.isfinite(out.loss.detach()).all())
     totals.seconds = time.time() - start
-    stats = totals.reduced(info).stats(len(loader), interrupted=False)
+    stats = totals.reduced(info).stats(len(loader), cut=False)
     if stats.nonfinite_batches:  # (every rank knows the sum): name the files of those batches
         local = torch.stack(bad).nonzero().flatten().tolist() if bad else []
         stats.nonfinite_files = files_union(gather_objects(loader.files_of_batches(local),
@@ -336,7 +336,7 @@ def evaluate(module: torch.nn.Module, loader: AudioLoader, device: torch.device,
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class Training:
+class TrainedState:
     """Everything a run trains and saves: the model, its objective, their optimisers and, with
     ``--precision fp16``, the loss scaler."""
 
@@ -401,7 +401,7 @@ class Training:
                 self.scaler.load_state_dict(state["grad_scaler"])
 
 
-class TrainStep(torch.nn.Module):
+class StepModule(torch.nn.Module):
     """The model and its objective as one module, ``batch -> CriterionOutput``: the unit that
     DistributedDataParallel wraps (gradients of the criterion or workers are averaged too).
     The forward runs under ``precision``'s autocast (see :mod:`cpc.precision`)."""
@@ -430,7 +430,7 @@ class TrainStep(torch.nn.Module):
 class Run:
     """What the loop shares with its hooks: the trained state, the data, the log and the step."""
 
-    training: Training
+    training: TrainedState
     data: CorpusData
     logs: dict
     board: TensorBoard
@@ -530,7 +530,7 @@ class Hook:
         """The values of :meth:`sync_values`, averaged over ranks."""
 
     def after_train(self, run: Run, stats: EpochStats) -> None:
-        """After the training pass of an epoch, finished or interrupted, before validation."""
+        """After the training pass of an epoch, finished or cut, before validation."""
 
     def on_epoch_end(self, run: Run, end: EpochEnd) -> None:
         """After the epoch is logged; the run log is written after the last hook."""
@@ -667,7 +667,7 @@ class Trainer:
         train = self._train_pass(totals)
         for hook in self.hooks:
             hook.after_train(run, train)
-        if train.interrupted:
+        if train.cut:
             self._stop(train.batches_done, totals)
             return False
         val = evaluate(self.eval_module, self.val_loader, self.device, run.info,
@@ -682,7 +682,7 @@ class Trainer:
         module.train()
         self.nonfinite.start_epoch(run.epoch)
         n_batches, done = len(loader), loader.skip
-        held, last_out, interrupted = 0, None, False
+        held, last_out, cut = 0, None, False
         start = time.time()
         self._bar = tqdm(total=n_batches, initial=done, desc=f"epoch {run.epoch} train",
                          leave=False, dynamic_ncols=True,
@@ -714,16 +714,16 @@ class Trainer:
                 held = 0
                 stop, save = self._decide()
                 if stop:
-                    interrupted = True
+                    cut = True
                     break
                 if save:
                     self._record_progress(done, totals)
-        if not interrupted:  # a signal that came in the last updates, before validation
-            interrupted = self._vote.settle([self._signals.requested, False])[0]
+        if not cut:  # a signal that came in the last updates, before validation
+            cut = self._vote.settle([self._signals.requested, False])[0]
         self._bar.close()
         totals.seconds += time.time() - start
         self._sync_point()  # the epoch's last figures; a non-finite loss stops here at latest
-        return totals.reduced(run.info).stats(done, interrupted=interrupted)
+        return totals.reduced(run.info).stats(done, cut=cut)
 
     def _gradient_sync(self, closes_update: bool) -> contextlib.AbstractContextManager:
         """DDP's gradient all-reduce only on the micro-batch that closes an update."""

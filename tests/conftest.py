@@ -10,7 +10,9 @@ import torch
 
 
 def ramp_signal(file_id: int, n_samples: int, channels: int = 1) -> np.ndarray:
-    """Samples that are exact in 16-bit PCM and differ between files and offsets."""
+    """Samples that are exact in 16-bit PCM and differ between files and offsets: a sawtooth
+    of period 30000 whose phase is ``file_id`` times 7919, a prime coprime to 30000, so that
+    no two of the first 30000 files start at the same phase."""
     values = ((file_id * 7919 + np.arange(n_samples)) % 30000 - 15000) / 32768.0
     if channels == 1:
         return values.astype(np.float32)

@@ -173,7 +173,7 @@ def test_epoch_totals_keep_a_nan_loss():
     for loss in (1.0, float("nan"), 3.0):
         totals.add_batch(CriterionOutput(torch.tensor(loss), torch.tensor([loss, float("nan")]),
                                          torch.tensor([0.5, 0.5])), size=4, n_samples=400)
-    stats = totals.stats(batches_done=3, interrupted=False)
+    stats = totals.stats(batches_done=3, cut=False)
     assert np.isnan(stats.loss) and stats.nonfinite_batches == 1
     assert stats.step_losses[0] == pytest.approx(2.0)  # a step undefined for a batch: left out
 

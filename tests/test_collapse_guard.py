@@ -13,7 +13,7 @@ COLLAPSED = {"loss": 9.9, "z_cos_across": 0.996, "dead_units": 0.5}
 
 
 class TinyTraining:
-    """What the guard uses of a Training: state/load, scale_lr, lr."""
+    """What the guard uses of a TrainedState: state/load, scale_lr, lr."""
 
     def __init__(self) -> None:
         self.model = torch.nn.Linear(2, 2)

@@ -71,7 +71,7 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
     from cpc.data.batch import Batch
     from cpc.model import build_model
     from cpc.criterion.objective import CriterionObjective
-    from cpc.trainer import TrainStep
+    from cpc.trainer import StepModule
     from cpc.options import build_parser
     from cpc.utils.distributed import shutdown_distributed
 
@@ -81,7 +81,7 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
     model = build_model(args)
     criterion = build_criterion("cpc", args, dim_context=model.dim_context,
                                 dim_encoded=model.dim_encoded)
-    step = TrainStep(model, CriterionObjective(criterion))
+    step = StepModule(model, CriterionObjective(criterion))
     audio = torch.randn(8, 1, 3200, generator=torch.Generator().manual_seed(1))
     share = slice(rank * 8 // world_size, (rank + 1) * 8 // world_size)
     if world_size > 1:

@@ -152,3 +152,19 @@ def test_encoder_example_builds_with_its_flag(examples):
     c, z, _ = model(torch.randn(2, 1, 3200 + 100), None)
     assert z.shape == (2, 20, 32) and c.shape == (2, 20, 24)
     assert build_model(complete_with_defaults({"encoder_type": "logmel"})).dim_encoded == 256
+
+
+def test_hook_example_traces_the_rate_and_keeps_its_count_across_a_resume(examples):
+    from tests.test_trainer_unit import N_BATCHES, make_trainer
+
+    from cpc.trainer import Resumption
+    hook = sys.modules["cpc.lr_trace_hook"].LearningRateTrace()
+    trainer = make_trainer([hook], logging_step=2)
+    logs = trainer.fit(1, Resumption())
+    assert [entry["step"] for entry in logs["lr_trace"]] == [2, 4, 4]  # the epoch end syncs too
+    assert all(entry["lr"] == pytest.approx(0.1) for entry in logs["lr_trace"])
+    saved = trainer.run.state(0)["hooks"]
+    assert saved == {"lr_trace": {"seen": 3}}
+    resumed = sys.modules["cpc.lr_trace_hook"].LearningRateTrace()
+    logs = make_trainer([resumed], logging_step=2).fit(2, Resumption(1, None, N_BATCHES, saved))
+    assert resumed.seen == 6 and logs["lr_trace"][-1]["lr"] == pytest.approx(0.05)

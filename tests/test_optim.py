@@ -125,7 +125,7 @@ def test_accumulated_micro_batches_update_like_one_larger_batch(monkeypatch, cli
     from cpc.data.batch import Batch
     from cpc.model import build_model
     from cpc.criterion.objective import CriterionObjective
-    from cpc.trainer import TrainStep
+    from cpc.trainer import StepModule
     from cpc.options import build_parser
     from tests.test_distributed import fixed_negatives
     from tests.test_train import SMALL
@@ -144,7 +144,7 @@ def test_accumulated_micro_batches_update_like_one_larger_batch(monkeypatch, cli
         model = build_model(args)
         criterion = build_criterion("cpc", args, dim_context=model.dim_context,
                                     dim_encoded=model.dim_encoded)
-        step = TrainStep(model, CriterionObjective(criterion))
+        step = StepModule(model, CriterionObjective(criterion))
         optimizer, rate = build_optimizer(list(step.parameters()), 1e-3, 0.9, 0.999, 1e-8,
                                           None, -1, warmup_steps=3)
         updater = Updater({"model": optimizer}, {"model": rate},

@@ -10,7 +10,7 @@ from cpc.criterion import build_criterion
 from cpc.data.batch import Batch
 from cpc.model import build_model
 from cpc.criterion.objective import CriterionObjective
-from cpc.trainer import TrainStep
+from cpc.trainer import StepModule
 from cpc.options import build_parser
 from cpc.precision import autocast, loss_scaler
 from cpc.utils.optim import Updater, build_optimizer
@@ -33,7 +33,7 @@ def train_losses(precision: str, seed: int, steps: int, flags: list[str] = ()) -
     model = build_model(args)
     criterion = build_criterion("cpcctc" if args.CPCCTC else "cpc", args,
                                 dim_context=model.dim_context, dim_encoded=model.dim_encoded)
-    step = TrainStep(model, CriterionObjective(criterion), precision)
+    step = StepModule(model, CriterionObjective(criterion), precision)
     optimizer, rate = build_optimizer(list(step.parameters()), 2e-3, 0.9, 0.999, 1e-8,
                                       None, -1)
     updater = Updater({"model": optimizer}, {"model": rate},

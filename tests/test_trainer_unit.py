@@ -12,7 +12,7 @@ from cpc.criterion.objective import Objective, RateGroup
 from cpc.data.batch import Batch
 from cpc.run_log import TensorBoard, empty_logs
 from cpc.trainer import (EpochEnd, EpochProgress, Hook, NonFiniteWatch, Resumption, Run,
-                         Trainer, Training, TrainStep)
+                         Trainer, TrainedState, StepModule)
 from cpc.utils.distributed import DistInfo
 from cpc.utils.optim import Updater, build_adam
 from cpc.utils.signals import StopRequest
@@ -143,7 +143,7 @@ def make_trainer(hooks: list[Hook], objective: Objective | None = None,
     group = objective.rate_groups(model)["model"]
     optimizer, rate = build_adam(group.params, group.lr, betas=(0.9, 0.999), eps=1e-8,
                                  schedule=group.schedule)
-    training = Training(model, objective, {"model": optimizer}, {"model": rate})
+    training = TrainedState(model, objective, {"model": optimizer}, {"model": rate})
     batches = [Batch(torch.randn(2, 1, 8), torch.zeros(2, dtype=torch.long), None,
                      torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long))
                for _ in range(N_BATCHES)]
@@ -151,7 +151,7 @@ def make_trainer(hooks: list[Hook], objective: Objective | None = None,
               run_dir=None)
     updater = Updater(training.optimizers, training.rates, training.parameter_parts())
     device = torch.device("cpu")
-    return Trainer(run, TrainStep(model, objective), updater, train_loader=ListLoader(batches),
+    return Trainer(run, StepModule(model, objective), updater, train_loader=ListLoader(batches),
                    val_loader=ListLoader(batches[:2]), device=device, hooks=hooks,
                    nonfinite=NonFiniteWatch(0, device), logging_step=logging_step,
                    signals=StopRequest())
