@@ -43,9 +43,9 @@ def item_file(corpus: Path, stems: list[str]) -> ItemFile:
     """In-memory item file of the given stems (what make_abx_items writes)."""
     labels, _ = parseSeqLabels(corpus / "converted_aligned_phones.txt")
     items = make_items(labels, read_phone_symbols(corpus / "phones.txt"), stems)
-    return ItemFile(corpus, [i.file for i in items], np.array([i.onset for i in items]),
-                    np.array([i.offset for i in items]), [i.phone for i in items],
-                    [f"{i.prev}+{i.next}" for i in items], [i.speaker for i in items])
+    return ItemFile(path=corpus, file=[i.file for i in items], onset=np.array([i.onset for i in items]),
+                    offset=np.array([i.offset for i in items]), phone=[i.phone for i in items],
+                    context=[f"{i.prev}+{i.next}" for i in items], speaker=[i.speaker for i in items])
 
 
 def feature_functions(corpus: Path, checkpoint: str | None, device: torch.device) -> dict:

@@ -67,7 +67,7 @@ class Setup:
     def __init__(self, flags: list[str], batch: int, device):
         import torch
 
-        from cpc.criterion import build_criterion
+        from cpc.criterion.registry import build_criterion
         from cpc.model import build_model
         from cpc.options import build_parser
         from cpc.utils.optim import build_optimizer

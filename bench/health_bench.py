@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from cpc.collapse_guard import CollapseGuard, CollapseRule  # noqa: E402
-from cpc.criterion import build_criterion  # noqa: E402
+from cpc.criterion.registry import build_criterion  # noqa: E402
 from cpc.demo import DEMO_TRAIN_FLAGS  # noqa: E402
 from cpc.health import HealthMonitor  # noqa: E402
 from cpc.model import build_model  # noqa: E402
@@ -63,7 +63,7 @@ def measure(flags: list[str], steps: int, device: torch.device) -> dict[str, flo
     step_module = StepModule(model, training.objective)
     updater = Updater(training.optimizers, training.rates, training.parameter_parts(),
                       clip_grad_norm=1.0)
-    monitor = HealthMonitor(list(updater.parts), True, device=device)
+    monitor = HealthMonitor(list(updater.parts), saturating_context=True, device=device)
     guard = CollapseGuard("rollback", CollapseRule(), criterion.chance_loss(), training,
                           lambda n: None)
     batch = SimpleNamespace(audio=torch.randn(8, 1, args.sizeWindow, device=device),

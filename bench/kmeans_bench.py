@@ -90,8 +90,8 @@ def checkpoint_features(path: Path, checkpoint: str, path_db: str, extension: st
 
     files = list(list_files_by_stem(path_db, extension).items())
     maker = build_feature_maker("checkpoint", checkpoint)
-    cache = cache_features(maker, files, path.with_suffix(".f32"), 10240, 1 << 28,
-                           torch.device("cpu"))
+    cache = cache_features(maker, files, path.with_suffix(".f32"), chunk_samples=10240,
+                           buffer_bytes=1 << 28, device=torch.device("cpu"))
     np.save(path, np.asarray(cache.frames()))
     path.with_suffix(".f32").unlink()
 

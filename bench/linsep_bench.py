@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from cpc.criterion import build_criterion  # noqa: E402
+from cpc.criterion.registry import build_criterion  # noqa: E402
 from cpc.data.corpus import build_datasets  # noqa: E402
 from cpc.model import build_model  # noqa: E402
 from cpc.options import build_parser  # noqa: E402

@@ -36,7 +36,7 @@ def measure(flags: list[str], steps: int, batch: int, device_name: str,
             precision: str = "fp32") -> dict:
     import torch
 
-    from cpc.criterion import build_criterion
+    from cpc.criterion.registry import build_criterion
     from cpc.model import build_model
     from cpc.options import build_parser
     from cpc.precision import autocast, loss_scaler, set_tf32

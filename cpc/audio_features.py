@@ -101,25 +101,25 @@ def log_power_spectrum(waveform: torch.Tensor, n_fft: int = 400, hop_length: int
     return torch.log(power_spectrogram(waveform, n_fft, hop_length, win_length) + eps)
 
 
-def log_mel_fbank(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, n_mels: int = 40,
+def log_mel_fbank(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, *, n_mels: int = 40,
                   n_fft: int = 400, hop_length: int = FRAME_SIZE, win_length: int | None = None,
                   f_min: float = 0.0, f_max: float | None = None, eps: float = 1e-6) -> torch.Tensor:
     """``log(mel_filterbank @ power + eps)``: ``(..., S) -> (..., n_mels, S // hop_length)``."""
     power = power_spectrogram(waveform, n_fft, hop_length, win_length)
-    mel = mel_filterbank(n_mels, n_fft, sample_rate, f_min, f_max,
+    mel = mel_filterbank(n_mels, n_fft, sample_rate, f_min=f_min, f_max=f_max,
                          dtype=power.dtype, device=power.device)
     return torch.log(torch.matmul(mel, power) + eps)
 
 
-def mfcc(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, n_mfcc: int = 13, n_mels: int = 40,
+def mfcc(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, *, n_mfcc: int = 13, n_mels: int = 40,
          n_fft: int = 400, hop_length: int = FRAME_SIZE, win_length: int | None = None,
          f_min: float = 0.0, f_max: float | None = None, eps: float = 1e-6) -> torch.Tensor:
     """Orthonormal DCT-II of the log-mel fbank, first ``n_mfcc`` coefficients.
 
     ``(..., S) -> (..., n_mfcc, S // hop_length)``; natural log, no liftering, no energy term.
     """
-    log_mel = log_mel_fbank(waveform, sample_rate, n_mels, n_fft, hop_length, win_length,
-                            f_min, f_max, eps)
+    log_mel = log_mel_fbank(waveform, sample_rate, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
+                            win_length=win_length, f_min=f_min, f_max=f_max, eps=eps)
     dct = dct_matrix(n_mfcc, n_mels, dtype=log_mel.dtype, device=log_mel.device)
     return torch.matmul(dct, log_mel)
 
@@ -156,7 +156,7 @@ def zero_crossing_rate(waveform: torch.Tensor, win_length: int = 320, hop_length
     return (positive[..., 1:] != positive[..., :-1]).to(waveform.dtype).mean(dim=-1)
 
 
-def nccf_pitch(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, hop_length: int = FRAME_SIZE,
+def nccf_pitch(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, *, hop_length: int = FRAME_SIZE,
                win_length: int = 320, f0_min: float = 60.0, f0_max: float = 300.0,
                lag_weight: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """F0 (Hz) and peak normalised cross-correlation of each aligned frame, ``(..., S // hop)`` each.
@@ -212,7 +212,7 @@ def interpolate_unvoiced(values: torch.Tensor, voiced: torch.Tensor, fill: float
     return torch.where((previous < 0) & (following < 0), torch.full_like(values, fill), out)
 
 
-def prosody_features(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, hop_length: int = FRAME_SIZE,
+def prosody_features(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, *, hop_length: int = FRAME_SIZE,
                      win_length: int = 320, f0_min: float = 60.0, f0_max: float = 300.0,
                      voicing_threshold: float = 0.6, silence_rms: float = 1e-4) -> torch.Tensor:
     """PASE's prosody targets ``(..., S) -> (..., 4, S // hop_length)``: log F0, voicing, energy, ZCR.
@@ -222,7 +222,8 @@ def prosody_features(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE, hop
     none), as PASE does after SWIPE. Energy is the frame RMS, ZCR the zero-crossing rate, both
     over ``win_length`` samples.
     """
-    f0, peak = nccf_pitch(waveform, sample_rate, hop_length, win_length, f0_min, f0_max)
+    f0, peak = nccf_pitch(waveform, sample_rate, hop_length=hop_length, win_length=win_length,
+                          f0_min=f0_min, f0_max=f0_max)
     energy = rms_energy(waveform, win_length, hop_length)
     voiced = (peak >= voicing_threshold) & (energy >= silence_rms)
     log_f0 = interpolate_unvoiced(torch.log(f0), voiced, math.log(f0_min))

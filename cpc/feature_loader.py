@@ -2,8 +2,9 @@
 
 Checkpoint layout (ours and CPC_audio's): a directory holding ``checkpoint_<epoch>.pt``
 (``torch.save`` of a dict whose ``"gEncoder"`` entry is the ``CPCModel`` state dict, beside
-``"cpcCriterion"``, ``"optimizer"``, ...), ``checkpoint_args.json`` (the training flags,
-CPC_audio names) and optionally ``checkpoint_logs.json``. Checkpoints are always read with
+``"cpcCriterion"``, ``"optimizer"``, ... and, in ours, ``"model_args"``: the options that
+rebuild the model), ``checkpoint_args.json`` (the training flags, CPC_audio names) and
+optionally ``checkpoint_logs.json``. Checkpoints are always read with
 ``weights_only=True``: tensors and plain containers only, never pickled code.
 """
 from __future__ import annotations
@@ -115,12 +116,18 @@ class ConcatenatedModel(nn.Module):
 
 
 def _load_one(path: str, loadStateDict: bool) -> CPCModel | ConcatenatedModel:
+    """The model of one checkpoint: built from the ``model_args`` it holds, so that a file
+    copied alone loads, else (older checkpoints, CPC_audio's) from the run's args beside it."""
     checkpoint = resolve_checkpoint(path)
-    args = _args_beside(checkpoint)
-    source = _architecture_source(checkpoint, args)
-    model = loadModel(source, loadStateDict=False)[0] if source else build_model(args)
+    state = ckpt.load_checkpoint(checkpoint)
+    if "model_args" in state:
+        model = build_model(complete_with_defaults(state["model_args"]))
+    else:
+        args = _args_beside(checkpoint)
+        source = _architecture_source(checkpoint, args)
+        model = loadModel(source, loadStateDict=False)[0] if source else build_model(args)
     if loadStateDict:
-        ckpt.load_model_weights(model, ckpt.load_checkpoint(checkpoint))
+        ckpt.load_model_weights(model, state)
     return model
 
 
@@ -150,7 +157,7 @@ class FeatureModule(nn.Module):
     ``(B * T, D)`` when ``collapse``.
     """
 
-    def __init__(self, featureMaker: nn.Module, get_encoded: bool, collapse: bool = False):
+    def __init__(self, featureMaker: nn.Module, *, get_encoded: bool, collapse: bool = False):
         super().__init__()
         self.featureMaker = featureMaker
         self.get_encoded = get_encoded
@@ -210,7 +217,7 @@ def min_input_samples(model: nn.Module) -> int:
         model.train(was_training)
 
 
-def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, strict: bool = False,
+def buildFeature(featureMaker: FeatureModule, seqPath: str | os.PathLike, *, strict: bool = False,
                  maxSizeSeq: int = 64000, seqNorm: bool = False) -> torch.Tensor:
     """Features of one audio file, ``(1, T, D)`` on the CPU, computed under ``torch.no_grad``.
 

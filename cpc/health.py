@@ -71,7 +71,7 @@ def saturated_fraction(context: torch.Tensor, bound: float = SATURATION_BOUND) -
     return (context.detach().abs() > bound).float().mean()
 
 
-def health_metrics(context: torch.Tensor, encoded: torch.Tensor, grad_norms: torch.Tensor,
+def health_metrics(context: torch.Tensor, encoded: torch.Tensor, grad_norms: torch.Tensor, *,
                    part_names: list[str], loss: torch.Tensor, score_margin: torch.Tensor | None,
                    saturating_context: bool, generator: torch.Generator,
                    n_pairs: int = 256) -> dict[str, torch.Tensor]:
@@ -107,7 +107,7 @@ class HealthMonitor:
     """Measures the latest observed training step when asked (the trainer asks every
     ``--logging_step`` updates and at epoch ends); ``latest`` holds the last figures read."""
 
-    def __init__(self, part_names: list[str], saturating_context: bool,
+    def __init__(self, part_names: list[str], *, saturating_context: bool,
                  info: DistInfo = DistInfo(), seed: int = 0,
                  device: torch.device | str = "cpu") -> None:
         self.part_names = part_names
@@ -133,8 +133,9 @@ class HealthMonitor:
             return None
         context, encoded, grad_norms, margin = self._last
         loss = self._loss_sum / self._loss_count
-        figures = health_metrics(context, encoded, grad_norms, self.part_names, loss, margin,
-                                 self.saturating_context, self.generator)
+        figures = health_metrics(context, encoded, grad_norms, part_names=self.part_names, loss=loss,
+                                 score_margin=margin, saturating_context=self.saturating_context,
+                                 generator=self.generator)
         self._loss_sum, self._loss_count, self._last = None, 0, None
         return figures
 

@@ -236,9 +236,10 @@ def capture_epoch(settings: CaptureSettings, model: torch.nn.Module, *,
     """One capture of the capture dataset (and its stats) under <save_root>/<epoch>/."""
     stats = parse_stats_spec(settings.stats_spec)
     epoch_dir = Path(settings.save_root) / str(epoch)
-    results = run_capture(model, criterion, data, speakers, settings.kinds,
-                          StatsCollector(stats) if stats else None, epoch_dir, epoch,
-                          settings.batch_size, device)
+    results = run_capture(model, criterion, data, speakers=speakers, kinds=settings.kinds,
+                          collector=StatsCollector(stats) if stats else None,
+                          epoch_dir=epoch_dir, epoch=epoch, batch_size=settings.batch_size,
+                          device=device)
     print(f"captured epoch {epoch} into {epoch_dir}" +
           (f"; stats: {', '.join(f'{k} {v:.4g}' for k, v in results.items())}"
            if results else ""), flush=True)

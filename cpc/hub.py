@@ -76,7 +76,7 @@ class LayerFeatureModule(nn.Module):
         return model_layers(self.model, batch)[self.layer]
 
 
-def layer_feature_maker(model: CPCModel, get_encoded: bool, level: int | None,
+def layer_feature_maker(model: CPCModel, *, get_encoded: bool, level: int | None,
                         level_flag: str, encoded_flag: str) -> nn.Module:
     """Eval-mode feature maker of ``model``: context-network layer ``level`` (1-based), else
     the encoder output (``get_encoded``) or the context. Bad choices are a
@@ -85,7 +85,7 @@ def layer_feature_maker(model: CPCModel, get_encoded: bool, level: int | None,
         raise ConfigError(f"{encoded_flag} and {level_flag} exclude each other "
                           f"(the encoder is level 0)")
     if level is None:
-        return FeatureModule(model, get_encoded).eval()
+        return FeatureModule(model, get_encoded=get_encoded).eval()
     if level < 1:
         raise ConfigError(f"{level_flag} counts context-network layers from 1, got {level}")
     try:

@@ -3,10 +3,11 @@
 Encoders, context networks ("ARs") and the encoder's norm layers are chosen by name from the
 registries ``ENCODERS`` (``--encoder_type``), ``ARS`` (``--arMode``) and ``NORM_LAYERS``
 (``--normMode``) of :mod:`cpc.registries`, which refer to the builders below, so that a new one
-is one class (and builder) plus one line there::
+is one class (and builder) plus one line there. A builder receives its options
+(:mod:`cpc.model_options`: the model's, or its own dataclass named at registration)::
 
-    def build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
-        return QRNNAR(dim_input, args.hiddenGar, args.nLevelsGRU, reverse=_reverse(args))
+    def build_qrnn_ar(options: ModelOptions, *, dim_input: int, frames: int) -> ContextNetwork:
+        return QRNNAR(dim_input, options.hiddenGar, options.nLevelsGRU, reverse=options.reverse)
 
     ARS.add("QRNN", "cpc.model:build_qrnn_ar")  # in cpc/registries.py
 
@@ -25,7 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from .architecture import model_args
 from .audio_features import mfcc
+from .model_options import ModelOptions, TransformerContextOptions
 from .qrnn import QRNN
 from .registries import ARS, ENCODERS, NORM_LAYERS
 from .transformers import CausalTransformer
@@ -259,54 +262,54 @@ class QRNNAR(ContextNetwork):
 
 
 # --------------------------------------------------------------------------- builders (cpc/registries.py)
+# Each receives its options (cpc.model_options): the model's, or its own where it declares them.
 
-def _reverse(args: argparse.Namespace) -> bool:
-    """``--cpc_mode reverse``; CPC_audio's args files may also hold "none"."""
-    mode = args.cpc_mode
-    if mode not in (None, "none", "reverse"):
-        raise ValueError(f"unsupported cpc_mode {mode!r}; supported: None, 'none', 'reverse'")
-    return mode == "reverse"
+def build_cpc_encoder(options: ModelOptions) -> nn.Module:
+    return CPCEncoder(options.hiddenEncoder, options.normMode)
 
 
-def build_cpc_encoder(args: argparse.Namespace) -> nn.Module:
-    return CPCEncoder(args.hiddenEncoder, args.normMode)
+def build_mfcc_encoder(options: ModelOptions) -> nn.Module:
+    return MFCCEncoder(options.hiddenEncoder)
 
 
-def build_mfcc_encoder(args: argparse.Namespace) -> nn.Module:
-    return MFCCEncoder(args.hiddenEncoder)
+def build_lfb_encoder(options: ModelOptions) -> nn.Module:
+    return LFBEncoder(options.hiddenEncoder)
 
 
-def build_lfb_encoder(args: argparse.Namespace) -> nn.Module:
-    return LFBEncoder(args.hiddenEncoder)
-
-
-def build_recurrent_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+def build_recurrent_ar(options: ModelOptions, *, dim_input: int, frames: int) -> ContextNetwork:
     """``--arMode LSTM``, ``GRU`` or ``RNN``."""
-    return CPCAR(dim_input, args.hiddenGar, args.nLevelsGRU, mode=args.arMode, reverse=_reverse(args))
+    return CPCAR(dim_input, options.hiddenGar, options.nLevelsGRU, mode=options.arMode,
+                 reverse=options.reverse)
 
 
-def build_transformer_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
-    return TransformerAR(dim_input, args.nLevelsGRU, abspos=args.abspos,
-                         max_rel_distance=args.sizeWindow // FRAME_SIZE, reverse=_reverse(args))
+def build_transformer_ar(options: TransformerContextOptions, *, dim_input: int,
+                         frames: int) -> ContextNetwork:
+    return TransformerAR(dim_input, options.nLevelsGRU, abspos=options.abspos,
+                         max_rel_distance=frames, reverse=options.reverse)
 
 
-def build_no_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
+def build_no_ar(options: ModelOptions, *, dim_input: int, frames: int) -> ContextNetwork:
     return NoAR(dim_input)
 
 
-def build_qrnn_ar(args: argparse.Namespace, dim_input: int) -> ContextNetwork:
-    return QRNNAR(dim_input, args.hiddenGar, args.nLevelsGRU, reverse=_reverse(args))
+def build_qrnn_ar(options: ModelOptions, *, dim_input: int, frames: int) -> ContextNetwork:
+    return QRNNAR(dim_input, options.hiddenGar, options.nLevelsGRU, reverse=options.reverse)
 
 
 # --------------------------------------------------------------------------- model
 
 class CPCModel(nn.Module):
-    """Encoder + context network: ``(B, 1, S) -> (cFeature (B, T, Dc), encodedData (B, T, De), label)``."""
+    """Encoder + context network: ``(B, 1, S) -> (cFeature (B, T, Dc), encodedData (B, T, De), label)``.
 
-    def __init__(self, encoder: nn.Module, ar: ContextNetwork):
+    ``model_args``: the options it was built from (:func:`cpc.architecture.model_args`), saved in
+    each checkpoint so that the checkpoint alone rebuilds it (empty when built by hand).
+    """
+
+    def __init__(self, encoder: nn.Module, ar: ContextNetwork, model_args: dict | None = None):
         super().__init__()
         self.gEncoder = encoder
         self.gAR = ar
+        self.model_args = dict(model_args or {})
 
     @property
     def downsampling(self) -> int:
@@ -332,11 +335,13 @@ class CPCModel(nn.Module):
 def build_model(args: argparse.Namespace) -> CPCModel:
     """Build a :class:`CPCModel` from CPC_audio-named flags of a complete Namespace.
 
-    Reads ``encoder_type, hiddenEncoder, normMode, arMode, hiddenGar, nLevelsGRU, abspos,
-    sizeWindow, cpc_mode`` (and the encoder's own flags, e.g. ``pase_*``). Feature sizes are
+    Reads the options of :class:`~cpc.model_options.ModelOptions` (``encoder_type,
+    hiddenEncoder, normMode, arMode, hiddenGar, nLevelsGRU, cpc_mode``), those of the chosen
+    encoder and context network (e.g. ``pase_*``, ``abspos``) and ``sizeWindow``. Feature sizes are
     ``model.dim_context`` (== hiddenEncoder for ``transformer`` and ``no_ar``, as CPC_audio
     forces) and ``model.dim_encoded``.
     """
-    encoder = ENCODERS.get(args.encoder_type)(args)
-    ar = ARS.get(args.arMode)(args, encoder.dim_output)
-    return CPCModel(encoder, ar)
+    encoder = ENCODERS.build(args.encoder_type, args)
+    ar = ARS.build(args.arMode, args, dim_input=encoder.dim_output,
+                   frames=args.sizeWindow // FRAME_SIZE)
+    return CPCModel(encoder, ar, model_args(args))

@@ -1,35 +1,33 @@
 """The command-line options of training, one function per group, and what derives from them.
 
 ``build_parser()`` is the whole CLI of ``cpc/train.py`` (``--config FILE.yaml`` then fills
-defaults, see :mod:`cpc.config_file`). Every default lives here once: builders read the parsed
-value, and :func:`complete_with_defaults` fills a Namespace loaded from an older
+defaults, see :mod:`cpc.config_file`). Every default lives once: the options of the model and of
+each registered component in its options dataclass, beside its code (:mod:`cpc.architecture`),
+the others here; :func:`complete_with_defaults` fills a Namespace loaded from an older
 ``checkpoint_args.json`` (ours or CPC_audio's) with the defaults of options it predates.
 
 This module imports no torch (the names a flag lists come from :mod:`cpc.registries` and other
-torch-free modules), so that ``cpc/train.py --help`` answers before torch is imported.
+torch-free modules, and so do the options classes of the shipped components), so that
+``cpc/train.py --help`` answers before torch is imported.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import difflib
 from typing import NoReturn
 
 from cpc.capture.kinds import CAPTURE_KINDS
 from cpc.collapse_rule import ON_COLLAPSE, CollapseRule
 from cpc.probes.config import ProbeConfig
-from cpc.registries import ARS, CRITERIA, ENCODERS, HEADS, NORM_LAYERS, STATS
+from cpc.architecture import architecture_classes
+from cpc.registries import STATS
 from cpc.utils.cli import DefaultsHelpFormatter, add_bad_audio_flag
+from cpc.utils.option_classes import add_option_groups
 from cpc.utils.constants import PRECISIONS, SAMPLING_TYPES
 
 # The recipe's stabilisers (CPC_audio has neither: --clip_grad_norm 0 --warmup_steps 0).
 DEFAULT_CLIP_GRAD_NORM = 1.0
 DEFAULT_WARMUP_STEPS = 200
-
-# Option groups whose values define the network: a resumed run takes them from the saved args,
-# and an explicit command-line value that contradicts the saved one is an error.
-ARCHITECTURE_GROUPS = ("Architecture", "CPC criterion", "CPC-CTC", "Supervised training")
-
 
 # --------------------------------------------------------------------------------------------
 # Options, one function per group
@@ -59,84 +57,9 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_architecture_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Architecture")
-    group.add_argument("--encoder_type", type=str, default="cpc", choices=ENCODERS.names(),
-                       help="Encoder of the waveform (cpc: 5 strided convolutions).")
-    group.add_argument("--hiddenEncoder", type=int, default=256,
-                       help="Channels of the encoder (its output dimension).")
-    group.add_argument("--normMode", type=str, default="layerNorm",
-                       choices=NORM_LAYERS.names(),
-                       help="Normalisation after each encoder convolution.")
-    group.add_argument("--arMode", type=str, default="LSTM", choices=ARS.names(),
-                       help="Context network.")
-    group.add_argument("--hiddenGar", type=int, default=256,
-                       help="Output dimension of the context network.")
-    group.add_argument("--nLevelsGRU", type=int, default=1,
-                       help="Layers of the context network.")
-    group.add_argument("--abspos", action="store_true",
-                       help="Absolute (sinusoidal) positions in the transformer context network.")
-    group.add_argument("--cpc_mode", type=str, default=None,
-                       choices=[None, "reverse", "none", "bert"],
-                       help="reverse: predict the past instead of the future (the context "
-                            "network reads the window backwards); none: no CPC loss, for "
-                            "--supervised; bert (CPC_audio before its release) is refused.")
-    group.add_argument("--pase_qrnn", action="store_true",
-                       help="PASE encoder: a QRNN over the convolutions (PASE's second setup).")
-    group.add_argument("--pase_qrnn_layers", type=int, default=1,
-                       help="PASE encoder: layers of that QRNN.")
-    group.add_argument("--pase_skip", action="store_true",
-                       help="PASE encoder: skip connections from the intermediate blocks (PASE+).")
-
-
-def add_cpc_criterion_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("CPC criterion")
-    group.add_argument("--criterion", type=str, default="cpc", choices=CRITERIA.names(),
-                       help="What the contexts and encoded frames are trained on (--CPCCTC is "
-                            "the fork's spelling of --criterion cpcctc; speaker, phone and "
-                            "phone_ctc are chosen by --supervised).")
-    group.add_argument("--nPredicts", type=int, default=12,
-                       help="Future steps predicted from each context frame.")
-    group.add_argument("--negativeSamplingExt", type=int, default=128,
-                       help="Negatives per anchor, shared by all predicted steps.")
-    group.add_argument("--rnnMode", type=str, default="transformer", choices=HEADS.names(),
-                       help="Prediction heads.")
-    group.add_argument("--dropout", action="store_true",
-                       help="Dropout on the contexts before the prediction heads.")
-    group.add_argument("--limitNegsInBatch", type=int, default=0,
-                       help="Draw an anchor's negatives only from its group of this many "
-                            "consecutive batch items (0: the whole batch).")
-
-
-def add_cpcctc_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "CPC-CTC", "Aligned CPC (Chorowski et al., Interspeech 2021): the --nPredicts ordered "
-        "predictions of c_t are aligned monotonically to the next --CPCCTCNumMatched encoded "
-        "frames, summing over all alignments.")
-    group.add_argument("--CPCCTC", action="store_true",
-                       help="Use the CPC-CTC criterion instead of CPC.")
-    group.add_argument("--CPCCTCNumMatched", type=int, default=16,
-                       help="Future frames M matched by the predictions (M >= nPredicts).")
-    group.add_argument("--CPCCTCSkipBeg", type=int, default=0,
-                       help="Zero-cost rows before the matched frames: leading predictions may "
-                            "be skipped. With skips the loss can be negative.")
-    group.add_argument("--CPCCTCSkipEnd", type=int, default=0,
-                       help="Zero-cost rows after the matched frames: trailing predictions may "
-                            "be skipped. With skips the loss can be negative.")
-    group.add_argument("--CPCCTCSelfLoop", action="store_true",
-                       help="Prepend z_t as an extra first prediction ('nothing new yet').")
-    group.add_argument("--CPCCTCLearnBlank", action="store_true",
-                       help="Prepend a learned blank vector as an extra first prediction.")
-    group.add_argument("--CPCCTCNoNegsMatchWin", action="store_true",
-                       help="Never draw negatives from frames t .. t+M of the anchor's window.")
-    group.add_argument("--CPCCTCMasq", type=str, default="",
-                       help="Rules forbidding (window frame, prediction) cells; see "
-                            "cpc/criterion/cpc_ctc.py for the syntax.")
-    group.add_argument("--CPCCTCLossTemp", type=float, default=1.0,
-                       help="Divide the cell log-scores by T and multiply the loss by T.")
-    group.add_argument("--CPCCTCNormalizeEncs", action="store_true",
-                       help="Layer-normalise the encoded frames (over features) before scoring.")
-    group.add_argument("--CPCCTCNormalizePreds", action="store_true",
-                       help="Layer-normalise the predictions (over features) before scoring.")
+    """The options of the model and of every registered encoder, context network and criterion,
+    declared beside each (:mod:`cpc.architecture`), in the groups their classes name."""
+    add_option_groups(parser, architecture_classes())
 
 
 def add_linsep_args(parser: argparse.ArgumentParser) -> None:
@@ -402,26 +325,6 @@ def add_compatibility_args(parser: argparse.ArgumentParser) -> None:
             group.add_argument(f"--{flag}", type=kind, default=default, help=argparse.SUPPRESS)
 
 
-def add_supervised_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "Supervised training", "CPC_audio's supervised mode: encoder and context network "
-        "trained on labels instead of the CPC loss (usually with --cpc_mode none), with the "
-        "same loop, checkpoints, probes and logs.")
-    group.add_argument("--supervised", action="store_true",
-                       help="Train on speaker labels (last context frame, linear classifier), "
-                            "or on the phone labels of --path_phone_data (frame-wise).")
-    group.add_argument("--CTC", action="store_true",
-                       help="With --supervised and --path_phone_data: CTC on the window's phone "
-                            "sequence instead of frame-wise classification.")
-    group.add_argument("--onEncoder", action="store_true",
-                       help="With --supervised: classify the encoder output z instead of the "
-                            "contexts c.")
-    group.add_argument("--nLevelsPhone", type=int, default=1,
-                       help="With --supervised and --path_phone_data: layers of the phone "
-                            "classifier (more than 1: an MLP whose hidden width is the phone "
-                            "count).")
-
-
 class CommandLineParser(argparse.ArgumentParser):
     """argparse without prefix abbreviations, whose errors are two lines: the error (with the
     nearest option for a misspelt one) and where the options are listed."""
@@ -446,26 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandLineParser(
         description="Train a CPC model on a LibriSpeech-format corpus.",
         formatter_class=DefaultsHelpFormatter)
-    for add in (add_dataset_args, add_architecture_args, add_cpc_criterion_args,
-                add_cpcctc_args, add_supervised_args, add_pase_args, add_linsep_args,
+    for add in (add_dataset_args, add_architecture_args, add_pase_args, add_linsep_args,
                 add_capture_args, add_training_args, add_health_args, add_save_args,
                 add_load_args, add_device_args, add_compatibility_args):
         add(parser)
     return parser
 
 
-def group_dests(parser: argparse.ArgumentParser, titles: tuple[str, ...]) -> set[str]:
-    """Destinations of the options of the named argument groups."""
-    return {action.dest for group in parser._action_groups if group.title in titles
-            for action in group._group_actions}
-
-
 def explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """Destinations of the options actually given in ``argv`` (not filled from defaults)."""
-    shadow = copy.deepcopy(parser)
-    for action in shadow._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(shadow.parse_args(argv)))
+    """Destinations of the options actually given in ``argv`` (not filled from defaults): argparse
+    leaves an option it is not given as it finds it in the namespace, here a marker."""
+    unset = object()
+    marked = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), unset))
+    return {dest for dest, value in vars(parser.parse_args(argv, marked)).items()
+            if value is not unset}
 
 
 def complete_with_defaults(saved: dict) -> argparse.Namespace:

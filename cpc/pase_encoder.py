@@ -24,13 +24,13 @@ frame ``t`` lines up with the frame-``t`` targets of the workers and with phone 
 """
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .pase_encoder_options import PaseEncoderOptions
 from .qrnn import QRNN
 from .audio_features import hz_to_mel, mel_to_hz
 from .utils.constants import SAMPLE_RATE
@@ -209,7 +209,7 @@ class PASEEncoder(nn.Module):
         return self.norm_out(y)
 
 
-def build_pase_encoder(args: argparse.Namespace) -> PASEEncoder:
+def build_pase_encoder(options: PaseEncoderOptions) -> PASEEncoder:
     """``--encoder_type pase`` from ``hiddenEncoder``, ``pase_qrnn``, ``pase_qrnn_layers``, ``pase_skip``."""
-    return PASEEncoder(args.hiddenEncoder, qrnn=args.pase_qrnn, qrnn_layers=args.pase_qrnn_layers,
-                       skip=args.pase_skip)
+    return PASEEncoder(options.hiddenEncoder, qrnn=options.pase_qrnn,
+                       qrnn_layers=options.pase_qrnn_layers, skip=options.pase_skip)

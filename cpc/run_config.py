@@ -16,14 +16,15 @@ from pathlib import Path
 from cpc.capture.kinds import requested_kinds
 from cpc.criterion.objective import objective_capture_kinds
 from cpc.config_file import load_config
-from cpc.options import (ARCHITECTURE_GROUPS, NOT_CARRIED_OVER, build_parser,
-                         complete_with_defaults, explicit_dests, group_dests)
+from cpc.architecture import architecture_options
+from cpc.options import NOT_CARRIED_OVER, build_parser, complete_with_defaults, explicit_dests
 from cpc.stats import parse_stats_spec
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE, window_size_problem
 from cpc.utils.distributed import launched_ranks
 from cpc.utils.errors import ConfigError
 from cpc.utils.files import check_output_dir
+from cpc.utils.option_classes import flag
 
 
 
@@ -32,12 +33,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict | None]:
     recipe of that file when it names workers. Reads the config file only."""
     parser = build_parser()
     config_path = parser.parse_known_args(argv)[0].config
-    pase = None
+    recipe = None
     if config_path:
-        defaults, pase = load_config(config_path, parser)
+        defaults, recipe = load_config(config_path, parser)
         parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
-    return args, pase if pase and any(pase["workers_config"].values()) else None
+    return args, recipe if recipe and any(recipe["workers_config"].values()) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +46,14 @@ class RunConfig:
     """One run, resolved against its run directory: what ``main`` acts on."""
 
     args: argparse.Namespace  # the options, with the architecture of a resumed run
-    pase: dict | None  # the PASE recipe (workers and their schedule), or None for CPC
+    recipe: dict | None  # the PASE worker recipe (workers and their rates), or None
     seed: int  # --random_seed, the resumed run's, or drawn
     resume: dict | None  # the newest checkpoint of --pathCheckpoint, when resuming
     saved: dict | None = None  # the resumed run's checkpoint_args.json
 
     def saved_args(self) -> dict:
         """``checkpoint_args.json``: the options plus what was derived from them."""
-        return {**vars(self.args), "random_seed": self.seed, "pase_settings": self.pase}
+        return {**vars(self.args), "random_seed": self.seed, "pase_settings": self.recipe}
 
 
 # Options of one invocation, not of the run: a resumed run never takes them from its saved
@@ -67,7 +68,7 @@ CORPUS_OPTIONS = frozenset({"pathDB", "file_extension"})
 
 def resolve_run(argv: list[str]) -> RunConfig:
     """Parse, take a saved run's options and state, check everything before any work."""
-    args, pase = parse_args(argv)
+    args, recipe = parse_args(argv)
     parser = build_parser()
     explicit = explicit_dests(parser, argv)
     resume, saved, seed = None, None, args.random_seed
@@ -77,19 +78,19 @@ def resolve_run(argv: list[str]) -> RunConfig:
         args = restore_omitted(args, saved, explicit | config_dests(args.config, parser),
                                CORPUS_OPTIONS if read_only else
                                set(vars(args)) - INVOCATION_OPTIONS)
-        args = reconcile_with_saved(args, saved, explicit,
-                                    group_dests(parser, ARCHITECTURE_GROUPS), args.pathCheckpoint)
+        args = reconcile_with_saved(args, saved, explicit, architecture_options(),
+                                    args.pathCheckpoint)
         check_same_criterion(args, saved, args.pathCheckpoint)
-        pase = reconcile_pase(pase, saved.get("pase_settings"), args)
+        recipe = reconcile_recipe(recipe, saved.get("pase_settings"), args)
         found = ckpt.load_newest_checkpoint(args.pathCheckpoint, with_interrupted=True)
         if found is None:
             raise ConfigError(f"no checkpoint of {args.pathCheckpoint} can be read")
         check_processes(found[1], found[2], launched_ranks())
         resume = found[2]
         seed = seed if seed is not None else saved.get("random_seed")
-    check_args(args, pase, explicit)
+    check_args(args, recipe, explicit)
     check_output_dirs(args)
-    return RunConfig(args, pase, seed if seed is not None else random.randint(0, 2**31 - 1),
+    return RunConfig(args, recipe, seed if seed is not None else random.randint(0, 2**31 - 1),
                      resume, saved)
 
 
@@ -131,13 +132,14 @@ def restore_omitted(args: argparse.Namespace, saved: dict, given: set[str],
 
 def reconcile_with_saved(args: argparse.Namespace, saved: dict, explicit: set[str],
                          architecture: set[str], run_dir: str) -> argparse.Namespace:
-    """The options with the architecture of a saved run; explicit flags contradicting it are an
-    error."""
+    """The options with the architecture of a saved run (``architecture``: the option fields of
+    :func:`cpc.architecture.architecture_options`); explicit flags contradicting it are an
+    error naming the option's flag."""
     taken = {}
     for dest in sorted(architecture & set(saved)):
         if dest in explicit and getattr(args, dest) != saved[dest]:
-            raise ConfigError(f"--{dest} {getattr(args, dest)} contradicts the run in {run_dir}, "
-                              f"trained with --{dest} {saved[dest]}; use another "
+            raise ConfigError(f"{flag(dest)} {getattr(args, dest)} contradicts the run in "
+                              f"{run_dir}, trained with {flag(dest)} {saved[dest]}; use another "
                               f"--pathCheckpoint or --restart")
         taken[dest] = saved[dest]
     return argparse.Namespace(**{**vars(args), **taken})
@@ -154,14 +156,15 @@ def check_same_criterion(args: argparse.Namespace, saved: dict, run_dir: str) ->
                           f"another --pathCheckpoint or --restart")
 
 
-def reconcile_pase(pase: dict | None, saved: dict | None, args: argparse.Namespace) -> dict | None:
+def reconcile_recipe(recipe: dict | None, saved: dict | None,
+                     args: argparse.Namespace) -> dict | None:
     """A resumed PASE run keeps its recipe; a different --config is an error."""
-    if saved and pase is None:
+    if saved and recipe is None:
         return saved  # resumed without repeating --config
-    if pase and pase != saved:
+    if recipe and recipe != saved:
         raise ConfigError(f"the PASE settings of --config {args.config} differ from those of the "
                           f"run in {args.pathCheckpoint}")
-    return pase
+    return recipe
 
 
 def has_checkpoints(run_dir: str | None) -> bool:
@@ -169,7 +172,7 @@ def has_checkpoints(run_dir: str | None) -> bool:
     return bool(run_dir and (ckpt.list_checkpoints(run_dir) or ckpt.list_interrupted(run_dir)))
 
 
-def check_args(args: argparse.Namespace, pase: dict | None, explicit: set[str]) -> None:
+def check_args(args: argparse.Namespace, recipe: dict | None, explicit: set[str]) -> None:
     """Contradictory or incomplete options, refused before any work."""
     if args.pathDB is None:
         raise ConfigError("--pathDB is required: the root directory of the corpus")
@@ -187,7 +190,7 @@ def check_args(args: argparse.Namespace, pase: dict | None, explicit: set[str]) 
         raise ConfigError(problem)
     frames = args.sizeWindow // FRAME_SIZE
     check_supervised_args(args)
-    if args.nPredicts >= frames and not pase and not args.supervised:  # nothing predicted
+    if args.nPredicts >= frames and not recipe and not args.supervised:  # nothing predicted
         raise ConfigError(f"--nPredicts {args.nPredicts} must be smaller than the "
                           f"{frames} frames of a --sizeWindow {args.sizeWindow} window")
     if args.restart and (args.onlyCapture or args.only_classif_metric):
@@ -195,9 +198,9 @@ def check_args(args: argparse.Namespace, pase: dict | None, explicit: set[str]) 
                           f"--{'onlyCapture' if args.onlyCapture else 'only_classif_metric'} "
                           f"reads its checkpoints and changes nothing: drop --restart")
     check_probe_args(args)
-    check_capture_args(args, pase)
+    check_capture_args(args, recipe)
     check_load_paths(args)
-    if pase:
+    if recipe:
         ignored = sorted(explicit & {"learningRate", "schedulerStep", "schedulerRamp"})
         if ignored:
             raise ConfigError(f"--{', --'.join(ignored)}: a PASE workers recipe (--config "
@@ -237,7 +240,7 @@ def check_ranges(args: argparse.Namespace) -> None:
                 (dest.startswith(("beta", "linsep_beta")) and value >= 1):
             bound = f"{'>=' if low_allowed else '>'} {low}" + \
                 ("" if high is None else f" and {'<' if 'beta' in dest else '<='} {high}")
-            raise ConfigError(f"--{dest} must be a finite number {bound}; got {value}")
+            raise ConfigError(f"{flag(dest)} must be a finite number {bound}; got {value}")
 
 
 def check_compatibility_flags(args: argparse.Namespace) -> None:
@@ -332,9 +335,9 @@ def check_probe_args(args: argparse.Namespace) -> None:
         raise ConfigError("--linsep_classif_each_epochs must be at least 1")
 
 
-def check_capture_args(args: argparse.Namespace, pase: dict | None) -> None:
+def check_capture_args(args: argparse.Namespace, recipe: dict | None) -> None:
     parse_stats_spec(args.captureSetStats)  # refuses bad stat specs before any work
-    capturing = bool(capture_kinds(args, pase)) or bool(args.captureSetStats)
+    capturing = bool(capture_kinds(args, recipe)) or bool(args.captureSetStats)
     if args.onlyCapture and not has_checkpoints(args.pathCheckpoint):
         raise ConfigError("--onlyCapture needs a trained model: a --pathCheckpoint holding "
                           "checkpoints")

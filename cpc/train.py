@@ -167,8 +167,9 @@ def capture_settings(args: argparse.Namespace, recipe: dict | None) -> CaptureSe
 def health_hook(args: argparse.Namespace, run: Run, updater: Updater,
                 device: torch.device) -> HealthHook:
     training = run.training
-    monitor = HealthMonitor(list(updater.parts), args.arMode in SATURATING_CONTEXTS, run.info,
-                            seed=run.seed, device=device)
+    monitor = HealthMonitor(list(updater.parts),
+                            saturating_context=args.arMode in SATURATING_CONTEXTS,
+                            info=run.info, seed=run.seed, device=device)
     chance = training.objective.chance_loss()
     rule = CollapseRule(args.collapse_cosine, args.collapse_context_cosine,
                         args.collapse_saturated, patience=args.collapse_patience)
@@ -191,7 +192,7 @@ def epoch_hooks(config: RunConfig, run: Run, updater: Updater,
                                             if args.pathCheckpoint else None)
         hooks.append(ProbeHook(probe_settings(args, config.seed, log_root, run.data),
                                args.linsep_classif_each_epochs, device))
-    settings = capture_settings(args, config.pase)
+    settings = capture_settings(args, config.recipe)
     if info.is_main and args.captureEachEpochs > 0 and (settings.kinds or args.captureSetStats):
         capture_data, speakers = load_capture_data(args)
         hooks.append(CaptureHook(settings, args.captureEachEpochs, capture_data, speakers,
@@ -396,7 +397,7 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     args = config.args
     seed_everything(config.seed, args.deterministic)
     data = load_data(args, config.seed, info)
-    training = build_training(args, config.pase, device, len(data.speakers), data.n_phones)
+    training = build_training(args, config.recipe, device, len(data.speakers), data.n_phones)
     run_dir = args.pathCheckpoint if info.is_main else None  # rank 0 writes, the others read
     train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType,
                                             randomOffset=True)
@@ -492,11 +493,11 @@ def only_capture(config: RunConfig) -> dict[str, float]:
         model, criterion = build_model(args).to(device), None
         ckpt.load_model_weights(model, config.resume)
     else:
-        training = build_training(args, config.pase, device, len(speakers), 0)
+        training = build_training(args, config.recipe, device, len(speakers), 0)
         training.load(config.resume, with_optimizers=False)
         model, criterion = training.model, training.objective.capture_module
     try:
-        return capture_epoch(capture_settings(args, config.pase), model, criterion=criterion,
+        return capture_epoch(capture_settings(args, config.recipe), model, criterion=criterion,
                              data=data, speakers=speakers, epoch=config.resume["epoch"],
                              device=device)
     finally:

@@ -374,9 +374,9 @@ class TrainedState:
 
     def state(self, epoch: int) -> dict:
         """Checkpoint content: CPC_audio's keys (the objective's weights under its
-        ``state_key``), plus the PASE workers' optimisers."""
-        state = {ckpt.MODEL_KEY: self.model.state_dict(), "epoch": epoch,
-                 self.objective.state_key: self.objective.module.state_dict(),
+        ``state_key``), plus the model's ``model_args`` and the PASE workers' optimisers."""
+        state = {ckpt.MODEL_KEY: self.model.state_dict(), "model_args": self.model.model_args,
+                 "epoch": epoch, self.objective.state_key: self.objective.module.state_dict(),
                  "optimizer": self.optimizers["model"].state_dict(),
                  "scheduler": self.rates["model"].state_dict(),
                  "worker_optimizers": {name: opt.state_dict()

@@ -143,7 +143,7 @@ def test_validation_files_shorter_than_a_window_are_named(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 
 def mfcc_clustering(path: Path) -> Path:
-    save_clustering(path, clustering_content(torch.randn(4, 13), False))
+    save_clustering(path, clustering_content(torch.randn(4, 13), encoder_layer=False))
     ckpt.write_json(args_path(path), {"features": "mfcc", "mfcc_dim": 13})
     return path
 

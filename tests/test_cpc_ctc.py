@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from cpc import train
-from cpc.criterion import CPCCTCCriterion, build_criterion
+from cpc.criterion.cpc_ctc import CPCCTCCriterion
+from cpc.criterion.registry import build_criterion
 from cpc.criterion.cpc_ctc import extend_mask, parse_masq_rules
 from cpc.criterion.soft_align import soft_align
 from cpc.options import complete_with_defaults

@@ -6,9 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cpc.criterion import (CRITERIA, CPCCTCCriterion, CPCCriterion, CriterionOutput, CTCPhoneCriterion,
-                           PhoneCriterion, SpeakerCriterion, build_criterion, edit_distance,
-                           phone_error_rate, sample_negative_indices)
+from cpc.registries import CRITERIA
+from cpc.criterion.cpc_ctc import CPCCTCCriterion
+from cpc.criterion.cpc import CPCCriterion, sample_negative_indices
+from cpc.criterion.base import CriterionOutput
+from cpc.criterion.supervised import (CTCPhoneCriterion, PhoneCriterion, SpeakerCriterion,
+                                      edit_distance, phone_error_rate)
+from cpc.criterion.registry import build_criterion
 from cpc.criterion.cpc import info_nce_logits, info_nce_step_stats
 from cpc.criterion.supervised import collapse_repeats
 from cpc.options import complete_with_defaults

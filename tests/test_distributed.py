@@ -67,7 +67,7 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
     import torch
     import torch.distributed as dist
 
-    from cpc.criterion import build_criterion
+    from cpc.criterion.registry import build_criterion
     from cpc.data.batch import Batch
     from cpc.model import build_model
     from cpc.criterion.objective import CriterionObjective

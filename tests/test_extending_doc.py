@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import math
 import re
 import sys
@@ -18,7 +19,9 @@ import pytest
 import torch
 import yaml
 
-from cpc.criterion import CRITERIA, CriterionOutput, build_criterion
+from cpc.registries import CRITERIA
+from cpc.criterion.base import CriterionOutput
+from cpc.criterion.registry import build_criterion
 from cpc.criterion.cpc import HEADS
 from cpc.criterion.workers import WorkerOutput, build_workers, total_worker_loss
 from cpc.criterion.workers.labellers import LABELLERS
@@ -27,7 +30,9 @@ from cpc.model import ARS, ENCODERS, NORM_LAYERS, build_model
 from cpc.options import build_parser, complete_with_defaults
 from cpc.stats import STATS, StatError, StatsCollector, parse_stats_spec
 from cpc.config_file import load_config
+from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import ConfigError
+from tests.test_train import SMALL, corpus_args, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "extending.md"
@@ -108,7 +113,7 @@ def test_worker_example_builds_from_the_yaml_and_gives_a_finite_loss(examples, t
 
 
 def test_criterion_example_gives_a_criterion_output(examples):
-    args = complete_with_defaults({"nPredicts": 3})
+    args = complete_with_defaults({"apc_steps": 3})
     criterion = build_criterion("apc", args, dim_context=12, dim_encoded=8)
     c, z = torch.randn(2, 10, 12, requires_grad=True), torch.randn(2, 10, 8)
     out = criterion(c, z, None, capture=True)
@@ -124,6 +129,45 @@ def test_criterion_example_gives_a_criterion_output(examples):
     contexts = torch.nn.functional.pad(z[:, 1:], (0, 4))  # c_t holds z_{t+1}
     assert criterion(contexts, z[:, :9]).step_losses[0].item() == pytest.approx(0.0, abs=1e-6)
     assert "apc" in CRITERIA.names()
+
+
+def test_criterion_example_declares_its_option_in_its_group(examples):
+    parser = build_parser()
+    assert parser.parse_args(["--criterion", "apc", "--apc_steps", "5"]).apc_steps == 5
+    assert "APC criterion:\n  --apc_steps APC_STEPS" in parser.format_help()
+
+
+def test_criterion_example_trains_resumes_with_its_option_and_is_probed(examples, tiny_corpus,
+                                                                      tmp_path, capsys):
+    out = tmp_path / "apc"
+    base = corpus_args(tiny_corpus) + SMALL + ["--criterion", "apc", "--encoder_type", "mfcc",
+                                               "--pathCheckpoint", out, "--save_step", "1"]
+    assert run(base + ["--apc_steps", "2", "--nEpoch", "2"]) == 0
+    logs = json.loads((out / "checkpoint_logs.json").read_text())
+    assert logs["epoch"] == [0, 1] and all(len(losses) == 2 for losses in logs["locLoss_train"])
+    assert json.loads((out / "checkpoint_args.json").read_text())["apc_steps"] == 2
+    state = ckpt.load_checkpoint(out / "checkpoint_1.pt")
+    assert state["model_args"]["apc_steps"] == 2 and state["model_args"]["criterion"] == "apc"
+    assert {key.split(".")[1] for key in state["cpcCriterion"]} == {"0", "1"}  # two heads
+
+    capsys.readouterr()
+    assert run(base + ["--nEpoch", "3"]) == 0  # --apc_steps omitted: the saved 2 is restored
+    assert "resuming" in capsys.readouterr().out
+    logs = json.loads((out / "checkpoint_logs.json").read_text())
+    assert logs["epoch"] == [0, 1, 2] and len(logs["locLoss_train"][2]) == 2
+    assert ckpt.load_checkpoint(out / "checkpoint_2.pt")["model_args"]["apc_steps"] == 2
+
+    assert run(base + ["--apc_steps", "4", "--nEpoch", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"--apc_steps 4 contradicts the run in {out}, trained with --apc_steps 2" in err
+    assert [epoch for epoch, _ in ckpt.list_checkpoints(out)] == [0, 1, 2]
+
+    probe = corpus_args(tiny_corpus) + ["--pathCheckpoint", out, "--only_classif_metric",
+                                        "--speaker_sep", "--linsep_n_epoch", "1",
+                                        "--linsep_logs_dir", tmp_path / "logs", "--device", "cpu"]
+    assert run(probe) == 0
+    assert "speaker (last frame)" in capsys.readouterr().out
+    assert (tmp_path / "logs" / "2" / "speaker" / "best.json").is_file()
 
 
 def test_stat_example_parses_and_computes(examples, tmp_path):

@@ -15,6 +15,7 @@ from cpc.feature_loader import (ConcatenatedModel, FeatureModule, buildFeature, 
                                 loadArgs, loadModel)
 from cpc.model import build_model
 from cpc.options import complete_with_defaults
+from cpc.utils.errors import CheckpointError
 
 
 def tiny_args(**overrides) -> argparse.Namespace:
@@ -127,10 +128,10 @@ def test_build_feature_rejects_other_rates_and_averages_stereo(run, tmp_path):
     path = tmp_path / "bad.wav"
     write_wav(path, 1600, sample_rate=8000)
     with pytest.raises(DataError, match="bad.wav is sampled at 8000 Hz"):
-        buildFeature(FeatureModule(run[1], False), path)
+        buildFeature(FeatureModule(run[1], get_encoded=False), path)
     write_wav(path, 1600, channels=2)
     with pytest.warns(UserWarning, match="averaging them to mono"):
-        assert buildFeature(FeatureModule(run[1], False), path).shape[1] == 10
+        assert buildFeature(FeatureModule(run[1], get_encoded=False), path).shape[1] == 10
 
 
 def test_several_checkpoints_give_a_concatenated_model(run, tmp_path):
@@ -140,7 +141,7 @@ def test_several_checkpoints_give_a_concatenated_model(run, tmp_path):
     save_run(tmp_path / "other", other_args, {0: other.state_dict()})
     model, hidden_gar, hidden_encoder = loadModel([str(run[0]), str(tmp_path / "other")])
     assert isinstance(model, ConcatenatedModel) and (hidden_gar, hidden_encoder) == (20, 26)
-    c = FeatureModule(model, False)(torch.randn(1, 1, 1759))
+    c = FeatureModule(model, get_encoded=False)(torch.randn(1, 1, 1759))
     assert c.shape == (1, 10, 20)  # cpc gives 11 frames for 1759 samples, mfcc 10: cut to the shorter
 
 
@@ -243,12 +244,43 @@ def test_cpc_audio_checkpoint_loads_with_identical_features(tmp_path):
     audio = write_wav(tmp_path / "utt.wav", 3300)
     with torch.no_grad():
         expected_c, expected_z = reference(audio.view(1, 1, -1))
-    assert torch.allclose(buildFeature(FeatureModule(model, False), tmp_path / "utt.wav"), expected_c, atol=1e-5)
-    assert torch.allclose(buildFeature(FeatureModule(model, True), tmp_path / "utt.wav"), expected_z, atol=1e-5)
+    assert torch.allclose(buildFeature(FeatureModule(model, get_encoded=False), tmp_path / "utt.wav"), expected_c, atol=1e-5)
+    assert torch.allclose(buildFeature(FeatureModule(model, get_encoded=True), tmp_path / "utt.wav"), expected_z, atol=1e-5)
 
 
 def test_build_feature_ignores_a_tail_shorter_than_one_frame(run, tmp_path):
     path = tmp_path / "tail.wav"
     write_wav(path, 3200 + 100)  # two chunks of 1600 samples and a 100-sample tail
-    features = buildFeature(FeatureModule(run[1], False), path, maxSizeSeq=1600)
+    features = buildFeature(FeatureModule(run[1], get_encoded=False), path, maxSizeSeq=1600)
     assert features.shape[1] == 20
+
+
+def test_a_checkpoint_copied_alone_rebuilds_its_model_from_its_model_args(tmp_path):
+    """Our checkpoints hold the options that built the model (a transformer's position table
+    depends on sizeWindow): the file loads without its run's checkpoint_args.json."""
+    torch.manual_seed(0)
+    args = tiny_args(arMode="transformer", hiddenGar=16, abspos=True, sizeWindow=3200,
+                     cpc_mode="reverse", nLevelsGRU=2)
+    model = build_model(args).eval()
+    assert model.model_args["sizeWindow"] == 3200 and model.model_args["abspos"] is True
+    alone = tmp_path / "copied" / "checkpoint_7.pt"
+    alone.parent.mkdir()
+    torch.save({"gEncoder": model.state_dict(), "model_args": model.model_args, "epoch": 7}, alone)
+    loaded, dim_context, dim_encoded = loadModel([str(alone)])
+    assert (dim_context, dim_encoded) == (16, 16) and loaded.gAR.reverse
+    assert loaded.model_args == model.model_args
+    audio = torch.randn(1, 1, 3200)
+    assert torch.equal(loaded.eval()(audio)[0], model(audio)[0])
+
+
+def test_a_checkpoint_without_model_args_is_built_from_the_args_beside_it(run, tmp_path):
+    """Older checkpoints (and CPC_audio's) hold no model_args: checkpoint_args.json gives the
+    architecture, and without it the file cannot be loaded."""
+    run_dir, model = run
+    assert "model_args" not in torch.load(run_dir / "checkpoint_10.pt", weights_only=True)
+    assert loadModel([str(run_dir / "checkpoint_10.pt")])[0].model_args == model.model_args
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "checkpoint_10.pt").write_bytes((run_dir / "checkpoint_10.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="lacks checkpoint_args.json"):
+        loadModel([str(alone / "checkpoint_10.pt")])

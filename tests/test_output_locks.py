@@ -70,7 +70,7 @@ CASES: dict[str, Case] = {
 @pytest.fixture(scope="module")
 def inputs(tiny_corpus, checkpoint, abx_inputs, voices, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("lock_inputs")
-    save_clustering(root / "clustering.pt", clustering_content(torch.randn(4, 12), False))
+    save_clustering(root / "clustering.pt", clustering_content(torch.randn(4, 12), encoder_layer=False))
     ckpt.write_json(args_path(root / "clustering.pt"),
                     {"features": "checkpoint", "pathCheckpoint": str(checkpoint)})
     stem = read_split_list(tiny_corpus / "train_split.txt")[0]

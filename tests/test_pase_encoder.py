@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpc.criterion import build_criterion
+from cpc.criterion.registry import build_criterion
 from cpc.model import ENCODERS, build_model
 from cpc.options import complete_with_defaults
 from cpc.pase_encoder import DOWNSAMPLING, PASEEncoder, SincConv, same_frames_padding

@@ -18,21 +18,21 @@ W = T - M  # anchors
 # --------------------------------------------------------------------------- capture plots
 
 def test_row_labels_follow_the_criterion_columns():
-    assert plots.row_labels(5, plots.ColumnLayout(True, True)) == [
+    assert plots.row_labels(5, plots.ColumnLayout(learn_blank=True, self_loop=True)) == [
         "blank", "self-loop $z_t$", "$P_{1}$", "$P_{2}$", "$P_{3}$"]
-    assert plots.row_labels(4, plots.ColumnLayout(False, True)) == [
+    assert plots.row_labels(4, plots.ColumnLayout(learn_blank=False, self_loop=True)) == [
         "self-loop $z_t$", "$P_{1}$", "$P_{2}$", "$P_{3}$"]
-    assert plots.row_labels(3, plots.ColumnLayout(False, False)) == [
+    assert plots.row_labels(3, plots.ColumnLayout(learn_blank=False, self_loop=False)) == [
         "$P_{1}$", "$P_{2}$", "$P_{3}$"]
     assert plots.row_labels(2, plots.UNKNOWN_LAYOUT) == ["column 0", "column 1"]
     with pytest.raises(ValueError, match="leave no prediction"):
-        plots.row_labels(2, plots.ColumnLayout(True, True))
+        plots.row_labels(2, plots.ColumnLayout(learn_blank=True, self_loop=True))
 
 
 def test_layout_from_args():
     saved = {"CPCCTCLearnBlank": True, "CPCCTCSelfLoop": False, "cpc_mode": "reverse"}
-    assert plots.layout_from_args(saved) == plots.ColumnLayout(True, False, True)
-    assert plots.layout_from_args({}) == plots.ColumnLayout(False, False, False)
+    assert plots.layout_from_args(saved) == plots.ColumnLayout(learn_blank=True, self_loop=False, reverse=True)
+    assert plots.layout_from_args({}) == plots.ColumnLayout(learn_blank=False, self_loop=False, reverse=False)
 
 
 def fake_columns(conv: torch.Tensor, blank: bool, self_loop: bool, reverse: bool = False
@@ -52,7 +52,7 @@ def fake_columns(conv: torch.Tensor, blank: bool, self_loop: bool, reverse: bool
 def test_infer_layout_from_the_captured_columns(blank, self_loop, reverse):
     conv = torch.randn(2, T, 8)
     layout = plots.infer_layout(fake_columns(conv, blank, self_loop, reverse), conv)
-    assert layout == plots.ColumnLayout(blank, self_loop, reverse)
+    assert layout == plots.ColumnLayout(learn_blank=blank, self_loop=self_loop, reverse=reverse)
 
 
 def test_tiled_anchors_share_the_window_frame_axis():

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from cpc.criterion import build_criterion
+from cpc.criterion.registry import build_criterion
 from cpc.data.batch import Batch
 from cpc.model import build_model
 from cpc.criterion.objective import CriterionObjective

@@ -1,4 +1,5 @@
 """The Registry type and the registries built on it."""
+import argparse
 import importlib
 import subprocess
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cpc.criterion import CRITERIA
+from cpc.registries import CRITERIA
 from cpc.criterion.cpc import HEADS
 from cpc.criterion.workers.labellers import LABELLERS
 from cpc.criterion.workers.registry import WORKERS, WorkerSpec
@@ -106,3 +107,25 @@ assert "torch" in sys.modules and names() == before, (before, names())
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_item_names_its_options_resolved_without_importing_the_item(tmp_path, monkeypatch):
+    (tmp_path / "lazy_options.py").write_text(
+        "from dataclasses import dataclass\n\n@dataclass(frozen=True)\nclass Opts:\n"
+        "    width: int = 3\n")
+    (tmp_path / "lazy_builder.py").write_text("def build(options, *, extra):\n"
+                                              "    return options.width + extra\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = Registry("thing", options=int)
+    registry.add("plain", len)
+    registry.add("lazy", "lazy_builder:build", options="lazy_options:Opts")
+    registry.register("again", options="lazy_options:Opts")(len)
+    assert "lazy_options" not in sys.modules
+    opts = importlib.import_module("lazy_options").Opts
+    assert registry.option_classes() == [opts] and "lazy_builder" not in sys.modules
+    assert registry.options_of("lazy") is opts and registry.options_of("plain") is int
+    assert registry.build("lazy", argparse.Namespace(width=4, other=0), extra=1) == 5
+    monkeypatch.delitem(sys.modules, "lazy_options")
+    monkeypatch.delitem(sys.modules, "lazy_builder")
+    with pytest.raises(ValueError, match="thing 'bad' options: a reference is"):
+        registry.add("bad", len, options="lazy_options.Opts")

@@ -17,10 +17,10 @@ def saved_run(tmp_path, *flags: str, epoch: int = 0, state: dict | None = None) 
     checkpoint (weights are not looked at here)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    args, pase = parse_args(["--pathDB", str(tmp_path), "--pathCheckpoint", str(run_dir),
+    args, recipe = parse_args(["--pathDB", str(tmp_path), "--pathCheckpoint", str(run_dir),
                              *flags])
     ckpt.write_json(run_dir / ckpt.ARGS_FILE,
-                    {**vars(args), "random_seed": 1234, "pase_settings": pase})
+                    {**vars(args), "random_seed": 1234, "pase_settings": recipe})
     ckpt.save_checkpoint(ckpt.checkpoint_path(run_dir, epoch),
                          {ckpt.MODEL_KEY: {"w": torch.zeros(1)}, "epoch": epoch, **(state or {})})
     return str(run_dir)

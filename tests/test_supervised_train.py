@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cpc import run_config
-from cpc.criterion import CTCPhoneCriterion, PhoneCriterion, SpeakerCriterion
+from cpc.criterion.supervised import CTCPhoneCriterion, PhoneCriterion, SpeakerCriterion
 from cpc.feature_loader import loadModel
 from cpc.utils import checkpoint as ckpt
 from tests.test_train import SMALL, corpus_args, run

@@ -21,12 +21,14 @@ N_BATCHES = 4
 
 
 class TinyModel(nn.Module):
-    """The model interface the loop needs: gEncoder, gAR and ``(audio, label) -> (c, z, _)``."""
+    """The model interface the loop needs: gEncoder, gAR, ``(audio, label) -> (c, z, _)`` and
+    the ``model_args`` a checkpoint saves."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gEncoder = nn.Linear(8, 3)
         self.gAR = nn.Linear(3, 3)
+        self.model_args = {"hiddenEncoder": 3, "hiddenGar": 3}
 
     def forward(self, audio: torch.Tensor, label: torch.Tensor | None):
         encoded = self.gEncoder(audio.reshape(len(audio), 1, 8))
@@ -174,6 +176,7 @@ def test_hook_states_are_saved_with_the_run_and_restored_before_the_first_epoch(
     state = trainer.run.state(0)
     assert state["hooks"] == {"recorder": {"steps": N_BATCHES}}
     assert state["squared"].keys() == trainer.run.training.objective.module.state_dict().keys()
+    assert state["model_args"] == {"hiddenEncoder": 3, "hiddenGar": 3}
     resumed = RecordingHook()
     make_trainer([resumed]).fit(2, Resumption(1, None, N_BATCHES, state["hooks"]))
     assert resumed.loaded == {"steps": N_BATCHES} and resumed.calls[0] == "load"

@@ -68,7 +68,7 @@ def read_phone_names(phones_txt: str | Path | None) -> dict[int, str]:
     return {int(i): name for i, name in pairs}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ColumnLayout:
     """The CPC-CTC aligned columns before the heads' predictions, and the time direction;
     ``None`` fields are unknown (columns then get neutral names)."""
@@ -78,13 +78,14 @@ class ColumnLayout:
     reverse: bool = False
 
 
-UNKNOWN_LAYOUT = ColumnLayout(None, None)
+UNKNOWN_LAYOUT = ColumnLayout(learn_blank=None, self_loop=None)
 
 
 def layout_from_args(saved: dict) -> ColumnLayout:
     """The layout of a run from its ``checkpoint_args.json``."""
-    return ColumnLayout(bool(saved.get("CPCCTCLearnBlank")), bool(saved.get("CPCCTCSelfLoop")),
-                        saved.get("cpc_mode") == "reverse")
+    return ColumnLayout(learn_blank=bool(saved.get("CPCCTCLearnBlank")),
+                        self_loop=bool(saved.get("CPCCTCSelfLoop")),
+                        reverse=saved.get("cpc_mode") == "reverse")
 
 
 def infer_layout(pred: torch.Tensor, conv: torch.Tensor) -> ColumnLayout:
@@ -102,8 +103,8 @@ def infer_layout(pred: torch.Tensor, conv: torch.Tensor) -> ColumnLayout:
             z = (conv.flip(1) if reverse else conv)[:, :window].to(column.dtype)
             if any(torch.allclose(column, candidate, atol=1e-5)
                    for candidate in (z, F.layer_norm(z, z.shape[-1:]))):
-                return ColumnLayout(blank, True, reverse)
-    return ColumnLayout(blank, False)
+                return ColumnLayout(learn_blank=blank, self_loop=True, reverse=reverse)
+    return ColumnLayout(learn_blank=blank, self_loop=False)
 
 
 def row_labels(n_columns: int, layout: ColumnLayout) -> list[str]:
@@ -191,7 +192,7 @@ def class_colours(n: int) -> list[tuple[float, float, float]]:
 
 # --------------------------------------------------------------------------- figures
 
-def plot_alignment(phones: np.ndarray, log_scores: np.ndarray, align: np.ndarray,
+def plot_alignment(phones: np.ndarray, log_scores: np.ndarray, align: np.ndarray, *,
                    rows: list[str], reverse: bool, path: Path, names: dict[int, str],
                    title: str) -> None:
     """One window: phone segments above the tiled CPC-CTC cells, on one frame axis."""
@@ -251,7 +252,7 @@ def plot_alignment(phones: np.ndarray, log_scores: np.ndarray, align: np.ndarray
     plt.close(fig)
 
 
-def plot_pca(points: np.ndarray, variance: np.ndarray, labels: np.ndarray, key: str, what: str,
+def plot_pca(points: np.ndarray, variance: np.ndarray, labels: np.ndarray, *, key: str, what: str,
              path: Path, names: dict[int, str] | None = None) -> None:
     """Points coloured by class (``key``: speaker, phone), keyed by name: a legend, or a colour
     bar for many classes."""
@@ -315,9 +316,9 @@ def plot_alignments(loader: CaptureLoader, out: Path, n_windows: int, names: dic
                 offset = int(batch["origin"]["seq_offset"][b]) / SAMPLE_RATE
                 title += f": {batch['files'][b]} from {offset:.2f} s"
             path = out / f"alignment_window{window}.png"
-            plot_alignment(batch["phone_align"][b].numpy(), scores,
-                           batch["cpcctc_align"][b].numpy(), row_labels(scores.shape[-1], layout),
-                           layout.reverse, path, names, title)
+            plot_alignment(batch["phone_align"][b].numpy(), scores, batch["cpcctc_align"][b].numpy(),
+                           rows=row_labels(scores.shape[-1], layout), reverse=layout.reverse,
+                           path=path, names=names, title=title)
             written.append(path)
     return written
 
@@ -351,12 +352,12 @@ def plot_epoch(epoch_dir: str | Path, out: str | Path, n_windows: int = 3,
         keep = np.linspace(0, len(frames_np) - 1, min(max_frames, len(frames_np))).astype(int)
         points, variance = pca_2d(frames_np[keep])
         what = f"ctx_repr of {len(keep)} frames, epoch {loader.epoch_dir.name}"
-        plot_pca(points, variance, torch.cat(speakers).numpy()[keep], "speaker", what,
-                 out / "pca_speaker.png", dict(enumerate(speaker_ids)))
+        plot_pca(points, variance, torch.cat(speakers).numpy()[keep], key="speaker", what=what,
+                 path=out / "pca_speaker.png", names=dict(enumerate(speaker_ids)))
         written.append(out / "pca_speaker.png")
         if phones:
-            plot_pca(points, variance, torch.cat(phones).numpy()[keep], "phone", what,
-                     out / "pca_phone.png", names)
+            plot_pca(points, variance, torch.cat(phones).numpy()[keep], key="phone", what=what,
+                     path=out / "pca_phone.png", names=names)
             written.append(out / "pca_phone.png")
     return written
 

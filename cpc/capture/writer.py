@@ -40,7 +40,7 @@ def write_sequences(epoch_dir: Path, dataset: AudioBatchData, speakers: list[str
                      for i, seq in enumerate(dataset.sequences)])
 
 
-def run_capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData,
+def run_capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData, *,
                 speakers: list[str], kinds: list[str], collector: StatsCollector | None,
                 epoch_dir: Path, epoch: int, batch_size: int, device: torch.device,
                 seed: int = 0) -> dict[str, float]:
@@ -56,14 +56,15 @@ def run_capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBat
     epoch_dir = Path(epoch_dir)
     with exclusive_lock(epoch_dir, "capture"):
         start_capture(epoch_dir)
-        results = _capture(model, criterion, dataset, speakers, kinds, collector, epoch_dir,
-                           epoch, batch_size, device, seed)
+        results = _capture(model, criterion, dataset, speakers=speakers, kinds=kinds,
+                           collector=collector, epoch_dir=epoch_dir, epoch=epoch,
+                           batch_size=batch_size, device=device, seed=seed)
         finish_capture(epoch_dir)
     return results
 
 
 @torch.no_grad()
-def _capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData,
+def _capture(model: nn.Module, criterion: nn.Module | None, dataset: AudioBatchData, *,
              speakers: list[str], kinds: list[str], collector: StatsCollector | None,
              epoch_dir: Path, epoch: int, batch_size: int, device: torch.device,
              seed: int) -> dict[str, float]:

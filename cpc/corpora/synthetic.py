@@ -188,7 +188,7 @@ class Rendered:
     labels: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CorpusSummary:
     """What `generate_corpus` made (or found already made) in `out_dir`."""
 
@@ -432,8 +432,9 @@ def generate_corpus(out_dir: str | os.PathLike, n_speakers: int, n_chapters: int
     info = _existing_corpus(out_dir, parameters)
     if info is not None:
         print(f"{out_dir} already holds this corpus; not regenerating it", file=sys.stderr)
-        return CorpusSummary(out_dir, n_speakers, info["n_files"], info["total_seconds"],
-                             info["n_phones"], time.perf_counter() - start, reused=True)
+        return CorpusSummary(out_dir=out_dir, n_speakers=n_speakers, n_files=info["n_files"],
+                             total_seconds=info["total_seconds"], n_phones=info["n_phones"],
+                             wall_seconds=time.perf_counter() - start, reused=True)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = plan_corpus(n_speakers, n_chapters, n_utterances, seed)
@@ -454,8 +455,9 @@ def generate_corpus(out_dir: str | os.PathLike, n_speakers: int, n_chapters: int
             "total_seconds": round(total_seconds, 6), "n_phones": len(PHONE_CLASSES),
             "sample_rate": SAMPLE_RATE, "frame_hop": FRAME_SIZE}
     _write_metadata(out_dir, plan, rendered, info, seed)
-    return CorpusSummary(out_dir, n_speakers, len(rendered), total_seconds, len(PHONE_CLASSES),
-                         time.perf_counter() - start)
+    return CorpusSummary(out_dir=out_dir, n_speakers=n_speakers, n_files=len(rendered),
+                         total_seconds=total_seconds, n_phones=len(PHONE_CLASSES),
+                         wall_seconds=time.perf_counter() - start)
 
 
 def _leave_interrupts_to_the_parent() -> None:

@@ -15,7 +15,6 @@ For contexts ``c (B, T, Dc)`` and encoded frames ``z (B, T, De)`` with ``K`` pre
 """
 from __future__ import annotations
 
-import argparse
 import math
 from typing import Sequence
 
@@ -29,6 +28,7 @@ from ..precision import float32_island
 from ..transformers import CausalTransformer
 from ..utils.constants import FRAME_SIZE
 from .base import CriterionOutput
+from .options import CPCOptions
 
 
 # --------------------------------------------------------------------------- InfoNCE math
@@ -351,11 +351,11 @@ class CPCCriterion(nn.Module):
         return CriterionOutput(step_losses.sum(), step_losses, step_accuracies, captures, margin)
 
 
-def build(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
-          n_phones: int = 0) -> CPCCriterion:
-    """CPC criterion from ``nPredicts, negativeSamplingExt, rnnMode, dropout, cpc_mode,
-    limitNegsInBatch, sizeWindow``."""
-    return CPCCriterion(args.nPredicts, dim_context, dim_encoded, args.negativeSamplingExt,
-                        rnn_mode=args.rnnMode, dropout=args.dropout, reverse=args.cpc_mode == "reverse",
-                        limit_negs_in_batch=args.limitNegsInBatch,
-                        max_rel_distance=max(1, args.sizeWindow // FRAME_SIZE - args.nPredicts))
+def build(options: CPCOptions, *, dim_context: int, dim_encoded: int, size_window: int,
+          reverse: bool, **_: object) -> CPCCriterion:
+    """CPC criterion from its options, for windows of ``size_window`` samples (the heads'
+    longest distance) read backwards when ``reverse``."""
+    return CPCCriterion(options.nPredicts, dim_context, dim_encoded, options.negativeSamplingExt,
+                        rnn_mode=options.rnnMode, dropout=options.dropout, reverse=reverse,
+                        limit_negs_in_batch=options.limitNegsInBatch,
+                        max_rel_distance=max(1, size_window // FRAME_SIZE - options.nPredicts))

@@ -29,7 +29,6 @@ from the end) of the M x K grid of matched frames (row m: ``z_{t+1+m}``) by head
 """
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
@@ -39,8 +38,10 @@ import torch.nn.functional as F
 from ..precision import float32_island
 from ..utils.constants import FRAME_SIZE
 from ..utils.errors import ConfigError
+from ..utils.option_classes import flag
 from .base import CriterionOutput
 from .cpc import PredictionHeads, candidate_scores, sample_negative_indices
+from .options import CPCCTCOptions
 from .soft_align import soft_align
 
 
@@ -241,21 +242,24 @@ class CPCCTCCriterion(nn.Module):
         return CriterionOutput(loss, loss * share, step_accuracies, captures, margin)
 
 
-def build(args: argparse.Namespace, *, dim_context: int, dim_encoded: int, n_speakers: int = 0,
-          n_phones: int = 0) -> CPCCTCCriterion:
-    """CPC-CTC criterion from ``nPredicts, negativeSamplingExt, rnnMode, dropout, cpc_mode,
-    limitNegsInBatch, sizeWindow`` and the ``CPCCTC*`` flags."""
-    n_matched, no_negs, size_window = args.CPCCTCNumMatched, args.CPCCTCNoNegsMatchWin, args.sizeWindow
+def build(options: CPCCTCOptions, *, dim_context: int, dim_encoded: int, size_window: int,
+          reverse: bool, **_: object) -> CPCCTCCriterion:
+    """CPC-CTC criterion from its options (CPC's and the ``CPCCTC*`` ones), for windows of
+    ``size_window`` samples read backwards when ``reverse``; a window too short for
+    ``CPCCTCNumMatched`` is a ConfigError naming both options."""
+    n_matched, no_negs = options.CPCCTCNumMatched, options.CPCCTCNoNegsMatchWin
     frames = size_window // FRAME_SIZE
     needed = n_matched + (2 if no_negs else 1)
     if frames < needed:
-        raise ConfigError(f"--sizeWindow {size_window} gives {frames} frames, fewer than the {needed} "
-                          f"that --CPCCTCNumMatched {n_matched}"
-                          f"{' with --CPCCTCNoNegsMatchWin' if no_negs else ''} needs")
+        raise ConfigError(f"{flag('sizeWindow')} {size_window} gives {frames} frames, fewer than "
+                          f"the {needed} that {flag('CPCCTCNumMatched')} {n_matched}"
+                          f"{' with ' + flag('CPCCTCNoNegsMatchWin') if no_negs else ''} needs")
     return CPCCTCCriterion(
-        args.nPredicts, n_matched, dim_context, dim_encoded, args.negativeSamplingExt,
-        rnn_mode=args.rnnMode, dropout=args.dropout, reverse=args.cpc_mode == "reverse",
-        limit_negs_in_batch=args.limitNegsInBatch, skip_beg=args.CPCCTCSkipBeg, skip_end=args.CPCCTCSkipEnd,
-        self_loop=args.CPCCTCSelfLoop, learn_blank=args.CPCCTCLearnBlank, no_negs_in_match_window=no_negs,
-        masq_rules=args.CPCCTCMasq, loss_temp=args.CPCCTCLossTemp, normalize_encs=args.CPCCTCNormalizeEncs,
-        normalize_preds=args.CPCCTCNormalizePreds, max_rel_distance=max(1, frames - n_matched))
+        options.nPredicts, n_matched, dim_context, dim_encoded, options.negativeSamplingExt,
+        rnn_mode=options.rnnMode, dropout=options.dropout, reverse=reverse,
+        limit_negs_in_batch=options.limitNegsInBatch, skip_beg=options.CPCCTCSkipBeg,
+        skip_end=options.CPCCTCSkipEnd, self_loop=options.CPCCTCSelfLoop,
+        learn_blank=options.CPCCTCLearnBlank, no_negs_in_match_window=no_negs,
+        masq_rules=options.CPCCTCMasq, loss_temp=options.CPCCTCLossTemp,
+        normalize_encs=options.CPCCTCNormalizeEncs, normalize_preds=options.CPCCTCNormalizePreds,
+        max_rel_distance=max(1, frames - n_matched))

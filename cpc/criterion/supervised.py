@@ -17,7 +17,6 @@ Each criterion classifies ``cFeature`` (or ``encodedData`` when ``on_encoder``).
 """
 from __future__ import annotations
 
-import argparse
 import math
 from typing import ClassVar, Sequence
 
@@ -26,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import CriterionOutput
+from .options import SupervisedOptions
 
 
 def classifier(dim: int, n_classes: int, n_layers: int = 1) -> nn.Module:
@@ -173,26 +173,26 @@ class CTCPhoneCriterion(nn.Module):
 # The builders of the criterion registry (cpc/registries.py); CPC_audio's train.py builds the
 # same three: speaker without phone labels, phone, or phone CTC with --CTC.
 
-def _dim(args: argparse.Namespace, dim_context: int, dim_encoded: int) -> int:
-    return dim_encoded if args.onEncoder else dim_context
+def _dim(options: SupervisedOptions, dim_context: int, dim_encoded: int) -> int:
+    return dim_encoded if options.onEncoder else dim_context
 
 
-def build_speaker(args: argparse.Namespace, *, dim_context: int, dim_encoded: int,
-                  n_speakers: int, n_phones: int = 0) -> SpeakerCriterion:
+def build_speaker(options: SupervisedOptions, *, dim_context: int, dim_encoded: int,
+                  n_speakers: int, **_: object) -> SpeakerCriterion:
     """Linear speaker classifier on the last frame, as CPC_audio's (which ignored --onEncoder)."""
-    return SpeakerCriterion(_dim(args, dim_context, dim_encoded), n_speakers,
-                            on_encoder=args.onEncoder)
+    return SpeakerCriterion(_dim(options, dim_context, dim_encoded), n_speakers,
+                            on_encoder=options.onEncoder)
 
 
-def build_phone(args: argparse.Namespace, *, dim_context: int, dim_encoded: int,
-                n_speakers: int = 0, n_phones: int) -> PhoneCriterion:
+def build_phone(options: SupervisedOptions, *, dim_context: int, dim_encoded: int,
+                n_phones: int, **_: object) -> PhoneCriterion:
     """Frame-wise phone classifier of --nLevelsPhone layers."""
-    return PhoneCriterion(_dim(args, dim_context, dim_encoded), n_phones, args.nLevelsPhone,
-                          on_encoder=args.onEncoder)
+    return PhoneCriterion(_dim(options, dim_context, dim_encoded), n_phones,
+                          options.nLevelsPhone, on_encoder=options.onEncoder)
 
 
-def build_phone_ctc(args: argparse.Namespace, *, dim_context: int, dim_encoded: int,
-                    n_speakers: int = 0, n_phones: int) -> CTCPhoneCriterion:
+def build_phone_ctc(options: SupervisedOptions, *, dim_context: int, dim_encoded: int,
+                    n_phones: int, **_: object) -> CTCPhoneCriterion:
     """CTC phone recogniser of --nLevelsPhone layers (CPC_audio's: linear, not on the encoder)."""
-    return CTCPhoneCriterion(_dim(args, dim_context, dim_encoded), n_phones, args.nLevelsPhone,
-                             on_encoder=args.onEncoder)
+    return CTCPhoneCriterion(_dim(options, dim_context, dim_encoded), n_phones,
+                             options.nLevelsPhone, on_encoder=options.onEncoder)

@@ -40,7 +40,7 @@ from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import CPCError, DataError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ItemFile:
     """Parsed item file: one entry per item, labels as strings."""
 
@@ -85,7 +85,8 @@ def read_item_file(path: str | Path) -> ItemFile:
             speakers.append(fields[6])
     if not files:
         raise DataError(f"item file {path} holds no item")
-    return ItemFile(path, files, np.array(onsets), np.array(offsets), phones, contexts, speakers)
+    return ItemFile(path=path, file=files, onset=np.array(onsets), offset=np.array(offsets), phone=phones,
+                    context=contexts, speaker=speakers)
 
 
 def _ids(labels: list[str]) -> np.ndarray:
@@ -136,9 +137,9 @@ def first_files(items: ItemFile, n_files: int) -> ItemFile:
 def items_of_files(items: ItemFile, kept_files: set[str]) -> ItemFile:
     """The items of the files ``kept_files``, in their order."""
     keep = [i for i, name in enumerate(items.file) if name in kept_files]
-    return ItemFile(items.path, [items.file[i] for i in keep], items.onset[keep],
-                    items.offset[keep], [items.phone[i] for i in keep],
-                    [items.context[i] for i in keep], [items.speaker[i] for i in keep])
+    return ItemFile(path=items.path, file=[items.file[i] for i in keep], onset=items.onset[keep],
+                    offset=items.offset[keep], phone=[items.phone[i] for i in keep],
+                    context=[items.context[i] for i in keep], speaker=[items.speaker[i] for i in keep])
 
 
 def _require_files(items: ItemFile, available: Iterable[str], where: str) -> None:
@@ -165,13 +166,14 @@ def why_no_cell(items: Items, mode: str) -> str:
             "another phone in that context; use more files, or --mode within")
 
 
-def run_modes(frames: torch.Tensor, items: Items, modes: list[str], distance: str,
+def run_modes(frames: torch.Tensor, items: Items, modes: list[str], *, distance: str,
               max_size_group: int, max_x_across: int, seed: int) -> list[ABXResult]:
     """Run :func:`cpc.eval.abx_core.abx` for each mode, printing its score and timing."""
     results = []
     for mode in modes:
         start = time.perf_counter()
-        result = abx(frames, items, mode, distance, max_size_group, max_x_across, seed)
+        result = abx(frames, items, mode, distance=distance, max_size_group=max_size_group,
+                     max_x_across=max_x_across, seed=seed)
         if result.n_cells:
             print(f"ABX {mode}: {100 * result.error:.3f} % ({result.n_cells} cells, "
                   f"{result.n_triplets} triplets, {time.perf_counter() - start:.1f} s)", flush=True)
@@ -225,7 +227,7 @@ def _feature_loader(args: argparse.Namespace, items: ItemFile, device: torch.dev
     _require_files(items, files, f"{args.file_extension} audio in {args.path_dataset}")
     files = screen_by_stem({name: files[name] for name in dict.fromkeys(items.file)},
                            args.bad_audio)
-    maker = build_feature_maker(args.path_checkpoint, args.get_encoded, device=device)
+    maker = build_feature_maker(args.path_checkpoint, get_encoded=args.get_encoded, device=device)
     return (lambda name: buildFeature(maker, files[name], strict=args.strict,
                                       maxSizeSeq=args.max_size_seq, seqNorm=args.seq_norm)[0]
             ), items_of_files(items, set(files))
@@ -253,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
             threads = torch.get_num_threads()
             torch.set_num_threads(args.num_threads)
             try:
-                results = run_modes(frames.to(device), item_ids, modes, args.distance,
-                                    args.max_size_group, args.max_x_across, args.seed)
+                results = run_modes(frames.to(device), item_ids, modes, distance=args.distance,
+                                    max_size_group=args.max_size_group,
+                                    max_x_across=args.max_x_across, seed=args.seed)
             finally:
                 torch.set_num_threads(threads)
             empty = {r.mode: why_no_cell(item_ids, r.mode) for r in results if not r.n_cells}

@@ -443,7 +443,7 @@ class ABXResult:
     n_triplets: int
 
 
-def abx(frames: torch.Tensor, items: Items, mode: str, distance: str = "angular",
+def abx(frames: torch.Tensor, items: Items, mode: str, *, distance: str = "angular",
         max_size_group: int = 10, max_x_across: int = 5, seed: int = 0) -> ABXResult:
     """ABX error of ``items`` whose frames are rows of ``frames`` (computed on its device)."""
     if mode not in MODES:

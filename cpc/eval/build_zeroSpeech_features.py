@@ -143,12 +143,13 @@ def read_features(path: str | Path) -> np.ndarray:
 # Model
 # --------------------------------------------------------------------------------------------
 
-def build_feature_maker(checkpoint: str, get_encoded: bool = False, gru_level: int | None = None,
+def build_feature_maker(checkpoint: str, *, get_encoded: bool = False, gru_level: int | None = None,
                         device: torch.device | str = "cpu") -> nn.Module:
     """Eval-mode feature maker of a checkpoint: the context (default), the encoder output
     (``get_encoded``) or context-network layer ``gru_level`` (1-based)."""
     model = loadModel([checkpoint], device=device)[0]
-    return layer_feature_maker(model, get_encoded, gru_level, "--gru_level", "--get_encoded")
+    return layer_feature_maker(model, get_encoded=get_encoded, level=gru_level, level_flag="--gru_level",
+                               encoded_flag="--get_encoded")
 
 
 def export_features(feature_maker: nn.Module, files: dict[str, Path], out_dir: str | Path,
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         device = select_device(args.device)
         files = screen_by_stem(list_files_by_stem(args.pathDB, args.file_extension),
                                args.bad_audio)
-        feature_maker = build_feature_maker(args.checkpoint, args.get_encoded, args.gru_level, device)
+        feature_maker = build_feature_maker(args.checkpoint, get_encoded=args.get_encoded,
+                                            gru_level=args.gru_level, device=device)
         feature_maker.train(args.train_mode)
         written, skipped = export_features(feature_maker, files, args.pathOut, args.format,
                                            strict=args.strict or args.seqNorm,

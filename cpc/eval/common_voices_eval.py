@@ -65,7 +65,7 @@ def check_train_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--lr must be a positive number; got {args.lr}")
 
 
-def build_model(path_checkpoint: str, pretrained: bool, seed: int) -> torch.nn.Module:
+def build_model(path_checkpoint: str, *, pretrained: bool, seed: int) -> torch.nn.Module:
     """The checkpoint's model, or its architecture seeded-randomly initialised."""
     torch.manual_seed(seed)
     return loadModel([path_checkpoint], loadStateDict=pretrained)[0]
@@ -74,8 +74,8 @@ def build_model(path_checkpoint: str, pretrained: bool, seed: int) -> torch.nn.M
 def make_recognizer(model: torch.nn.Module, n_phones: int, args: argparse.Namespace
                     ) -> CTCPhoneRecognizer:
     dim = model.dim_encoded if args.get_encoded else model.dim_context
-    return CTCPhoneRecognizer(dim, n_phones, args.LSTM, args.kernelSize, args.seqNorm,
-                              args.dropout)
+    return CTCPhoneRecognizer(dim, n_phones, lstm=args.LSTM, kernel_size=args.kernelSize,
+                              seq_norm=args.seqNorm, dropout=args.dropout)
 
 
 def good_audio(files: dict[str, Path], parts: tuple[list[str], ...], bad_audio: str
@@ -102,12 +102,13 @@ def train(args: argparse.Namespace) -> dict:
         random.Random(args.seed).shuffle(train_stems)
         train_stems, val_stems = train_stems[:1000], val_stems[:100]
     train_stems, val_stems = good_audio(files, (train_stems, val_stems), args.bad_audio)
-    model = build_model(args.pathCheckpoint, not args.no_pretraining, args.seed).to(device)
+    model = build_model(args.pathCheckpoint, pretrained=not args.no_pretraining, seed=args.seed).to(device)
     torch.manual_seed(args.seed)
     recognizer = make_recognizer(model, n_phones, args).to(device)
-    config = RecognizerConfig(args.batchSize, args.nEpochs, args.lr, args.beta1, args.beta2,
-                              args.epsilon, args.freeze, args.get_encoded, args.loss_reduction,
-                              args.seed)
+    config = RecognizerConfig(batch_size=args.batchSize, n_epochs=args.nEpochs, lr=args.lr,
+                              beta1=args.beta1, beta2=args.beta2, epsilon=args.epsilon,
+                              freeze=args.freeze, get_encoded=args.get_encoded,
+                              loss_reduction=args.loss_reduction, seed=args.seed)
     train_set = load_utterances(train_stems, files, labels)
     val_set = load_utterances(val_stems, files, labels)
     out = Path(args.output)
@@ -115,7 +116,8 @@ def train(args: argparse.Namespace) -> dict:
         ckpt.write_json(out / TRAINING_ARGS, {**vars(args), "n_phones": n_phones})
         print(f"{len(train_set)} training and {len(val_set)} validation utterances, {n_phones} "
               f"phones, model {'frozen' if args.freeze else 'fine-tuned'}", flush=True)
-        history = train_recognizer(model, recognizer, train_set, val_set, config, device, out)
+        history = train_recognizer(model, recognizer, train_set, val_set, config=config, device=device,
+                                   out=out)
         ckpt.write_json(out / "logs_train.json", history)
     return {"history": history}
 
@@ -144,14 +146,15 @@ def per(args: argparse.Namespace) -> dict:
     files = list_files_by_stem(path_db, extension)
     stems = select_stems(path_test, files, labels, path_phone)[:100 if args.debug else None]
     stems, = good_audio(files, (stems,), args.bad_audio)
-    model = build_model(trained["pathCheckpoint"], False, trained["seed"])
+    model = build_model(trained["pathCheckpoint"], pretrained=False, seed=trained["seed"])
     model.load_state_dict(state["model"])
     recognizer = make_recognizer(model, state["n_phones"], argparse.Namespace(**trained))
     recognizer.load_state_dict(state["classifier"])
     with exclusive_lock(out, "PER evaluation", output=f"per_{args.name}.json"):
         result = phone_error_rates(model.to(device), recognizer.to(device),
-                                   load_utterances(stems, files, labels), args.batchSize, device,
-                                   trained["get_encoded"], args.decoding, args.beam_width)
+                                   load_utterances(stems, files, labels), batch_size=args.batchSize,
+                                   device=device, get_encoded=trained["get_encoded"],
+                                   decoding=args.decoding, beam_width=args.beam_width)
         ckpt.write_json(out / f"per_{args.name}.json", {**result, "pathVal": str(path_test)})
     print(f"PER {result['per']:.4f} ({args.decoding} decoding, {result['n_utterances']} "
           f"utterances; mean utterance PER {result['mean_utterance_per']:.4f})")

@@ -44,22 +44,22 @@ def prefix_beam_search(log_probs: torch.Tensor, blank: int, beam_width: int) -> 
     for row in rows:
         grown: dict[tuple[int, ...], list[float]] = {}
 
-        def add(prefix: tuple[int, ...], ends_in_blank: bool, value: float) -> None:
+        def add(prefix: tuple[int, ...], value: float, *, ends_in_blank: bool) -> None:
             entry = grown.setdefault(prefix, [NEG_INF, NEG_INF])
             slot = 0 if ends_in_blank else 1
             entry[slot] = _log_add(entry[slot], value)
 
         for prefix, (p_blank, p_label) in beams.items():
             total = _log_add(p_blank, p_label)
-            add(prefix, True, total + row[blank])
+            add(prefix, total + row[blank], ends_in_blank=True)
             for label, p in enumerate(row):
                 if label == blank:
                     continue
                 if prefix and prefix[-1] == label:
-                    add(prefix, False, p_label + p)  # the same label, not yet separated
-                    add(prefix + (label,), False, p_blank + p)  # a new one after a blank
+                    add(prefix, p_label + p, ends_in_blank=False)  # the same label, not yet separated
+                    add(prefix + (label,), p_blank + p, ends_in_blank=False)  # a new one after a blank
                 else:
-                    add(prefix + (label,), False, total + p)
+                    add(prefix + (label,), total + p, ends_in_blank=False)
         ranked = sorted(grown.items(), key=lambda item: -_log_add(*item[1]))
         beams = {prefix: (scores[0], scores[1]) for prefix, scores in ranked[:beam_width]}
     best = max(beams.items(), key=lambda item: _log_add(*item[1]))

@@ -56,7 +56,7 @@ class Utterance:
     n_samples: int
 
 
-def list_utterances(path_db: str | Path, path_train: str | Path, path_val: str | Path, extension: str,
+def list_utterances(path_db: str | Path, path_train: str | Path, path_val: str | Path, extension: str, *,
                     bad_audio: str = "refuse") -> tuple[list[Utterance], list[Utterance], list[str]]:
     """Training and validation files labelled by training speaker, and the speaker names
     (files holding NaN or infinite samples refused or, with ``bad_audio`` skip, left out)."""
@@ -132,7 +132,7 @@ class SpeakerHead(nn.Module):
         return self.linear((pooled - self.mean) / self.std)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Setup:
     """How pooled features are made from a batch of files."""
 
@@ -163,7 +163,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean())
 
 
-def train_classifier(model: nn.Module, train: list[Utterance], val: list[Utterance], n_speakers: int,
+def train_classifier(model: nn.Module, train: list[Utterance], val: list[Utterance], *, n_speakers: int,
                      setup: Setup, n_epochs: int, lr: float, finetune: bool, seed: int) -> dict:
     """Train the head (and, with ``finetune``, the model); per-epoch history and best val accuracy."""
     rng = random.Random(seed)
@@ -221,13 +221,15 @@ def main(argv: list[str] | None = None) -> int:
             device = select_device(args.device)
             torch.manual_seed(args.seed)
             train, val, speakers = list_utterances(args.pathDB, args.pathTrain, args.pathVal,
-                                                   args.file_extension, args.bad_audio)
+                                                   args.file_extension, bad_audio=args.bad_audio)
             model = loadModel([args.checkpoint], device=device)[0]
             check_lengths(train + val, args.max_seconds, min_input_samples(model))
-            setup = Setup(args.get_encoded, args.pooling, int(args.max_seconds * SAMPLE_RATE),
-                          args.batch_size, device)
-            results = train_classifier(model, train, val, len(speakers), setup, args.nEpoch,
-                                       args.lr, args.finetune, args.seed)
+            setup = Setup(get_encoded=args.get_encoded, pooling=args.pooling,
+                          max_samples=int(args.max_seconds * SAMPLE_RATE), batch_size=args.batch_size,
+                          device=device)
+            results = train_classifier(model, train, val, n_speakers=len(speakers), setup=setup,
+                                       n_epochs=args.nEpoch, lr=args.lr, finetune=args.finetune,
+                                       seed=args.seed)
             summary = {"checkpoint": args.checkpoint, "pooling": args.pooling,
                        "get_encoded": args.get_encoded, "finetune": args.finetune,
                        "n_speakers": len(speakers), "n_train": len(train), "n_val": len(val),

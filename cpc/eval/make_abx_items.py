@@ -89,8 +89,9 @@ def items_of_file(stem: str, labels: np.ndarray, symbols: dict[int, str]) -> lis
     for k in range(1, len(ids) - 1):
         if SILENCE_ID in (ids[k - 1], ids[k], ids[k + 1]):
             continue
-        items.append(Item(stem, starts[k] * FRAME_SECONDS, ends[k] * FRAME_SECONDS,
-                          symbols[ids[k]], symbols[ids[k - 1]], symbols[ids[k + 1]], speaker))
+        items.append(Item(file=stem, onset=starts[k] * FRAME_SECONDS, offset=ends[k] * FRAME_SECONDS,
+                          phone=symbols[ids[k]], prev=symbols[ids[k - 1]], next=symbols[ids[k + 1]],
+                          speaker=speaker))
     return items
 
 

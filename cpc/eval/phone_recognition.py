@@ -28,7 +28,7 @@ CHECKPOINT = "checkpoint.pt"  # best recogniser (and model) of a training run, C
 class CTCPhoneRecognizer(nn.Module):
     """``(B, T, D)`` features -> ``(B, T', n_phones + 1)`` log-probabilities; blank = n_phones."""
 
-    def __init__(self, dim: int, n_phones: int, lstm: bool = False, kernel_size: int = 8,
+    def __init__(self, dim: int, n_phones: int, *, lstm: bool = False, kernel_size: int = 8,
                  seq_norm: bool = False, dropout: bool = False) -> None:
         super().__init__()
         if kernel_size < 2:
@@ -68,8 +68,10 @@ def normalise_over_time(features: torch.Tensor, frames: torch.Tensor, eps: float
     return (features - mean) / torch.sqrt(var + eps)
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class RecognizerConfig:
+    """How the recogniser is trained (``common_voices_eval.py train``'s flags)."""
+
     batch_size: int = 8
     n_epochs: int = 30
     lr: float = 2e-4
@@ -133,7 +135,7 @@ def _loss(model: nn.Module, recognizer: CTCPhoneRecognizer, batch: list[Utteranc
 
 
 def train_recognizer(model: nn.Module, recognizer: CTCPhoneRecognizer,
-                     train: list[Utterance], val: list[Utterance], config: RecognizerConfig,
+                     train: list[Utterance], val: list[Utterance], *, config: RecognizerConfig,
                      device: torch.device, out: Path | None = None) -> list[dict]:
     """Train for ``config.n_epochs``; after each epoch the validation loss, and the best
     recogniser and model so far saved to ``out/checkpoint.pt`` (atomically). Returns one
@@ -189,7 +191,7 @@ def validation_loss(model: nn.Module, recognizer: CTCPhoneRecognizer, val: list[
 
 @torch.no_grad()
 def phone_error_rates(model: nn.Module, recognizer: CTCPhoneRecognizer,
-                      utterances: list[Utterance], batch_size: int, device: torch.device,
+                      utterances: list[Utterance], *, batch_size: int, device: torch.device,
                       get_encoded: bool, decoding: str, beam_width: int = 20) -> dict:
     """Decode every utterance; ``per``: total edit distance over total reference length;
     ``mean_utterance_per``: the mean of the utterances' PERs (CPC_audio's figure)."""

@@ -114,8 +114,8 @@ def resume_state(args: argparse.Namespace) -> KMeansState | None:
     saved = load_clustering(last, with_args=False)
     if "kmeans_state" in saved.content:
         return KMeansState.from_dict(saved.content["kmeans_state"])
-    return KMeansState(saved.centroids, int(saved.content.get("iteration", 0)),
-                       float(saved.content.get("lastDiff", float("inf"))))
+    return KMeansState(saved.centroids, iteration=int(saved.content.get("iteration", 0)),
+                       last_diff=float(saved.content.get("lastDiff", float("inf"))))
 
 
 def make_saver(args: argparse.Namespace, extra: dict):
@@ -132,7 +132,7 @@ def make_saver(args: argparse.Namespace, extra: dict):
         with open(out_dir / "training_logs.txt", "a") as handle:
             handle.write(line + "\n")
         if args.save:
-            content = clustering_content(state.centroids, args.encoder_layer,
+            content = clustering_content(state.centroids, encoder_layer=args.encoder_layer,
                                          iteration=state.iteration, lastDiff=state.last_diff,
                                          kmeans_state=state.to_dict(), **extra)
             save_clustering(out_dir / LAST, content)
@@ -150,16 +150,16 @@ def run(args: argparse.Namespace) -> KMeansState:
     device = select_device(args.device)
     files = list_files(args)
     torch.set_num_threads(min(args.n_process_loader, torch.get_num_threads()))
-    maker = build_feature_maker(args.features, args.pathCheckpoint, args.encoder_layer,
-                                args.level_gru, args.mfcc_dim, args.seed)
+    maker = build_feature_maker(args.features, args.pathCheckpoint, encoder_layer=args.encoder_layer,
+                                level_gru=args.level_gru, mfcc_dim=args.mfcc_dim, seed=args.seed)
     extra = {"feature_weights": model_weights(maker)} if args.features == "random_init" else {}
     out_dir = Path(args.pathOutput).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt.write_json(args_path(args.pathOutput), vars(args))
     cache_dir = Path(tempfile.mkdtemp(prefix=".features_", dir=out_dir))
     try:
-        cache = cache_features(maker, files, cache_dir / "features.f32", args.sizeWindow,
-                               args.max_size_loaded, device)
+        cache = cache_features(maker, files, cache_dir / "features.f32", chunk_samples=args.sizeWindow,
+                               buffer_bytes=args.max_size_loaded, device=device)
         print(f"{len(files)} files, {cache.n_frames} frames of dimension {cache.dim}")
         if cache.n_frames < args.nClusters:
             raise ConfigError(f"-k/--nClusters {args.nClusters} is more than the {cache.n_frames} "
@@ -168,8 +168,8 @@ def run(args: argparse.Namespace) -> KMeansState:
         if cache.n_frames * cache.dim * 4 <= args.max_size_loaded:
             frames = np.array(frames)  # fits: read it once
         frames_per_window = args.sizeWindow // FRAME_SIZE
-        config = KMeansConfig(args.nClusters, args.MAX_ITER, args.tol, args.seed, args.init,
-                              normalize=args.norm_vec_len,
+        config = KMeansConfig(args.nClusters, max_iter=args.MAX_ITER, tol=args.tol, seed=args.seed,
+                              init=args.init, normalize=args.norm_vec_len,
                               batch_size=args.batchSizeGPU * frames_per_window,
                               block_frames=max(1, args.max_size_loaded // (4 * cache.dim)),
                               batches_per_iter=None if args.perIterSize < 0 else args.perIterSize,
@@ -182,8 +182,9 @@ def run(args: argparse.Namespace) -> KMeansState:
     print(f"Ran clustering in {time.perf_counter() - start:.2f} seconds: {state.iteration} "
           f"iterations, last move {state.last_diff:.3g}, inertia {inertia}, "
           f"{state.reseeded} empty clusters reseeded")
-    save_clustering(args.pathOutput, clustering_content(state.centroids, args.encoder_layer,
-                                                        kmeans_state=state.to_dict(), **extra))
+    content = clustering_content(state.centroids, encoder_layer=args.encoder_layer,
+                                 kmeans_state=state.to_dict(), **extra)
+    save_clustering(args.pathOutput, content)
     ckpt.write_json(args_path(args.pathOutput), vars(args))
     return state
 

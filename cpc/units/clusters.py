@@ -24,7 +24,7 @@ def args_path(checkpoint: str | Path) -> Path:
     return Path(f"{os.path.splitext(checkpoint)[0]}_args.json")
 
 
-def clustering_content(centroids: torch.Tensor, encoder_layer: bool, **extra) -> dict:
+def clustering_content(centroids: torch.Tensor, *, encoder_layer: bool, **extra) -> dict:
     """The dict saved for ``k x D`` centroids, with CPC_audio's keys first."""
     k, dim = centroids.shape
     return {"state_dict": {"Ck": centroids.detach().cpu().float().view(1, k, dim)},

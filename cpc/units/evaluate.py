@@ -64,7 +64,7 @@ def aligned_pairs(units: dict[str, np.ndarray], labels: dict[str, np.ndarray]
 
 
 def abx_of_units(units: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                 symbols: dict[int, str], stems: list[str], seed: int = 0) -> dict[str, float]:
+                 symbols: dict[int, str], stems: list[str], *, seed: int = 0) -> dict[str, float]:
     """ABX error (within, across) of the units' one-hot vectors, through :mod:`cpc.eval.ABX`;
     NaN for a mode without any cell."""
     from cpc.eval.ABX import ItemFile, gather_item_frames, run_modes
@@ -73,19 +73,20 @@ def abx_of_units(units: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     items = make_items(labels, symbols, stems)
     if not items:
         return {"abx_within": math.nan, "abx_across": math.nan}
-    item_file = ItemFile(Path("<units>"), [i.file for i in items],
-                         np.array([i.onset for i in items]), np.array([i.offset for i in items]),
-                         [i.phone for i in items], [f"{i.prev}+{i.next}" for i in items],
-                         [i.speaker for i in items])
+    item_file = ItemFile(path=Path("<units>"), file=[i.file for i in items],
+                         onset=np.array([i.onset for i in items]),
+                         offset=np.array([i.offset for i in items]), phone=[i.phone for i in items],
+                         context=[f"{i.prev}+{i.next}" for i in items], speaker=[i.speaker for i in items])
     n_units = 1 + max(int(units[stem].max()) for stem in stems)
     eye = np.eye(n_units, dtype=np.float32)
     frames, ids, _ = gather_item_frames(item_file, lambda stem: eye[units[stem]], progress=False)
-    results = run_modes(frames, ids, ["within", "across"], "angular", 10, 5, seed)
+    results = run_modes(frames, ids, ["within", "across"], distance="angular", max_size_group=10,
+                        max_x_across=5, seed=seed)
     return {f"abx_{r.mode}": float(r.error) for r in results}
 
 
 def evaluate_units(units: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                   symbols: dict[int, str] | None, abx: bool = True, merge: bool = False,
+                   symbols: dict[int, str] | None, *, abx: bool = True, merge: bool = False,
                    seed: int = 0) -> dict[str, float]:
     """One table row: the figures of the module docstring."""
     phones, unit_frames, stems = aligned_pairs(units, labels)
@@ -95,10 +96,10 @@ def evaluate_units(units: dict[str, np.ndarray], labels: dict[str, np.ndarray],
            "units": int(len(np.unique(np.concatenate(list(units.values()))))),
            "phone_purity": phone_purity(counts), "cluster_purity": cluster_purity(counts),
            "pnmi": pnmi(counts),
-           "bitrate": bitrate(units.values(), n_frames * FRAME_SECONDS, merge)}
+           "bitrate": bitrate(units.values(), n_frames * FRAME_SECONDS, merge=merge)}
     if abx:
         names = symbols or {i: str(i) for i in range(int(phones.max()) + 1)}
-        row.update(abx_of_units(units, labels, names, stems, seed))
+        row.update(abx_of_units(units, labels, names, stems, seed=seed))
     return row
 
 
@@ -130,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"--names gives {len(names)} names for {len(args.quantized)} files")
         labels, _ = parseSeqLabels(args.pathPhone)
         symbols = read_phone_symbols(args.phones) if args.phones else None
-        rows = {name: evaluate_units(read_quantized(path), labels, symbols, not args.no_abx,
-                                     args.merge_repeats, args.seed)
+        rows = {name: evaluate_units(read_quantized(path), labels, symbols, abx=not args.no_abx,
+                                     merge=args.merge_repeats, seed=args.seed)
                 for name, path in zip(names, args.quantized)}
     except CPCError as exc:
         print(f"error: {exc}", file=sys.stderr)

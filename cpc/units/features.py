@@ -24,7 +24,7 @@ from cpc.model import CPCModel, MFCCEncoder, NoAR
 from cpc.utils.errors import ConfigError
 
 
-def build_feature_maker(source: str, checkpoint: str | None, encoder_layer: bool = False,
+def build_feature_maker(source: str, checkpoint: str | None, *, encoder_layer: bool = False,
                         level_gru: int | None = None, mfcc_dim: int = 13, seed: int = 0,
                         state_dict: dict | None = None) -> nn.Module:
     """Eval-mode feature maker ``(B, 1, S) -> (B, T, D)`` of ``source`` (see the module doc).
@@ -37,7 +37,7 @@ def build_feature_maker(source: str, checkpoint: str | None, encoder_layer: bool
         if encoder_layer or level_gru is not None:
             raise ConfigError("--features mfcc has no encoder or context layers: drop "
                               "--encoder_layer / --level_gru")
-        return FeatureModule(CPCModel(MFCCEncoder(mfcc_dim), NoAR(mfcc_dim)), False).eval()
+        return FeatureModule(CPCModel(MFCCEncoder(mfcc_dim), NoAR(mfcc_dim)), get_encoded=False).eval()
     if source not in ("checkpoint", "random_init"):
         raise ConfigError(f"unknown feature source {source!r}")
     if not checkpoint or checkpoint == "-":
@@ -46,7 +46,8 @@ def build_feature_maker(source: str, checkpoint: str | None, encoder_layer: bool
     model = loadModel([checkpoint], loadStateDict=(source == "checkpoint"))[0]
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    return layer_feature_maker(model, encoder_layer, level_gru, "--level_gru", "--encoder_layer")
+    return layer_feature_maker(model, get_encoded=encoder_layer, level=level_gru, level_flag="--level_gru",
+                               encoded_flag="--encoder_layer")
 
 
 def model_weights(maker: nn.Module) -> dict[str, torch.Tensor]:
@@ -73,7 +74,7 @@ class FeatureCache:
         return np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.n_frames, self.dim))
 
 
-def cache_features(maker: nn.Module, files: list[tuple[str, Path]], path: str | Path,
+def cache_features(maker: nn.Module, files: list[tuple[str, Path]], path: str | Path, *,
                    chunk_samples: int, buffer_bytes: int, device: torch.device,
                    progress: bool = True) -> FeatureCache:
     """Write the features of ``files`` (``(stem, audio path)``) to the cache file ``path``,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -83,6 +83,7 @@ class KMeansConfig:
     data), ``init_sample`` frames for the initialisation (None: ``max(10000, 64 k)``)."""
 
     n_clusters: int
+    _: KW_ONLY
     max_iter: int = 100
     tol: float = 1e-4
     seed: int = 0
@@ -105,6 +106,7 @@ class KMeansState:
     mini-batch where the next iteration starts."""
 
     centroids: torch.Tensor
+    _: KW_ONLY
     iteration: int = 0
     last_diff: float = math.inf
     inertia: list[float] = field(default_factory=list)
@@ -120,9 +122,10 @@ class KMeansState:
 
     @classmethod
     def from_dict(cls, content: dict) -> "KMeansState":
-        return cls(content["centroids"].float(), int(content["iteration"]),
-                   float(content["last_diff"]), [float(v) for v in content["inertia"]],
-                   content["counts"], int(content["position"]), int(content["reseeded"]))
+        return cls(content["centroids"].float(), iteration=int(content["iteration"]),
+                   last_diff=float(content["last_diff"]), inertia=[float(v) for v in content["inertia"]],
+                   counts=content["counts"], position=int(content["position"]),
+                   reseeded=int(content["reseeded"]))
 
 
 # ------------------------------------------------------------------------------------ math
@@ -238,7 +241,7 @@ def lloyd_pass(frames: ArrayFrames, centroids: torch.Tensor, config: KMeansConfi
     return sums, counts, float(inertia), far_x
 
 
-def update_centroids(sums: torch.Tensor, counts: torch.Tensor, far: torch.Tensor,
+def update_centroids(sums: torch.Tensor, counts: torch.Tensor, far: torch.Tensor, *,
                      normalize: bool) -> tuple[torch.Tensor, int]:
     """Means of the clusters; the empty ones (in index order) take the farthest frames in
     turn (which also stay in their own cluster's mean until the next pass). Returns the centroids (float32) and the number of clusters reseeded."""
@@ -274,11 +277,12 @@ def fit(frames: ArrayFrames, config: KMeansConfig, state: KMeansState | None = N
                file=sys.stderr, disable=not config.progress)
     while state.iteration < config.max_iter and state.last_diff >= config.tol:
         sums, counts, inertia, far = lloyd_pass(frames, centroids, config, state.position, per_iter)
-        updated, n_reseeded = update_centroids(sums, counts, far, config.normalize)
-        state = KMeansState(updated.cpu(), state.iteration + 1,
-                            float((updated - centroids).norm(dim=1).max()),
-                            state.inertia + [inertia], counts.cpu(),
-                            (state.position + per_iter) % total, state.reseeded + n_reseeded)
+        updated, n_reseeded = update_centroids(sums, counts, far, normalize=config.normalize)
+        state = KMeansState(updated.cpu(), iteration=state.iteration + 1,
+                            last_diff=float((updated - centroids).norm(dim=1).max()),
+                            inertia=state.inertia + [inertia], counts=counts.cpu(),
+                            position=(state.position + per_iter) % total,
+                            reseeded=state.reseeded + n_reseeded)
         centroids = updated
         bar.update(1)
         bar.set_postfix(inertia=f"{inertia:.4g}", move=f"{state.last_diff:.2e}")

@@ -69,7 +69,7 @@ def merge_repeats(units: np.ndarray) -> np.ndarray:
     return units[np.concatenate([[True], units[1:] != units[:-1]])]
 
 
-def bitrate(sequences: Iterable[np.ndarray], duration_s: float, merge: bool = False) -> float:
+def bitrate(sequences: Iterable[np.ndarray], duration_s: float, *, merge: bool = False) -> float:
     """ZeroSpeech bitrate (2019, kept in 2021) in bits per second: ``N / D * H``, with N the
     number of symbols of all sequences, D their total duration and H the entropy (bits) of the
     symbols' unigram distribution over all sequences.

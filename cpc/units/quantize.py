@@ -113,9 +113,9 @@ def feature_maker_of(clustering: Clustering, path: str) -> torch.nn.Module:
         if not os.path.exists(checkpoint):
             raise CheckpointError(f"CPC checkpoint {checkpoint} (pathCheckpoint of {path}) "
                                   f"does not exist")
-    return build_feature_maker(source, checkpoint, bool(args.get("encoder_layer")),
-                               args.get("level_gru"), args.get("mfcc_dim", 13), args.get("seed", 0),
-                               clustering.content.get("feature_weights"))
+    return build_feature_maker(source, checkpoint, encoder_layer=bool(args.get("encoder_layer")),
+                               level_gru=args.get("level_gru"), mfcc_dim=args.get("mfcc_dim", 13),
+                               seed=args.get("seed", 0), state_dict=clustering.content.get("feature_weights"))
 
 
 def run(args: argparse.Namespace) -> int:

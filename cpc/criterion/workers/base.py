@@ -67,7 +67,7 @@ def check_sampling(workers: nn.ModuleDict, sampling_type: str) -> None:
                           f"use --samplingType uniform")
 
 
-def mlp_head(dim_in: int, dim_out: int, hidden_size: int = 256, hidden_layers: int = 1,
+def mlp_head(dim_in: int, dim_out: int, *, hidden_size: int = 256, hidden_layers: int = 1,
              dropout: float = 0.0) -> nn.Sequential:
     """PASE's MLP minion, applied on the last dimension: ``hidden_layers`` x (Linear, PReLU,
     Dropout), then a Linear to ``dim_out``. The PReLUs have one slope each (PASE's have one per

@@ -76,7 +76,8 @@ class InfoMaxDiscriminator(Worker):
             raise ValueError(f"chunk_frames must be positive; got {chunk_frames}")
         self.pooled = pooled
         self.chunk_frames = chunk_frames
-        self.head = mlp_head(2 * dim_encoded, 1, hidden_size, hidden_layers, dropout)
+        self.head = mlp_head(2 * dim_encoded, 1, hidden_size=hidden_size, hidden_layers=hidden_layers,
+                             dropout=dropout)
 
     def forward(self, encoded: torch.Tensor, audio: torch.Tensor, speaker: torch.Tensor) -> WorkerOutput:
         batch, n_frames, _ = encoded.shape
@@ -109,7 +110,8 @@ class SequencePredictiveCoding(Worker):
             raise ValueError(f"context_frames and gap_frames must be positive; got {context_frames}, {gap_frames}")
         self.context_frames = context_frames
         self.gap_frames = gap_frames
-        self.head = mlp_head((context_frames + 1) * dim_encoded, 1, hidden_size, hidden_layers, dropout)
+        self.head = mlp_head((context_frames + 1) * dim_encoded, 1, hidden_size=hidden_size,
+                             hidden_layers=hidden_layers, dropout=dropout)
 
     def forward(self, encoded: torch.Tensor, audio: torch.Tensor, speaker: torch.Tensor) -> WorkerOutput:
         batch, n_frames, _ = encoded.shape

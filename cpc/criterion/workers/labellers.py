@@ -71,7 +71,8 @@ class FbankLabeller:
         self.dim = n_mels * (deltas + 1)
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        fbank = af.log_mel_fbank(audio[:, 0], self.sample_rate, self.n_mels, self.n_fft, FRAME_SIZE, self.win_length)
+        fbank = af.log_mel_fbank(audio[:, 0], self.sample_rate, n_mels=self.n_mels, n_fft=self.n_fft,
+                                 hop_length=FRAME_SIZE, win_length=self.win_length)
         return af.with_deltas(fbank, self.deltas)
 
 
@@ -89,8 +90,8 @@ class MFCCLabeller:
         self.dim = n_mfcc * (deltas + 1)
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        coefficients = af.mfcc(audio[:, 0], self.sample_rate, self.n_mfcc, self.n_mels, self.n_fft, FRAME_SIZE,
-                               self.win_length)
+        coefficients = af.mfcc(audio[:, 0], self.sample_rate, n_mfcc=self.n_mfcc, n_mels=self.n_mels,
+                               n_fft=self.n_fft, hop_length=FRAME_SIZE, win_length=self.win_length)
         return af.with_deltas(coefficients, self.deltas)
 
 
@@ -111,6 +112,7 @@ class ProsodyLabeller:
         self.dim = 4 * (deltas + 1)
 
     def __call__(self, audio: torch.Tensor) -> torch.Tensor:
-        prosody = af.prosody_features(audio[:, 0], self.sample_rate, FRAME_SIZE, self.win_length, self.f0_min,
-                                      self.f0_max, self.voicing_threshold)
+        prosody = af.prosody_features(audio[:, 0], self.sample_rate, hop_length=FRAME_SIZE,
+                                      win_length=self.win_length, f0_min=self.f0_min, f0_max=self.f0_max,
+                                      voicing_threshold=self.voicing_threshold)
         return af.with_deltas(prosody, self.deltas)

@@ -93,7 +93,8 @@ class FrameHead(nn.Module):
     def __init__(self, dim_in: int, dim_out: int, hidden_size: int = 256, hidden_layers: int = 1,
                  dropout: float = 0.0):
         super().__init__()
-        self.mlp = mlp_head(dim_in, dim_out, hidden_size, hidden_layers, dropout)
+        self.mlp = mlp_head(dim_in, dim_out, hidden_size=hidden_size, hidden_layers=hidden_layers,
+                            dropout=dropout)
 
     def forward(self, encoded: torch.Tensor) -> torch.Tensor:
         return self.mlp(encoded).transpose(1, 2)
