@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cpc.dataset import parseSeqLabels, read_audio, read_split_list  # noqa: E402
+from cpc.data.audio import read_audio  # noqa: E402
+from cpc.data.labels import parseSeqLabels  # noqa: E402
+from cpc.data.splits import read_split_list  # noqa: E402
 from cpc.eval.ABX import ItemFile, gather_item_frames  # noqa: E402
 from cpc.eval.abx_core import MODES, Items, abx  # noqa: E402
 from cpc.eval.build_zeroSpeech_features import build_feature_maker, list_files_by_stem  # noqa: E402

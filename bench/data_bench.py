@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cpc.dataset import AudioBatchData, findAllSeqs  # noqa: E402
+from cpc.data.listing import findAllSeqs  # noqa: E402
+from cpc.data.packs import AudioBatchData  # noqa: E402
 from cpc.corpora.synthetic import generate_corpus  # noqa: E402
 
 

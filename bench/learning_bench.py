@@ -55,7 +55,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cpc.dataset import parseSeqLabels, read_audio, read_split_list  # noqa: E402
+from cpc.data.audio import read_audio  # noqa: E402
+from cpc.data.labels import parseSeqLabels  # noqa: E402
+from cpc.data.splits import read_split_list  # noqa: E402
 from cpc.demo import train_command  # noqa: E402
 from cpc.eval import ABX, abx_core, linear_separability  # noqa: E402
 from cpc.eval.build_zeroSpeech_features import list_files_by_stem  # noqa: E402

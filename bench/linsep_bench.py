@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from cpc.criterion.registry import build_criterion  # noqa: E402
-from cpc.dataset import build_datasets  # noqa: E402
+from cpc.data.corpus import build_datasets  # noqa: E402
 from cpc.model import build_model  # noqa: E402
 from cpc.options import build_parser  # noqa: E402
 from cpc.probes.config import ProbeConfig  # noqa: E402
@@ -44,7 +44,8 @@ def main() -> None:
           f"--cpc_steps {args.cpc_steps} --probe_epochs {args.probe_epochs}")
     c = args.corpus
     data = build_datasets(c, ".flac", str(c / "train_split.txt"), str(c / "val_split.txt"),
-                          str(c / "converted_aligned_phones.txt"), 20480, 2)
+                          str(c / "converted_aligned_phones.txt"), 20480,
+                          n_process_loader=2)
     cpc_args = build_parser().parse_args(["--pathDB", str(c)])
     torch.manual_seed(0)
     model = build_model(cpc_args)
@@ -52,7 +53,7 @@ def main() -> None:
                                 dim_encoded=model.dim_encoded)
     optimizer, _ = build_optimizer(list(model.parameters()) + list(criterion.parameters()),
                                    2e-4, 0.9, 0.999, 1e-8, None, -1)
-    loader = data.train.getDataLoader(8, "samespeaker", True)
+    loader = data.train.getDataLoader(8, "samespeaker", randomOffset=True)
     n_batches = len(loader)
     step_times = []
     for i, batch in enumerate(loader):

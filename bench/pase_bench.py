@@ -41,7 +41,7 @@ def build(config: str | None, window: int):
 def step_times(training, audio, speaker, steps: int) -> list[float]:
     import torch
 
-    from cpc.dataset import Batch
+    from cpc.data.batch import Batch
     from cpc.trainer import StepModule
     from cpc.utils.optim import Updater
     module = StepModule(training.model, training.objective)

@@ -4,10 +4,10 @@
         [--code DIR ...] [--max_size_loaded N ...]
 
 For each checkout given with ``--code`` (default: this one; give an older one, e.g. a
-``git worktree`` of an earlier commit, to compare) and each ``--max_size_loaded``, runs
-``torchrun --nproc_per_node 2 cpc/train.py`` on the corpus with a small model, every rank
-wrapped so that it counts the samples its ``cpc.dataset.read_audio`` decodes and reports its
-peak resident memory. Prints one row per rank, and the corpus's size for reference.
+``git worktree`` of an earlier commit that has ``cpc/data/packs.py``, to compare) and each
+``--max_size_loaded``, runs ``torchrun --nproc_per_node 2 cpc/train.py`` on the corpus with a
+small model, every rank wrapped so that it counts the samples its ``cpc.data.packs.read_audio``
+decodes and reports its peak resident memory. Prints one row per rank, and the corpus's size for reference.
 """
 from __future__ import annotations
 
@@ -25,15 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RANK_WRAPPER = '''"""One torchrun rank of cpc/train.py, counting decoded samples and peak memory."""
 import json, os, resource, sys
 sys.path.insert(0, os.environ["CPC_CODE"])
-import cpc.dataset as dataset
-original, decoded = dataset.read_audio, [0]
+import cpc.data.packs as packs
+original, decoded = packs.read_audio, [0]
 
 def counting(path):
     samples = original(path)
     decoded[0] += len(samples)
     return samples
 
-dataset.read_audio = counting
+packs.read_audio = counting
 from cpc import train
 code = train.main(sys.argv[1:])
 rank = int(os.environ.get("RANK", 0))

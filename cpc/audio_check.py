@@ -3,7 +3,7 @@ samples, and files sampled at another rate.
 
 Only float files (WAV/AIFF ``FLOAT`` or ``DOUBLE``) can hold a non-finite sample: integer PCM
 (FLAC, 16-bit WAV...) cannot, so listing a corpus decodes its float files only. Every read of
-audio (:func:`cpc.dataset.read_audio`) checks its samples too, so no tool ever computes on a
+audio (:func:`cpc.data.audio.read_audio`) checks its samples too, so no tool ever computes on a
 NaN it was not told about.
 
 ``--bad_audio`` says what a tool does with a file holding non-finite samples: ``refuse`` (the

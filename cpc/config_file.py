@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from cpc.criterion.workers import check_workers_config
-from cpc.utils.constants import FRAME_SIZE
+from cpc.utils.constants import window_size_problem
 from cpc.utils.errors import ConfigError
 
 # name: (type, default, minimum, maximum)
@@ -174,9 +174,9 @@ def load_config(path: str | Path, parser: argparse.ArgumentParser) -> tuple[dict
             defaults[flag] = pase[key]
     if CHUNK_SIZE in content:
         chunk = _number(content[CHUNK_SIZE], int, f"{path}: {CHUNK_SIZE}")
-        if chunk <= 0 or chunk % FRAME_SIZE:
-            raise ConfigError(f"{path}: {CHUNK_SIZE} {chunk} must be a positive multiple of {FRAME_SIZE} "
-                              f"samples (whole encoder frames), e.g. {max(1, round(chunk / FRAME_SIZE)) * FRAME_SIZE}")
+        problem = window_size_problem(chunk, f"{path}: {CHUNK_SIZE}")
+        if problem:
+            raise ConfigError(problem)
         if "sizeWindow" in defaults and defaults["sizeWindow"] != chunk:
             raise ConfigError(f"{path}: {CHUNK_SIZE} {chunk} contradicts sizeWindow {defaults['sizeWindow']}; "
                               f"give only one")

@@ -70,7 +70,8 @@ def chance_levels(corpus: Path) -> dict[str, float]:
     phone probe the share of the most frequent phone (always answering it)."""
     import numpy as np
 
-    from cpc.dataset import parseSeqLabels, read_split_list
+    from cpc.data.labels import parseSeqLabels
+    from cpc.data.splits import read_split_list
 
     stems = read_split_list(corpus / "val_split.txt")
     labels, n_phones = parseSeqLabels(corpus / "converted_aligned_phones.txt")

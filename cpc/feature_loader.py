@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .dataset import DataError, read_audio
+from .data.audio import read_audio
 from .model import CPCModel, build_model
 from .options import complete_with_defaults
 from .utils import checkpoint as ckpt
-from .utils.errors import CheckpointError
+from .utils.errors import CheckpointError, DataError
 
 
 def loadArgs(args_json: str | os.PathLike | dict) -> argparse.Namespace:

@@ -24,7 +24,8 @@ import torch
 from cpc.capture.writer import run_capture
 from cpc.collapse_guard import CollapseGuard, TrainingCollapsed
 from cpc.criterion.base import CriterionOutput
-from cpc.dataset import AudioBatchData, CorpusData
+from cpc.data.corpus import CorpusData
+from cpc.data.packs import AudioBatchData
 from cpc.health import HealthMonitor, describe as describe_health
 from cpc.probes.config import ProbeConfig
 from cpc.probes.run import format_metrics, run_probes

@@ -20,7 +20,7 @@ from cpc.architecture import architecture_options
 from cpc.options import NOT_CARRIED_OVER, build_parser, complete_with_defaults, explicit_dests
 from cpc.stats import parse_stats_spec
 from cpc.utils import checkpoint as ckpt
-from cpc.utils.constants import FRAME_SIZE
+from cpc.utils.constants import FRAME_SIZE, window_size_problem
 from cpc.utils.distributed import launched_ranks
 from cpc.utils.errors import ConfigError
 from cpc.utils.files import check_output_dir
@@ -185,10 +185,9 @@ def check_args(args: argparse.Namespace, recipe: dict | None, explicit: set[str]
     if launched_ranks() > 1 and args.allow_nan_steps:
         raise ConfigError("--allow_nan_steps cannot skip batches in lockstep across torchrun "
                           "ranks; run without it (a non-finite loss then stops the run)")
-    if args.sizeWindow % FRAME_SIZE:
-        raise ConfigError(f"--sizeWindow {args.sizeWindow} must be a positive multiple of {FRAME_SIZE} "
-                          f"samples (whole encoder frames), e.g. "
-                          f"{max(1, round(args.sizeWindow / FRAME_SIZE)) * FRAME_SIZE}")
+    problem = window_size_problem(args.sizeWindow, "--sizeWindow")
+    if problem:
+        raise ConfigError(problem)
     frames = args.sizeWindow // FRAME_SIZE
     check_supervised_args(args)
     if args.nPredicts >= frames and not recipe and not args.supervised:  # nothing predicted

@@ -10,7 +10,7 @@ facebookresearch/CPC_audio and its CPC-CTC fork, so existing command lines keep 
 
 This file wires the parts of a run: the options are in options.py, their resolution against
 the run directory and their checks in run_config.py, the epoch loop in trainer.py, its
-per-epoch jobs in hooks.py, the math in model.py and criterion/, the data in dataset.py, the
+per-epoch jobs in hooks.py, the math in model.py and criterion/, the data in data/, the
 file formats in utils/checkpoint.py and run_log.py.
 """
 from __future__ import annotations
@@ -37,8 +37,9 @@ import torch
 
 from cpc.collapse_guard import CollapseGuard, CollapseRule
 from cpc.criterion.objective import Objective, build_objective
-from cpc.dataset import (AudioBatchData, AudioLoader, CorpusData, build_capture_dataset,
-                         build_corpus_data, select_corpus)
+from cpc.data.corpus import CorpusData, build_capture_dataset, build_corpus_data, select_corpus
+from cpc.data.loader import AudioLoader
+from cpc.data.packs import AudioBatchData
 from cpc.health import SATURATING_CONTEXTS, HealthMonitor
 from cpc.hooks import (CaptureHook, CaptureSettings, CheckpointHook, HealthHook, ProbeHook,
                        ProbeSettings, capture_epoch, probe_model)
@@ -72,13 +73,16 @@ def load_data(args: argparse.Namespace, seed: int, info: DistInfo = DistInfo()) 
     rank's share of it."""
     def select():
         selection = select_corpus(args.pathDB, args.file_extension, args.pathTrain,
-                                  args.pathVal, args.path_phone_data, args.n_process_loader,
-                                  seed, args.ignore_cache,
+                                  args.pathVal, args.path_phone_data,
+                                  n_process_loader=args.n_process_loader, seed=seed,
+                                  ignore_cache=args.ignore_cache,
                                   max_files=(1000, 100) if args.debug else None,
                                   bad_audio=args.bad_audio)
         return selection.shareable() if info.active else selection
-    data = build_corpus_data(on_main(select, info), args.sizeWindow, args.n_process_loader,
-                             args.max_size_loaded, seed, info.rank, info.world_size)
+    data = build_corpus_data(on_main(select, info), args.sizeWindow,
+                             n_process_loader=args.n_process_loader,
+                             max_size_loaded=args.max_size_loaded, seed=seed, rank=info.rank,
+                             world_size=info.world_size)
     if info.is_main:
         print(f"train: {data.train.describe()}\nval:   {data.val.describe()}", flush=True)
         for name, part in (("train", data.train), ("val", data.val)):
@@ -91,8 +95,8 @@ def load_data(args: argparse.Namespace, seed: int, info: DistInfo = DistInfo()) 
 def load_capture_data(args: argparse.Namespace) -> tuple[AudioBatchData, list[str]]:
     data, speakers = build_capture_dataset(
         args.pathDB, args.file_extension, args.pathCaptureDS, args.path_phone_data,
-        args.sizeWindow, args.captureDSfreq, args.captureDStotNr, args.n_process_loader,
-        args.bad_audio)
+        args.sizeWindow, percent=args.captureDSfreq, total=args.captureDStotNr,
+        n_process_loader=args.n_process_loader, bad_audio=args.bad_audio)
     print(f"capture: {data.describe()}", flush=True)
     return data, speakers
 
@@ -395,11 +399,12 @@ def train_process(config: RunConfig, info: DistInfo, device: torch.device,
     data = load_data(args, config.seed, info)
     training = build_training(args, config.recipe, device, len(data.speakers), data.n_phones)
     run_dir = args.pathCheckpoint if info.is_main else None  # rank 0 writes, the others read
-    train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType, True)
+    train_loader = data.train.getDataLoader(args.batchSizeGPU, args.samplingType,
+                                            randomOffset=True)
     logs, resumption, generation = start_state(config, training, train_loader, info)
     if config.resume is None and info.is_main:  # (DDP copies rank 0's to the other ranks)
         training.objective.prepare(lambda: data.train.getDataLoader(
-            args.batchSizeGPU, args.samplingType, False))
+            args.batchSizeGPU, args.samplingType, randomOffset=False))
     updater = Updater(training.optimizers, training.rates, training.parameter_parts(),
                       clip_grad_norm=args.clip_grad_norm, update_freq=args.update_freq,
                       scaler=training.scaler)
@@ -443,7 +448,7 @@ def step_module(training: TrainedState, info: DistInfo, device: torch.device,
 def validation_loader(args: argparse.Namespace, training: TrainedState,
                       data: CorpusData) -> AudioLoader:
     return data.val.getDataLoader(args.batchSizeGPU, training.objective.validation_sampling,
-                                  False)
+                                  randomOffset=False)
 
 
 def close_run(run: Run, hooks: list[Hook]) -> None:

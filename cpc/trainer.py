@@ -41,11 +41,13 @@ from tqdm import tqdm
 
 from cpc.audio_check import name_some, suspect_audio
 from cpc.criterion.base import CriterionOutput
+from cpc.criterion.objective import Objective
+from cpc.data.batch import Batch
+from cpc.data.corpus import CorpusData
+from cpc.data.loader import AudioLoader
 from cpc.data.plan import mix_seed
 from cpc.data.prefetch import Prefetcher
 from cpc.precision import autocast
-from cpc.dataset import AudioLoader, Batch, CorpusData
-from cpc.criterion.objective import Objective
 from cpc.run_log import TensorBoard, append_logs, epoch_scalars, record_epoch_time
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import SAMPLE_RATE
@@ -240,7 +242,7 @@ class NonFiniteWatch:
     every loss is read at once (one host sync per batch) so that such a batch can be skipped,
     up to ``allowed`` of them in the run. Every message names the files the batch reads
     (``batch_files``, set by the trainer to the training loader's
-    :meth:`~cpc.dataset.AudioLoader.files_of_batches`).
+    :meth:`~cpc.data.loader.AudioLoader.files_of_batches`).
     """
 
     def __init__(self, allowed: int, device: torch.device) -> None:

@@ -30,7 +30,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "cpc.architecture", "cpc.model_options", "cpc.pase_encoder_options",
         "cpc.criterion.options"),
     2: ("cpc.audio_check", "cpc.audio_features", "cpc.dropout", "cpc.precision",
-        "cpc.transformers", "cpc.qrnn", "cpc.data", "cpc.dataset", "cpc.stats", "cpc.run_log",
+        "cpc.transformers", "cpc.qrnn", "cpc.data", "cpc.stats", "cpc.run_log",
         "cpc.capture.completeness", "cpc.capture.loader", "cpc.corpora.espeak",
         "cpc.criterion.base", "cpc.criterion.soft_align"),
     3: ("cpc.model", "cpc.pase_encoder", "cpc.criterion", "cpc.health", "cpc.collapse_guard"),

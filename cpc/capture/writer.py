@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from cpc.capture.completeness import finish_capture, start_capture
 from cpc.capture.kinds import CRITERION_KINDS
-from cpc.dataset import AudioBatchData
+from cpc.data.packs import AudioBatchData
 from cpc.stats import StatsCollector
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.files import exclusive_lock

@@ -35,7 +35,7 @@ from cpc.criterion.base import CriterionOutput
 from cpc.criterion.registry import build_criterion
 from cpc.criterion.workers import (WorkerBatchError, build_workers, check_sampling,
                                    estimate_target_stats, total_worker_loss)
-from cpc.dataset import Batch
+from cpc.data.batch import Batch
 from cpc.utils.optim import lr_factor, pase_lr_factor
 
 # The capture kinds (cpc.capture.kinds) a registered criterion produces with ``capture=True``:

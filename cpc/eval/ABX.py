@@ -34,11 +34,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cpc.dataset import DataError
 from cpc.eval.abx_core import MODES, ABXResult, Items, abx, item_frame_range
 from cpc.utils.files import check_output_dir, exclusive_lock
 from cpc.utils import checkpoint as ckpt
-from cpc.utils.errors import CPCError
+from cpc.utils.errors import CPCError, DataError
 
 
 @dataclass(frozen=True, kw_only=True)

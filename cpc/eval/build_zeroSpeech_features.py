@@ -47,11 +47,10 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from cpc.audio_check import screen_by_stem
-from cpc.dataset import DataError
 from cpc.utils.files import check_output_dir, exclusive_lock
 from cpc.feature_loader import buildFeature, loadModel
 from cpc.hub import layer_feature_maker
-from cpc.utils.errors import CPCError
+from cpc.utils.errors import CPCError, DataError
 from cpc.utils.constants import FRAME_SECONDS
 from cpc.utils.files import atomic_write
 

@@ -40,11 +40,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cpc.dataset import (DataError, check_speaker_classes, check_speaker_level,
-                         drop_bad_audio, filterSeqs, findAllSeqs, read_audio)
+from cpc.data.audio import read_audio
+from cpc.data.listing import check_speaker_level, drop_bad_audio, findAllSeqs
+from cpc.data.splits import check_speaker_classes, filterSeqs
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.constants import FRAME_SIZE, SAMPLE_RATE
-from cpc.utils.errors import ConfigError
+from cpc.utils.errors import ConfigError, DataError
 
 
 

@@ -96,7 +96,7 @@ def probe_device(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from cpc.utils.memory import keep_freed_memory
-    from cpc.dataset import build_datasets
+    from cpc.data.corpus import build_datasets
     from cpc.utils.files import check_output_dir, exclusive_lock
     from cpc.utils.devices import select_device
     from cpc.utils.errors import CPCError
@@ -110,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         with exclusive_lock(args.out or None, "probe run"):
             device = select_device(probe_device(args))
             data = build_datasets(args.pathDB, args.file_extension, args.pathTrain, args.pathVal,
-                                  args.pathPhone, args.sizeWindow, args.n_process_loader,
-                                  args.max_size_loaded, args.seed, args.ignore_cache,
-                                  (1000, 100) if args.debug else None, args.bad_audio)
+                                  args.pathPhone, args.sizeWindow,
+                                  n_process_loader=args.n_process_loader,
+                                  max_size_loaded=args.max_size_loaded, seed=args.seed,
+                                  ignore_cache=args.ignore_cache,
+                                  max_files=(1000, 100) if args.debug else None,
+                                  bad_audio=args.bad_audio)
             model = build_feature_model(args.features, args.load, args.mfcc_dim,
                                         args.seed).to(device)
             probes = ([] if args.no_speaker else ["speaker", "speaker_mean"]) + \

@@ -34,8 +34,9 @@ if __name__ == "__main__":  # --help needs none of the imports below (torch...)
 
 import numpy as np
 
-from cpc.dataset import DataError, parseSeqLabels, read_split_list
-from cpc.utils.errors import CPCError
+from cpc.data.labels import parseSeqLabels
+from cpc.data.splits import read_split_list
+from cpc.utils.errors import CPCError, DataError
 from cpc.utils.constants import FRAME_SECONDS
 
 SILENCE_ID = 0

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import torch
 
-from cpc.dataset import DataError, parseSeqLabels, read_audio, read_split_list
+from cpc.data.audio import read_audio
+from cpc.data.labels import parseSeqLabels
+from cpc.data.splits import read_split_list
+from cpc.utils.errors import DataError
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from cpc.dataset import AudioBatchData
+from cpc.data.packs import AudioBatchData
 from cpc.utils.constants import FRAME_SIZE
 
 

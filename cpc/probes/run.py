@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from cpc.dataset import AudioBatchData, CorpusSelection, check_speaker_classes
+from cpc.data.corpus import CorpusSelection
+from cpc.data.packs import AudioBatchData
+from cpc.data.splits import check_speaker_classes
 from cpc.probes.config import PROBES, ProbeConfig
 from cpc.probes.features import extract_features
 from cpc.probes.training import finetune_probe, train_probe

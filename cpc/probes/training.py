@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from cpc.criterion.supervised import (CTCPhoneCriterion, PhoneCriterion, SpeakerCriterion,
                                       collapse_repeats, edit_distance)
-from cpc.dataset import AudioBatchData
+from cpc.data.packs import AudioBatchData
 from cpc.probes.config import PROBES, ProbeConfig
 from cpc.probes.features import FeatureSet, extract_features, feature_dim, probe_inputs
 from cpc.utils import checkpoint as ckpt

@@ -40,7 +40,8 @@ import argparse
 import numpy as np
 import torch
 
-from cpc.dataset import drop_bad_audio, findAllSeqs, filterSeqs
+from cpc.data.listing import drop_bad_audio, findAllSeqs
+from cpc.data.splits import filterSeqs
 from cpc.units.clusters import args_path, clustering_content, load_clustering, save_clustering
 from cpc.units.features import build_feature_maker, cache_features, model_weights
 from cpc.units.kmeans import ArrayFrames, KMeansConfig, KMeansState, fit

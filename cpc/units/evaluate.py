@@ -33,11 +33,11 @@ import math
 
 import numpy as np
 
-from cpc.dataset import DataError, parseSeqLabels
+from cpc.data.labels import parseSeqLabels
 from cpc.units.onehot import read_quantized
 from cpc.units.quality import bitrate, cluster_purity, joint_counts, phone_purity, pnmi
 from cpc.utils.constants import FRAME_SECONDS
-from cpc.utils.errors import CPCError
+from cpc.utils.errors import CPCError, DataError
 
 MAX_LENGTH_GAP = 2  # frames a file's units and labels may differ by
 COLUMNS = ("files", "frames", "units", "phone_purity", "cluster_purity", "pnmi", "bitrate",

@@ -29,8 +29,7 @@ import argparse
 import numpy as np
 from tqdm import tqdm
 
-from cpc.dataset import DataError
-from cpc.utils.errors import CPCError
+from cpc.utils.errors import CPCError, DataError
 from cpc.utils.files import exclusive_lock
 
 DEBUG_FILES = 20

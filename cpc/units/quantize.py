@@ -33,14 +33,14 @@ import torch
 from tqdm import tqdm
 
 from cpc.audio_check import screen_by_stem
-from cpc.dataset import DataError, read_split_list, warn_missing_stems
+from cpc.data.splits import read_split_list, warn_missing_stems
 from cpc.eval.build_zeroSpeech_features import list_files_by_stem
 from cpc.feature_loader import buildFeature
 from cpc.units.clusters import Clustering, load_clustering
 from cpc.units.features import build_feature_maker
 from cpc.units.kmeans import assign, normalise_rows
 from cpc.utils import checkpoint as ckpt
-from cpc.utils.errors import CheckpointError, ConfigError, CPCError
+from cpc.utils.errors import CheckpointError, ConfigError, CPCError, DataError
 from cpc.utils.files import exclusive_lock
 
 DEBUG_FILES = 20

@@ -15,3 +15,16 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 # --bad_audio: what a tool does with a file holding NaN or infinite samples (cpc.audio_check)
 BAD_AUDIO_CHOICES = ("refuse", "skip")
+
+
+def window_size_problem(size: int, what: str, *, nearest: bool = True) -> str | None:
+    """Why ``size`` samples cannot be a window, or None when they can: a window holds whole
+    encoder frames, so its size is a positive multiple of FRAME_SIZE. The message names ``what``
+    (the flag or config key that gave the size) and, with ``nearest``, the nearest size that
+    would do. Checked for --sizeWindow, a config file's chunk_size, and every dataset."""
+    if size > 0 and size % FRAME_SIZE == 0:
+        return None
+    if not nearest:
+        return f"{what} {size} must be a positive multiple of {FRAME_SIZE} (one encoder frame)"
+    return (f"{what} {size} must be a positive multiple of {FRAME_SIZE} samples (whole encoder "
+            f"frames), e.g. {max(1, round(size / FRAME_SIZE)) * FRAME_SIZE}")

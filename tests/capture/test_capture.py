@@ -67,7 +67,7 @@ def test_captured_windows_trace_back_to_their_audio(trained_run, tiny_corpus):
     first = next(iter(loader))
     assert first["files"][0] == loader.sequences[int(first["origin"]["seq_index"][0])]["path"]
     # every frame's speaker is the speaker of the file that frame came from
-    from cpc.dataset import findAllSeqs
+    from cpc.data.listing import findAllSeqs
     _, names = findAllSeqs(tiny_corpus, ".flac")
     for batch in loader:
         frame_files = batch["origin"]["frame_seq_index"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpc.dataset import findAllSeqs
+from cpc.data.listing import findAllSeqs
 from cpc.corpora import minilibrispeech as prep
 
 SPEAKERS = {"train-clean-5": ("19", "32"), "dev-clean-2": ("84",)}

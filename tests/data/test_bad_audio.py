@@ -16,7 +16,10 @@ from cpc import train
 from cpc.audio_check import NonFinite, find_non_finite, screen_files
 from cpc.criterion.base import CriterionOutput
 from cpc.data.plan import Pack, window_seq_ids
-from cpc.dataset import DataError, findAllSeqs, read_audio, read_split_list
+from cpc.data.audio import read_audio
+from cpc.data.listing import findAllSeqs
+from cpc.data.splits import read_split_list
+from cpc.utils.errors import DataError
 from cpc.trainer import EpochTotals
 from cpc.utils import checkpoint as ckpt
 from tests.conftest import ramp_signal, write_tree

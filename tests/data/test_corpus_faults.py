@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from cpc import train
-from cpc.dataset import DataError, filterSeqs, findAllSeqs, parseSeqLabels, read_split_list
+from cpc.data.labels import parseSeqLabels
+from cpc.data.listing import findAllSeqs
+from cpc.data.splits import filterSeqs, read_split_list
+from cpc.utils.errors import DataError
 from cpc.eval.build_zeroSpeech_features import list_files_by_stem
 from cpc.feature_loader import resolve_checkpoint
 from cpc.units import quantize

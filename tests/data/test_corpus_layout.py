@@ -10,7 +10,11 @@ import pytest
 
 from cpc import train
 from cpc.data.layout import split_level_problem
-from cpc.dataset import DataError, findAllSeqs, parseSeqLabels, read_split_list, select_corpus
+from cpc.data.corpus import select_corpus
+from cpc.data.labels import parseSeqLabels
+from cpc.data.listing import findAllSeqs
+from cpc.data.splits import read_split_list
+from cpc.utils.errors import DataError
 from cpc.eval import linear_separability
 from tests.conftest import write_tree
 

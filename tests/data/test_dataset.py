@@ -8,12 +8,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from cpc import dataset as ds
+from cpc.data import listing
+from cpc.data.audio import read_audio
+from cpc.data.labels import attach_phone_labels, parseSeqLabels
+from cpc.data.listing import findAllSeqs
+from cpc.data.packs import AudioBatchData
 from cpc.data.plan import (count_batches, make_batches, mix_seed, plan_packs, random_offset,
                            rank_shares)
-from cpc.utils.constants import FRAME_SIZE
-from cpc.dataset import (AudioBatchData, DataError, attach_phone_labels,
-                         filterSeqs, findAllSeqs, parseSeqLabels, read_audio, split_train_val)
+from cpc.data.splits import filterSeqs, split_train_val
+from cpc.utils.constants import FRAME_SIZE, SAMPLING_TYPES
+from cpc.utils.errors import DataError
 from tests.conftest import ramp_signal, write_tree
 
 S = 1600  # a small window: 10 frames
@@ -45,8 +49,8 @@ def test_listing_cache_follows_the_tree(tree, monkeypatch):
     root, _, _ = tree
     findAllSeqs(root, ".flac")
     probed = []
-    real_probe = ds._probe
-    monkeypatch.setattr(ds, "_probe", lambda p: probed.append(p.name) or real_probe(p))
+    real_probe = listing._probe
+    monkeypatch.setattr(listing, "_probe", lambda p: probed.append(p.name) or real_probe(p))
     findAllSeqs(root, ".flac")
     assert probed == []  # everything came from the cache
     sf.write(root / "22" / "0" / "22-0-0009.flac", ramp_signal(9, 1234), 16000)
@@ -62,10 +66,10 @@ def test_listing_cache_follows_the_tree(tree, monkeypatch):
 def test_cache_is_json_not_pickle(tree):
     root, _, _ = tree
     findAllSeqs(root, ".flac")
-    files = list(ds.cache_dir().glob("listing_*.json"))
+    files = list(listing.cache_dir().glob("listing_*.json"))
     assert len(files) == 1
     import json
-    assert json.loads(files[0].read_text())["version"] == ds._CACHE_VERSION
+    assert json.loads(files[0].read_text())["version"] == listing._CACHE_VERSION
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "wrong_ext"])
@@ -263,6 +267,17 @@ def test_unknown_sampler_is_refused(tree):
         data.getDataLoader(2, "random")
 
 
+def test_loader_flags_are_named(tree):
+    """randomOffset and frame_provenance are keyword-only: a bare True/False says nothing."""
+    root, _, _ = tree
+    seqs, speakers = findAllSeqs(root, ".flac")
+    data = AudioBatchData(root, S, seqs, None, len(speakers))
+    with pytest.raises(TypeError):
+        data.getDataLoader(2, "sequential", False)
+    assert data.getDataLoader(2, "sequential", randomOffset=False).random_offset is False
+    data.close()
+
+
 # ---------------------------------------------------------------- batches
 def _dataset(tree, labels=None, **kw):
     root, _, _ = tree
@@ -272,7 +287,7 @@ def _dataset(tree, labels=None, **kw):
     return AudioBatchData(root, S, seqs, labels, len(speakers), n_process_loader=2, **kw)
 
 
-@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+@pytest.mark.parametrize("sampling", SAMPLING_TYPES)
 def test_batches_hold_the_right_audio_and_labels(tree, sampling):
     root, _, _ = tree
     seqs, _ = findAllSeqs(root, ".flac")
@@ -302,7 +317,8 @@ def test_batches_hold_the_right_audio_and_labels(tree, sampling):
 
 def test_frame_provenance_names_the_file_of_every_frame(tree):
     data = _dataset(tree)
-    for batch in data.getDataLoader(4, "sequential", False, frame_provenance=True):
+    for batch in data.getDataLoader(4, "sequential", randomOffset=False,
+                                    frame_provenance=True):
         assert batch.frame_seq_index.shape == (len(batch), S // FRAME_SIZE)
         assert torch.equal(batch.frame_seq_index[:, 0], batch.seq_index)
         for b in range(len(batch)):
@@ -341,7 +357,7 @@ def test_packs_are_planned_anew_every_epoch_from_the_seed(tree):
 
 def test_an_epoch_is_a_pure_function_of_its_number_and_skip_passes_over_batches(tree):
     def epoch_windows(data, epoch, skip=0):
-        loader = data.getDataLoader(2, "samespeaker", True)
+        loader = data.getDataLoader(2, "samespeaker", randomOffset=True)
         loader.set_epoch(epoch)
         loader.skip = skip
         return [tuple(zip(b.seq_index.tolist(), b.seq_offset.tolist())) for b in loader]
@@ -355,7 +371,7 @@ def test_an_epoch_is_a_pure_function_of_its_number_and_skip_passes_over_batches(
     second.close()
 
 
-@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+@pytest.mark.parametrize("sampling", SAMPLING_TYPES)
 def test_batch_counts_match_the_samplers_without_drawing(tree, sampling):
     _, packs = _geometry(tree, max_size=15000)
     for pack in packs:
@@ -366,10 +382,11 @@ def test_batch_counts_match_the_samplers_without_drawing(tree, sampling):
 
 def test_a_pack_that_stays_the_same_is_read_once(tree, monkeypatch):
     reads = []
-    original = ds.read_audio
-    monkeypatch.setattr(ds, "read_audio", lambda path: reads.append(path) or original(path))
+    original = read_audio
+    monkeypatch.setattr("cpc.data.packs.read_audio",
+                        lambda path: reads.append(path) or original(path))
     data = _dataset(tree)  # one pack: the same every epoch
-    loader = data.getDataLoader(2, "samespeaker", True)
+    loader = data.getDataLoader(2, "samespeaker", randomOffset=True)
     for epoch in range(3):
         loader.set_epoch(epoch)
         assert sum(len(b) for b in loader) > 0
@@ -381,7 +398,8 @@ def test_same_seed_same_batches(tree):
     def epoch_starts(seed):
         data = _dataset(tree, seed=seed, max_size_loaded=20000)
         out = [(b.seq_index.tolist(), b.seq_offset.tolist())
-               for _ in range(2) for b in data.getDataLoader(2, "samespeaker", True)]
+               for _ in range(2)
+               for b in data.getDataLoader(2, "samespeaker", randomOffset=True)]
         data.close()
         return out
     assert epoch_starts(5) == epoch_starts(5)
@@ -421,7 +439,7 @@ def test_truncated_file_after_listing_is_named(tree):
     sf.write(target, ramp_signal(0, 100), 16000)  # shorter than the listing says
     data = AudioBatchData(root, S, seqs, None, len(speakers))
     with pytest.raises(DataError, match=seqs[0].stem):
-        next(iter(data.getDataLoader(2, "sequential", False)))
+        next(iter(data.getDataLoader(2, "sequential", randomOffset=False)))
 
 
 def test_rank_shares_partition_the_files_with_balanced_audio():
@@ -436,7 +454,7 @@ def test_rank_shares_partition_the_files_with_balanced_audio():
     assert mix_seed(1, 2, 3) == mix_seed(1, 2, 3) != mix_seed(1, 2, 4)
 
 
-@pytest.mark.parametrize("sampling", ds.SAMPLING_TYPES)
+@pytest.mark.parametrize("sampling", SAMPLING_TYPES)
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_each_rank_reads_and_trains_on_its_own_share(tree, sampling, world_size):
     """Ranks (same seed) own disjoint shares of the files and read only theirs, in packs of a
@@ -449,7 +467,7 @@ def test_each_rank_reads_and_trains_on_its_own_share(tree, sampling, world_size)
         original = data._read
         data._read = lambda pack, files=files, original=original: \
             files.update(pack.key) or original(pack)
-    loaders = [data.getDataLoader(2, sampling, True) for data in ranks]
+    loaders = [data.getDataLoader(2, sampling, randomOffset=True) for data in ranks]
     for loader in loaders:
         loader.set_epoch(1)
     agreed = min(loader.local_length() for loader in loaders)

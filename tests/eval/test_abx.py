@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from cpc.dataset import DataError, parseSeqLabels, read_split_list
+from cpc.data.labels import parseSeqLabels
+from cpc.data.splits import read_split_list
+from cpc.utils.errors import DataError
 from cpc.eval import ABX
 from cpc.eval.abx_core import (FrameData, Items, abx, across_cells, cell_chunks, dtw,
                                frame_distances, item_frame_range, normalise_frames, score_cells,

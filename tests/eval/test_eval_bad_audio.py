@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpc.dataset import parseSeqLabels, read_split_list
+from cpc.data.labels import parseSeqLabels
+from cpc.data.splits import read_split_list
 from cpc.eval import ABX
 from cpc.eval import build_zeroSpeech_features as export
 from cpc.eval import common_voices_eval as cv

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpc.dataset import parseSeqLabels, read_split_list
+from cpc.data.labels import parseSeqLabels
+from cpc.data.splits import read_split_list
 from cpc.eval import ABX
 from cpc.eval import build_zeroSpeech_features as export
 from cpc.eval import downstream_speaker as ds

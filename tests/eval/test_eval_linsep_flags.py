@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from cpc.dataset import build_datasets
+from cpc.data.corpus import build_datasets
 from cpc.eval import linear_separability as linsep
 from cpc.feature_loader import loadModel
 from cpc.probes.config import ProbeConfig
@@ -27,7 +27,8 @@ def tiny_run(tmp_path_factory):
 def tiny_data(tiny_corpus):
     data = build_datasets(tiny_corpus, ".flac", str(tiny_corpus / "train_split.txt"),
                           str(tiny_corpus / "val_split.txt"),
-                          str(tiny_corpus / "converted_aligned_phones.txt"), 3200, 2)
+                          str(tiny_corpus / "converted_aligned_phones.txt"), 3200,
+                          n_process_loader=2)
     yield data
     data.close()
 

@@ -8,7 +8,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from cpc.dataset import DataError, parseSeqLabels, read_split_list
+from cpc.data.labels import parseSeqLabels
+from cpc.data.splits import read_split_list
+from cpc.utils.errors import DataError
 from cpc.eval import ABX
 from cpc.eval import build_zeroSpeech_features as export
 from cpc.eval.make_abx_items import make_items, read_phone_symbols, write_item_file

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from cpc.dataset import DataError
+from cpc.utils.errors import DataError
 import torch.nn as nn
 import torch.nn.functional as F
 

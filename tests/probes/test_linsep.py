@@ -72,11 +72,12 @@ def test_probe_logs_and_best_state(tmp_path):
 
 
 def test_probes_leave_the_callers_random_stream_alone(tiny_corpus):
-    from cpc.dataset import build_datasets
+    from cpc.data.corpus import build_datasets
     from cpc.model import CPCModel, MFCCEncoder, NoAR
     data = build_datasets(tiny_corpus, ".flac", str(tiny_corpus / "train_split.txt"),
                           str(tiny_corpus / "val_split.txt"),
-                          str(tiny_corpus / "converted_aligned_phones.txt"), 3200, 2)
+                          str(tiny_corpus / "converted_aligned_phones.txt"), 3200,
+                          n_process_loader=2)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)

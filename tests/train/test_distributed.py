@@ -68,7 +68,7 @@ def _one_step(rank: int, world_size: int, init_file: str, out_file: str) -> None
     import torch.distributed as dist
 
     from cpc.criterion.registry import build_criterion
-    from cpc.dataset import Batch
+    from cpc.data.batch import Batch
     from cpc.model import build_model
     from cpc.criterion.objective import CriterionObjective
     from cpc.trainer import StepModule

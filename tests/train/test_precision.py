@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cpc.criterion.registry import build_criterion
-from cpc.dataset import Batch
+from cpc.data.batch import Batch
 from cpc.model import build_model
 from cpc.criterion.objective import CriterionObjective
 from cpc.trainer import StepModule

@@ -318,7 +318,8 @@ def test_duplicate_stems_in_a_split_list_are_reported(tiny_corpus, tmp_path):
     split = tmp_path / "train.txt"
     stems = (tiny_corpus / "train_split.txt").read_text().split()
     split.write_text("\n".join(stems + stems[:2]) + "\n")
-    from cpc.dataset import findAllSeqs, filterSeqs
+    from cpc.data.listing import findAllSeqs
+    from cpc.data.splits import filterSeqs
     seqs, _ = findAllSeqs(tiny_corpus, ".flac")
     with pytest.warns(UserWarning, match="lists 2 stem\\(s\\) more than once"):
         kept = filterSeqs(split, seqs)
@@ -326,17 +327,17 @@ def test_duplicate_stems_in_a_split_list_are_reported(tiny_corpus, tmp_path):
 
 
 def test_train_and_validation_overlap_is_reported(tiny_corpus, tmp_path):
-    from cpc.dataset import build_datasets
+    from cpc.data.corpus import build_datasets
     val = tmp_path / "val.txt"
     val.write_text((tiny_corpus / "train_split.txt").read_text().split()[0] + "\n")
     with pytest.warns(UserWarning, match="1 file\\(s\\) are in both"):
         data = build_datasets(tiny_corpus, ".flac", str(tiny_corpus / "train_split.txt"),
-                              str(val), None, 3200, 2)
+                              str(val), None, 3200, n_process_loader=2)
     data.close()
 
 
 def test_phone_labels_with_crlf_line_ends_read_like_lf(tiny_corpus, tmp_path):
-    from cpc.dataset import parseSeqLabels
+    from cpc.data.labels import parseSeqLabels
     text = (tiny_corpus / "converted_aligned_phones.txt").read_text()
     crlf = tmp_path / "crlf.txt"
     crlf.write_bytes(text.replace("\n", "\r\n").encode())
@@ -347,7 +348,8 @@ def test_phone_labels_with_crlf_line_ends_read_like_lf(tiny_corpus, tmp_path):
 
 
 def test_a_file_labelled_twice_is_an_error(tiny_corpus, tmp_path):
-    from cpc.dataset import DataError, parseSeqLabels
+    from cpc.data.labels import parseSeqLabels
+    from cpc.utils.errors import DataError
     lines = (tiny_corpus / "converted_aligned_phones.txt").read_text().splitlines()
     twice = tmp_path / "twice.txt"
     twice.write_text("\n".join(lines + lines[:1]) + "\n")

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from cpc.criterion.base import CriterionOutput
 from cpc.criterion.objective import Objective, RateGroup
-from cpc.dataset import Batch
+from cpc.data.batch import Batch
 from cpc.run_log import TensorBoard, empty_logs
 from cpc.trainer import (EpochEnd, EpochProgress, Hook, NonFiniteWatch, Resumption, Run,
                          Trainer, TrainedState, StepModule)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cpc.dataset import parseSeqLabels, read_split_list
+from cpc.data.labels import parseSeqLabels
+from cpc.data.splits import read_split_list
 from cpc.eval import ABX
 from cpc.eval.make_abx_items import make_items, read_phone_symbols, write_item_file
 from cpc.model import build_model

@@ -22,7 +22,7 @@ from cpc import train
 from cpc.capture import plots
 from cpc.capture.completeness import MARKER, IncompleteCapture
 from cpc.capture.loader import CaptureLoader
-from cpc.dataset import read_split_list
+from cpc.data.splits import read_split_list
 from cpc.utils.cli import command_line_modules
 from cpc.utils.files import exclusive_lock
 from cpc.utils.signals import INTERRUPTED_STATUS, interruption_line, run_command

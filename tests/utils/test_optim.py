@@ -122,7 +122,7 @@ def test_accumulated_micro_batches_update_like_one_larger_batch(monkeypatch, cli
     batch it is in), with clipping and warm-up acting on the accumulated gradient."""
     import cpc.criterion.cpc as cpc_criterion
     from cpc.criterion.registry import build_criterion
-    from cpc.dataset import Batch
+    from cpc.data.batch import Batch
     from cpc.model import build_model
     from cpc.criterion.objective import CriterionObjective
     from cpc.trainer import StepModule

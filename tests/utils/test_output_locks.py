@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 import torch
 
-from cpc.dataset import read_split_list
+from cpc.data.splits import read_split_list
 from cpc.eval import ABX, common_voices_eval, downstream_speaker, linear_separability
 from cpc.eval import build_zeroSpeech_features as export
 from cpc.model import build_model

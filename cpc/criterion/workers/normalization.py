@@ -49,7 +49,7 @@ def estimate_target_stats(workers: nn.ModuleDict | Iterable[nn.Module], batches:
     """Fill ``target_mean`` / ``target_std`` of every normalising regressor from ``batches``.
 
     ``batches`` yields audio tensors ``(B, 1, S)`` (any ``S``, varying between batches) or
-    objects with an ``audio`` attribute (:class:`cpc.dataset.Batch`); at most ``max_batches`` are
+    objects with an ``audio`` attribute (:class:`cpc.data.batch.Batch`); at most ``max_batches`` are
     read. Audio is moved to each regressor's device. Targets of flat channels keep a std of 1.
     """
     modules = workers.values() if isinstance(workers, nn.ModuleDict) else workers
