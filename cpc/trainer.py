@@ -45,7 +45,7 @@ from cpc.criterion.objective import Objective
 from cpc.data.batch import Batch
 from cpc.data.corpus import CorpusData
 from cpc.data.loader import AudioLoader
-from cpc.data.plan import mix_seed
+from cpc.data.plan import EPOCH_STREAM, mix_seed
 from cpc.data.prefetch import Prefetcher
 from cpc.precision import autocast
 from cpc.run_log import TensorBoard, append_logs, epoch_scalars, record_epoch_time
@@ -80,7 +80,7 @@ def seed_generators(seed: int) -> None:
 def seed_epoch(seed: int, epoch: int, generation: int, rank: int) -> None:
     """Seed every generator for one epoch of one rank: an epoch's draws (negatives, dropout)
     depend only on these numbers, so a run resumed at an epoch's start needs no saved state."""
-    seed_generators(mix_seed(seed, epoch, generation, rank, 0x5eed))
+    seed_generators(mix_seed(seed, epoch, generation, rank, EPOCH_STREAM))
 
 
 def rng_state(device: torch.device) -> dict:

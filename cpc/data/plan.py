@@ -29,6 +29,16 @@ import numpy as np
 from cpc.utils.constants import FRAME_SIZE, SAMPLING_TYPES
 
 
+# The last part of a mix_seed call, which keeps apart streams of the same other parts: the tie
+# break of the rank shares is (seed, SHARES_STREAM); the batches of pack i of an epoch use
+# (seed, epoch, generation, rank, i + 1), and the epoch's global generators (negatives,
+# dropout; cpc.trainer.seed_epoch) (seed, epoch, generation, rank, EPOCH_STREAM): apart from
+# the packs' streams as long as an epoch has fewer than 24300 packs (each of up to
+# --max_size_loaded samples; 4e9 by default).
+SHARES_STREAM = 7
+EPOCH_STREAM = 0x5eed
+
+
 def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers, stable across processes and Python versions."""
     digest = hashlib.blake2b(b"|".join(str(int(p)).encode() for p in parts), digest_size=8)
@@ -42,7 +52,7 @@ def rank_shares(lengths: Sequence[int], world_size: int, seed: int) -> list[np.n
     lengths broken by a seeded shuffle): the ranks' totals differ by at most one file's length.
     """
     order = list(range(len(lengths)))
-    random.Random(mix_seed(seed, 7)).shuffle(order)
+    random.Random(mix_seed(seed, SHARES_STREAM)).shuffle(order)
     order.sort(key=lambda i: -lengths[i])  # stable: equal lengths keep the shuffled order
     heap = [(0, rank) for rank in range(world_size)]
     shares: list[list[int]] = [[] for _ in range(world_size)]
