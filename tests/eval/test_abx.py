@@ -23,8 +23,7 @@ from cpc.eval.abx_core import (FrameData, Items, abx, across_cells, cell_chunks,
 from cpc.eval.make_abx_items import (HEADER, make_items, phone_runs, read_phone_symbols,
                                      write_item_file)
 from cpc.eval.make_abx_items import main as make_items_main
-from cpc.model import build_model
-from tests.model.test_feature_loader import save_run, tiny_args
+from tests.model.test_feature_loader import save_random_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -361,11 +360,7 @@ def test_cli_reports_missing_features(tiny_abx, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    torch.manual_seed(0)
-    args = tiny_args(nLevelsGRU=2)
-    run = tmp_path_factory.mktemp("abx_run") / "run"
-    save_run(run, args, {3: build_model(args).state_dict()})
-    return run
+    return save_random_run(tmp_path_factory.mktemp("abx_run") / "run", 3, nLevelsGRU=2)
 
 
 def test_cli_from_checkpoint_as_a_script(tiny_abx, tiny_corpus, tiny_run, tmp_path):

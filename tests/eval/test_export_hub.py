@@ -17,17 +17,13 @@ from cpc.eval.make_abx_items import make_items, read_phone_symbols, write_item_f
 from cpc.feature_loader import FeatureModule, buildFeature
 from cpc.hub import CPCUpstream, LayerFeatureModule, cpc_upstream, model_layers
 from cpc.model import build_model
-from tests.model.test_feature_loader import save_run, tiny_args, write_wav
+from tests.model.test_feature_loader import save_random_run, save_run, tiny_args, write_wav
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run directory holding a 2-layer LSTM model (random weights)."""
-    torch.manual_seed(0)
-    args = tiny_args(nLevelsGRU=2)
-    run = tmp_path_factory.mktemp("export_run") / "run"
-    save_run(run, args, {5: build_model(args).state_dict()})
-    return run
+    return save_random_run(tmp_path_factory.mktemp("export_run") / "run", 5, nLevelsGRU=2)
 
 
 @pytest.fixture

@@ -37,10 +37,11 @@ def save_run(run_dir, args, states: dict[int, dict], logs: dict | None = None) -
         (run_dir / "checkpoint_logs.json").write_text(json.dumps(logs))
 
 
-def save_random_run(run_dir, epoch: int):
-    """A run directory holding a small model's checkpoint_<epoch>.pt (seeded random weights)."""
+def save_random_run(run_dir, epoch: int, **overrides):
+    """A run directory holding a small model's checkpoint_<epoch>.pt (seeded random weights;
+    ``overrides``: architecture options other than tiny_args')."""
     torch.manual_seed(0)
-    args = tiny_args()
+    args = tiny_args(**overrides)
     save_run(run_dir, args, {epoch: build_model(args).state_dict()})
     return run_dir
 

@@ -12,20 +12,16 @@ from cpc.data.labels import parseSeqLabels
 from cpc.data.splits import read_split_list
 from cpc.eval import ABX
 from cpc.eval.make_abx_items import make_items, read_phone_symbols, write_item_file
-from cpc.model import build_model
 from cpc.units import cluster, evaluate, onehot, quantize
 from cpc.units.clusters import load_clustering
 from cpc.units.onehot import read_quantized
-from tests.model.test_feature_loader import save_run, tiny_args
+from tests.model.test_feature_loader import save_random_run
 
 
 @pytest.fixture(scope="module")
 def cpc_run(tmp_path_factory):
     """A two-layer tiny CPC checkpoint (random weights are enough to exercise the tools)."""
-    torch.manual_seed(0)
-    args = tiny_args(nLevelsGRU=2)
-    run = tmp_path_factory.mktemp("units_run") / "run"
-    save_run(run, args, {3: build_model(args).state_dict()})
+    run = save_random_run(tmp_path_factory.mktemp("units_run") / "run", 3, nLevelsGRU=2)
     return run / "checkpoint_3.pt"
 
 
