@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cpc.capture.kinds import requested_kinds
 from cpc.criterion.objective import objective_capture_kinds
+from cpc.criterion.options import criterion_name
 from cpc.config_file import load_config
 from cpc.architecture import architecture_options
 from cpc.options import NOT_CARRIED_OVER, build_parser, complete_with_defaults, explicit_dests
@@ -377,18 +378,6 @@ def check_output_dirs(args: argparse.Namespace) -> None:
     """Every directory the run will write to, created and proved writable."""
     for flag, path in output_dirs(args):
         check_writable(path, flag)
-
-
-def criterion_name(args: argparse.Namespace) -> str:
-    """The registered criterion to train: --criterion, cpcctc for the fork's --CPCCTC, or for
-    --supervised (as CPC_audio) phone_ctc with --CTC, phone with --path_phone_data, else
-    speaker."""
-    if args.supervised:
-        return ("phone_ctc" if args.CTC else "phone") if args.path_phone_data else "speaker"
-    if args.CPCCTC and args.criterion not in ("cpc", "cpcctc"):
-        raise ConfigError(f"--CPCCTC selects the cpcctc criterion; it contradicts --criterion "
-                          f"{args.criterion}")
-    return "cpcctc" if args.CPCCTC else args.criterion
 
 
 def capture_kinds(args: argparse.Namespace, recipe: dict | None) -> list[str]:

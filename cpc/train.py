@@ -37,6 +37,7 @@ import torch
 
 from cpc.collapse_guard import CollapseGuard, CollapseRule
 from cpc.criterion.objective import Objective, build_objective
+from cpc.criterion.options import criterion_name
 from cpc.data.corpus import CorpusData, build_capture_dataset, build_corpus_data, select_corpus
 from cpc.data.loader import AudioLoader
 from cpc.data.packs import AudioBatchData
@@ -47,7 +48,7 @@ from cpc.model import build_model
 from cpc.precision import loss_scaler, set_tf32
 from cpc.probes.config import ProbeConfig
 from cpc.probes.run import check_probe_corpus
-from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags, criterion_name,
+from cpc.run_config import (RunConfig, capture_kinds, check_compatibility_flags,
                             device_name, output_dirs, parse_args, resolve_run)
 from cpc.run_log import TensorBoard, empty_logs, truncate_logs
 from cpc.trainer import (Hook, NonFiniteWatch, Resumption, Run, StepModule, TrainedState,

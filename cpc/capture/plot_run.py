@@ -189,7 +189,7 @@ def chance_loss(run_dir: Path) -> float | None:
         return None
     from cpc.criterion.objective import chance_loss_of
     from cpc.feature_loader import loadArgs
-    from cpc.run_config import criterion_name
+    from cpc.criterion.options import criterion_name
     try:
         args = loadArgs(run_dir / ckpt.ARGS_FILE)
         return chance_loss_of(args, criterion_name(args))

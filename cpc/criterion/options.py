@@ -1,14 +1,17 @@
 """The options of the shipped criteria, one dataclass per criterion and one field per flag
-(:mod:`cpc.utils.option_classes`); their lines in :mod:`cpc.registries` name them.
+(:mod:`cpc.utils.option_classes`); their lines in :mod:`cpc.registries` name them; and which
+registered criterion a command line trains (:func:`criterion_name`).
 
 Torch-free, beside the criteria, so that the parser and ``--help`` need no torch.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import ClassVar
 
 from cpc.registries import CRITERIA, HEADS
+from cpc.utils.errors import ConfigError
 from cpc.utils.option_classes import option
 
 
@@ -86,3 +89,15 @@ class SupervisedOptions:
     nLevelsPhone: int = option(1, "With --supervised and --path_phone_data: layers of the phone "
                                   "classifier (more than 1: an MLP whose hidden width is the "
                                   "phone count).")
+
+
+def criterion_name(args: argparse.Namespace) -> str:
+    """The registered criterion to train: --criterion, cpcctc for the fork's --CPCCTC, or for
+    --supervised (as CPC_audio) phone_ctc with --CTC, phone with --path_phone_data, else
+    speaker."""
+    if args.supervised:
+        return ("phone_ctc" if args.CTC else "phone") if args.path_phone_data else "speaker"
+    if args.CPCCTC and args.criterion not in ("cpc", "cpcctc"):
+        raise ConfigError(f"--CPCCTC selects the cpcctc criterion; it contradicts --criterion "
+                          f"{args.criterion}")
+    return "cpcctc" if args.CPCCTC else args.criterion

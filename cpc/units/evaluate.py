@@ -13,7 +13,6 @@ across speakers, angular distance) of the units' one-hot vectors on the items th
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -28,7 +27,6 @@ if __name__ == "__main__":  # --help needs none of the imports below (torch...)
     handle_interrupts()
     answer_help(evaluate_parser(__doc__), sys.argv[1:])
 
-import argparse
 import math
 
 import numpy as np

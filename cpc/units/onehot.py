@@ -24,8 +24,6 @@ if __name__ == "__main__":  # --help needs none of the imports below (torch...)
     handle_interrupts()
     answer_help(onehot_parser(__doc__), sys.argv[1:])
 
-import argparse
-
 import numpy as np
 from tqdm import tqdm
 

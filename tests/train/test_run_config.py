@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cpc.run_config import (check_processes, criterion_name, output_dirs, parse_args,
+from cpc.criterion.options import criterion_name
+from cpc.run_config import (check_processes, output_dirs, parse_args,
                             resolve_run)
 from cpc.utils import checkpoint as ckpt
 from cpc.utils.errors import ConfigError

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from cpc import run_config
+from cpc.criterion.options import criterion_name
 from cpc.criterion.supervised import CTCPhoneCriterion, PhoneCriterion, SpeakerCriterion
 from cpc.feature_loader import loadModel
 from cpc.utils import checkpoint as ckpt
@@ -48,7 +49,7 @@ def test_supervised_training_learns_and_its_checkpoint_reloads(tiny_corpus, tmp_
     _, dim_context, _ = loadModel([str(out)])  # strictly
     assert dim_context == 32
     config = run_config.resolve_run([str(a) for a in argv])
-    assert run_config.criterion_name(config.args) == {
+    assert criterion_name(config.args) == {
         SpeakerCriterion: "speaker", PhoneCriterion: "phone", CTCPhoneCriterion: "phone_ctc"}[criterion]
 
 
@@ -89,7 +90,7 @@ def test_old_cpc_audio_clustering_settings_parse_and_act_on_nothing():
     args = run_config.parse_args(["--pathDB", "x", "--cluster_delay", "3", "--cluster_iter", "5",
                                   "--clustering_update", "dpmean", "--cpc_mode", "reverse"])[0]
     run_config.check_compatibility_flags(args)
-    assert run_config.criterion_name(args) == "cpc"
+    assert criterion_name(args) == "cpc"
 
 
 def test_supervised_is_an_architecture_flag_of_a_resumed_run(tiny_corpus, tmp_path, capsys):

@@ -113,7 +113,8 @@ def test_missing_pathdb_is_an_error(capsys):
 def test_criterion_flag_selects_a_registered_criterion_and_cpcctc_is_its_alias():
     import argparse
 
-    from cpc.run_config import criterion_name, parse_args
+    from cpc.criterion.options import criterion_name
+    from cpc.run_config import parse_args
     from cpc.utils.errors import ConfigError
     assert criterion_name(parse_args(["--pathDB", "x"])[0]) == "cpc"
     assert criterion_name(parse_args(["--pathDB", "x", "--CPCCTC"])[0]) == "cpcctc"
