@@ -32,19 +32,13 @@ from typing import Any
 
 import yaml
 
+from cpc.criterion.recipe import recipe_settings
 from cpc.criterion.workers import check_workers_config
 from cpc.utils.constants import window_size_problem
 from cpc.utils.errors import ConfigError
 
-# name: (type, default, minimum, maximum)
-PASE_SETTINGS: dict[str, tuple[type, Any, float, float | None]] = {
-    "ckpt_save_interval": (int, 1, 1, None),
-    "num_ckpts_keep": (int, 0, 0, None),
-    "encoder_lr_start": (float, 5e-4, 0, None),
-    "worker_lr_start": (float, 5e-4, 0, None),
-    "lr_update_interval": (int, 30, 1, None),
-    "decay_factor": (float, 0.5, 0, 1),
-}
+# name: (type, default, minimum, maximum), as the recipe declares them
+PASE_SETTINGS: dict[str, tuple[type, Any, float, float | None]] = recipe_settings()
 CHUNK_SIZE = "chunk_size"
 WORKERS_CONFIG = "workers_config"
 WORKER_SCHEDULE = ("encoder_lr_start", "worker_lr_start", "lr_update_interval", "decay_factor")

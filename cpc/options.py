@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from cpc.capture.kinds import CAPTURE_KINDS
 from cpc.collapse_rule import ON_COLLAPSE, CollapseRule
+from cpc.criterion.recipe import PaseOptions
 from cpc.probes.config import ProbeConfig
 from cpc.architecture import architecture_classes
 from cpc.registries import STATS
@@ -137,15 +138,7 @@ def add_capture_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_pase_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "PASE", "A YAML file supplies defaults for any flag (the command line wins) and the PASE "
-        "recipe: workers_config (regressors and classifiers on the encoder output, each with its "
-        "own Adam), chunk_size, encoder_lr_start, worker_lr_start, lr_update_interval, "
-        "decay_factor, ckpt_save_interval, num_ckpts_keep. See configs/pase.yaml.")
-    group.add_argument("--config", type=str, default=None, help="YAML settings file.")
-    group.add_argument("--pase_stats_batches", type=int, default=50,
-                       help="Training batches used to estimate the regression targets' mean and "
-                            "std before training.")
+    add_option_groups(parser, [PaseOptions])
 
 
 def add_training_args(parser: argparse.ArgumentParser) -> None:

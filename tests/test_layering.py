@@ -28,7 +28,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     1: ("cpc.registries", "cpc.options", "cpc.eval.options", "cpc.capture.options",
         "cpc.units.options", "cpc.collapse_rule", "cpc.capture.kinds", "cpc.probes.config",
         "cpc.architecture", "cpc.model_options", "cpc.pase_encoder_options",
-        "cpc.criterion.options"),
+        "cpc.criterion.options", "cpc.criterion.recipe"),
     2: ("cpc.audio_check", "cpc.audio_features", "cpc.dropout", "cpc.precision",
         "cpc.transformers", "cpc.qrnn", "cpc.data", "cpc.stats", "cpc.run_log",
         "cpc.capture.completeness", "cpc.capture.loader", "cpc.corpora.espeak",

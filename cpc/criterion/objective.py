@@ -147,11 +147,9 @@ class WorkerObjective(Objective):
     has_unused_parameters = True  # the workers a batch leaves out
     uses_rate_flags = False
 
-    def __init__(self, workers: nn.ModuleDict, recipe: dict | None = None,
-                 stats_batches: int = 0) -> None:
+    def __init__(self, workers: nn.ModuleDict, recipe: dict, stats_batches: int) -> None:
         self.workers = self.module = workers
-        self.recipe = recipe or {"encoder_lr_start": 5e-4, "worker_lr_start": 5e-4,
-                                 "lr_update_interval": 1, "decay_factor": 1.0}
+        self.recipe = recipe  # cpc.config_file's reading of --config (cpc.criterion.recipe)
         self.stats_batches = stats_batches
         self.step_names = list(workers.keys())
 

@@ -121,3 +121,16 @@ def test_shipped_configs_load_against_train_parser(name):
     if name == "pase_plus.yaml":
         assert defaults["pase_skip"] is True and "spc" in pase["workers_config"]["classifier"]
         assert {"fbank", "lps_long", "mfcc_long"} <= set(pase["workers_config"]["regressor"])
+
+
+def test_the_recipe_settings_and_flags_come_from_their_declaration():
+    from cpc.config_file import PASE_SETTINGS
+    from cpc.criterion.recipe import PaseOptions
+    from cpc.options import build_parser
+    assert PASE_SETTINGS == {  # (type, default, lowest, highest): PASE's recipe keys
+        "ckpt_save_interval": (int, 1, 1, None), "num_ckpts_keep": (int, 0, 0, None),
+        "encoder_lr_start": (float, 5e-4, 0, None), "worker_lr_start": (float, 5e-4, 0, None),
+        "lr_update_interval": (int, 30, 1, None), "decay_factor": (float, 0.5, 0, 1)}
+    args = build_parser().parse_args([])
+    assert (args.config, args.pase_stats_batches) == (PaseOptions.config,
+                                                      PaseOptions.pase_stats_batches)
