@@ -111,13 +111,12 @@ def build_training(args: argparse.Namespace, recipe: dict | None, device: torch.
                                 dim_context=model.dim_context, dim_encoded=model.dim_encoded,
                                 n_speakers=n_speakers, n_phones=n_phones)
     objective.module.to(device)
-    built = {name: build_adam(group.params, group.lr, betas=(args.beta1, args.beta2),
-                              eps=args.epsilon, schedule=group.schedule,
-                              warmup_steps=args.warmup_steps)
-             for name, group in objective.rate_groups(model).items()}
-    return TrainedState(model, objective, {name: pair[0] for name, pair in built.items()},
-                    {name: pair[1] for name, pair in built.items()},
-                    loss_scaler(args.precision, device))
+    optimizers, rates = {}, {}
+    for name, group in objective.rate_groups(model).items():
+        optimizers[name], rates[name] = build_adam(
+            group.params, group.lr, betas=(args.beta1, args.beta2), eps=args.epsilon,
+            schedule=group.schedule, warmup_steps=args.warmup_steps)
+    return TrainedState(model, objective, optimizers, rates, loss_scaler(args.precision, device))
 
 
 def load_initial_weights(paths: list[str], model: torch.nn.Module,
